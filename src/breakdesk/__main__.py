@@ -1,0 +1,3 @@
+from breakdesk.cli import main
+
+main()

@@ -1,0 +1,29 @@
+"""Shared CLI helpers: one console, one way to print pack problems and exit with code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from breakdesk.packs.problems import PackProblem
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_INVALID = 2
+
+
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def print_problems(problems: Iterable[PackProblem]) -> int:
+    n = 0
+    for p in problems:
+        err_console.print(f"[red]{p.file}[/]:[cyan]{p.path}[/]: {p.reason}", highlight=False, soft_wrap=True)
+        n += 1
+    return n

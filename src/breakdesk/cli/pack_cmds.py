@@ -1,0 +1,55 @@
+"""`breakdesk pack …`: validate, schema, test, import — packs are code, so they get a compiler's ergonomics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breakdesk.cli import app
+from breakdesk.cli.common import EXIT_INVALID, console, err_console, print_problems
+
+pack_app = typer.Typer(help="Validate, test, import and publish domain packs and tenant policies.", no_args_is_help=True)
+app.add_typer(pack_app, name="pack")
+
+
+@pack_app.command("validate")
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Pack files or directories (YAML or JSON).")],
+) -> None:
+    """Validate packs; tenant policies are checked against the domain packs given alongside them."""
+    from breakdesk.packs.workspace import validate_paths
+
+    report = validate_paths(paths)
+    if not report.files:
+        err_console.print("[red]error:[/] no pack files found")
+        raise typer.Exit(EXIT_INVALID)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if report.problems:
+        n = print_problems(report.problems)
+        err_console.print(f"[bold red]{n} problem(s)[/] in {len(report.files)} file(s)")
+        raise typer.Exit(EXIT_INVALID)
+    for d in report.domains:
+        console.print(
+            f"[green]✓[/] domain {d.ref}: {len(d.types)} types, {len(d.spec.severityRules)} severity rules, "
+            f"{len(d.tools)} tools, {len(d.playbooks)} playbooks, {len(d.spec.tests)} tests"
+        )
+    for t in report.tenants:
+        console.print(f"[green]✓[/] tenant policy {t.ref} → {t.domain.ref}: {len(t.spec.tests)} tests")
+
+
+@pack_app.command("schema")
+def schema(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of packs (for editor validation and autocompletion)."""
+    from breakdesk.packs.schema import pack_json_schema
+
+    text = json.dumps(pack_json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        typer.echo(text)

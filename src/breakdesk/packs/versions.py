@@ -1,0 +1,63 @@
+"""Version ranges for domain bindings: PEP 440 specifiers plus the npm-style shorthands admins expect."""
+
+from __future__ import annotations
+
+import re
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+_CARET = re.compile(r"^\^(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+_TILDE = re.compile(r"^~(\d+)(?:\.(\d+))?(?:\.(\d+))?$")
+_X = re.compile(r"^(\d+)(?:\.(\d+|x|\*))?(?:\.(x|\*))?$")
+
+
+def parse_range(text: str) -> SpecifierSet:
+    """Parse a range; raises ValueError naming what is wrong."""
+    t = text.strip()
+    if t in ("", "*", "x"):
+        return SpecifierSet("")
+    m = _CARET.match(t)
+    if m:
+        major, minor, patch = (int(g) if g else 0 for g in m.groups())
+        if major > 0:
+            upper = f"{major + 1}.0.0"
+        elif minor > 0:
+            upper = f"0.{minor + 1}.0"
+        else:
+            upper = f"0.0.{patch + 1}"
+        return SpecifierSet(f">={major}.{minor}.{patch},<{upper}")
+    m = _TILDE.match(t)
+    if m:
+        major, minor, patch = (int(g) if g else 0 for g in m.groups())
+        return SpecifierSet(f">={major}.{minor}.{patch},<{major}.{minor + 1}.0")
+    m = _X.match(t)
+    if m and (m.group(2) in (None, "x", "*") or m.group(3) in ("x", "*")):
+        major = int(m.group(1))
+        if m.group(2) in (None, "x", "*"):
+            return SpecifierSet(f">={major}.0.0,<{major + 1}.0.0")
+        minor = int(m.group(2))
+        return SpecifierSet(f">={major}.{minor}.0,<{major}.{minor + 1}.0")
+    if re.match(r"^\d+\.\d+\.\d+", t) and not any(c in t for c in "<>=!~,"):
+        t = f"=={t}"
+    try:
+        return SpecifierSet(t)
+    except InvalidSpecifier:
+        raise ValueError(
+            f"invalid version range {text!r}: use specifiers like '>=1.0.0,<2', '^1.2.0', '~1.2.0', '1.x' or '*'"
+        ) from None
+
+
+def satisfies(version: str, range_text: str) -> bool:
+    try:
+        v = Version(version)
+    except InvalidVersion:
+        return False
+    return parse_range(range_text).contains(v, prereleases=True)
+
+
+def sort_key(version: str) -> Version:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return Version("0")
