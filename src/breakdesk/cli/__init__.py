@@ -15,7 +15,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from breakdesk.cli import pack_cmds, pack_import  # noqa: F401
+    from breakdesk.cli import pack_cmds, pack_import, run_cmds, store_cmds  # noqa: F401
 
 
 def main() -> None:

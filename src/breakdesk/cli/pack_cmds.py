@@ -53,3 +53,45 @@ def schema(
         output.write_text(text + "\n")
     else:
         typer.echo(text)
+
+
+@pack_app.command("test")
+def test(
+    domain_pack: Annotated[Path, typer.Argument(help="The domain pack file.")],
+    tenant: Annotated[
+        list[Path] | None, typer.Option("--tenant", "-t", help="Tenant policy file(s) whose tests to run too.")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here (for CI).")] = None,
+) -> None:
+    """Run a pack's test cases through the real pipeline and compare with their expectations."""
+    from rich.table import Table
+
+    from breakdesk.packs.problems import PackError
+    from breakdesk.packs.testing import run_pack_tests, write_junit
+    from breakdesk.packs.workspace import compile_domain_file, compile_tenant_file
+
+    try:
+        domain = compile_domain_file(domain_pack)
+        tenants = [compile_tenant_file(t, domain) for t in tenant or []]
+    except PackError as exc:
+        print_problems(exc.problems)
+        raise typer.Exit(EXIT_INVALID) from None
+    results = run_pack_tests(domain, tenants)
+    table = Table(title=f"Pack tests: {domain.ref}", show_lines=False)
+    for col in ("suite", "test", "result", "details"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        details = "; ".join(r.failures) if r.failures else (
+            f"{r.actual['exceptionType']} {r.actual['severity']} {r.actual['playbook']}"
+            f"{' approval' if r.actual['approvalRequired'] else ''}"
+        )
+        table.add_row(r.suite, r.name, "[green]pass[/]" if r.passed else "[red]FAIL[/]", details)
+    console.print(table)
+    failed = sum(1 for r in results if not r.passed)
+    if junit:
+        write_junit(results, junit)
+    console.print(f"{len(results) - failed} passed, {failed} failed")
+    if not results:
+        err_console.print("[yellow]no test cases found[/]")
+    if failed:
+        raise typer.Exit(1)

@@ -160,3 +160,8 @@ class ExceptionRecord(CanonicalModel):
                 allowed = ", ".join(m.value for m in enum)
                 raise ValueError(f"must be one of {allowed}, got {v!r}") from None
         return v
+
+
+def ev(kind: str, message: str, ref: str | None = None) -> Evidence:
+    """Shorthand the stages use to cite a reason."""
+    return Evidence(kind=kind, message=message, ref=ref)

@@ -7,6 +7,7 @@ mappings, so a whole tool-argument object is one compiled template.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,12 +78,36 @@ def _scan(text: str) -> list[str | Condition]:
     return parts
 
 
+_PATH = re.compile(r"^\s*[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\s*$")
+_MISSING = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A compiled template over an arbitrary JSON-like value."""
 
     kind: str  # "literal" | "expr" | "concat" | "list" | "map"
     value: Any
+
+    @property
+    def path(self) -> tuple[str, ...] | None:
+        """For `${a.b.c}`: the field path, so callers can read plain data without building a CEL context."""
+        if self.kind == "expr" and _PATH.match(self.value.source):
+            return tuple(self.value.source.strip().split("."))
+        return None
+
+    def lookup(self, data: dict[str, Any]) -> Any:
+        """Resolve a path template over plain data; raises RenderError like `render` when a field is missing."""
+        path = self.path
+        assert path is not None
+        cur: Any = data
+        for part in path:
+            if not isinstance(cur, dict):
+                raise RenderError(f"${{{self.value.source}}}: no such overload")
+            cur = cur.get(part, _MISSING)
+            if cur is _MISSING:
+                raise RenderError(f"${{{self.value.source}}}: missing field {part!r}")
+        return cur
 
     @property
     def expressions(self) -> list[Condition]:

@@ -1,0 +1,280 @@
+"""`breakdesk run` (the main job), `breakdesk show` and `breakdesk demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from breakdesk.cli import app
+from breakdesk.cli.common import console, fail
+from breakdesk.cli.runtime import opened, run_with_store
+from breakdesk.cli.store_cmds import UrlOpt
+from breakdesk.pipeline.orchestrator import BatchReport, NoActivePacks, Orchestrator, Rejected
+from breakdesk.pipeline.types import Submission
+
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def read_jsonl(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, int, Any, str | None]]:
+    """Yield (line number, bytes read so far, parsed object or None, rejection reason or None); never raises
+    for bad content, so no line is lost."""
+    done = 0
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            done += len(raw)
+            line = raw.strip()
+            if not line:
+                continue
+            if len(line) > max_line_bytes:
+                yield lineno, done, None, (
+                    f"line is {len(line) / 1048576:.1f} MB; the limit is {max_line_bytes / 1048576:.1f} MB"
+                )
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield lineno, done, None, f"not JSON: {exc}"
+                continue
+            if not isinstance(obj, dict):
+                yield lineno, done, None, f"an exception must be a JSON object, got {type(obj).__name__}"
+                continue
+            yield lineno, done, obj, None
+
+
+async def run_file(
+    store: Any,
+    path: Path,
+    tenant: str,
+    batch_size: int,
+    progress: Progress | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> BatchReport:
+    orch = Orchestrator(store)
+    await orch.active_packs(tenant)
+    total = BatchReport()
+    size = path.stat().st_size
+    task = progress.add_task(f"{path.name} → {tenant}", total=size) if progress else None
+    batch: list[Submission] = []
+
+    async def flush() -> None:
+        if batch:
+            total.merge(await orch.process(tenant, batch))
+            batch.clear()
+
+    last = 0
+    for lineno, done, obj, reason in read_jsonl(path, max_line_bytes):
+        if reason is not None:
+            total.rejected.append(Rejected(lineno, reason))
+        else:
+            batch.append(Submission(obj, datetime.now(UTC), lineno))
+        if len(batch) >= batch_size:
+            await flush()
+        last = done
+        if progress is not None and task is not None:
+            progress.update(task, completed=last)
+    await flush()
+    if progress is not None and task is not None:
+        progress.update(task, completed=size)
+    return total
+
+
+def print_summary(report: BatchReport, elapsed: float, title: str) -> None:
+    rate = report.processed / elapsed if elapsed > 0 else 0.0
+    head = Table(title=title, show_header=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    for label, value in (
+        ("processed", report.processed),
+        ("recurrences (merged into open exceptions)", report.recurrences),
+        ("duplicates (already received)", report.duplicates),
+        ("rejected", len(report.rejected)),
+        ("approval required", report.approval_required),
+        ("escalated", report.escalated),
+        ("throughput", f"{rate:,.0f} exceptions/s"),
+    ):
+        head.add_row(label, str(value))
+    console.print(head)
+    for name, counter in (
+        ("type", report.by_type),
+        ("severity", report.by_severity),
+        ("actionability", report.by_actionability),
+        ("status", report.by_status),
+    ):
+        if not counter:
+            continue
+        t = Table(name, "count", title=f"by {name}")
+        for key, n in counter.most_common():
+            t.add_row(key, str(n))
+        console.print(t)
+
+
+def write_errors(path: Path, rejected: list[Rejected], source: Path) -> None:
+    with path.open("wb") as fh:
+        for r in rejected:
+            fh.write(orjson.dumps({"file": str(source), "line": r.line, "reason": r.reason}) + b"\n")
+
+
+@app.command("run")
+def run(
+    file: Annotated[Path, typer.Argument(help="JSONL file: one exception per line.", exists=True, dir_okay=False)],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant to process for.")],
+    errors: Annotated[
+        Path | None, typer.Option("--errors", help="Where rejected lines go (default FILE.errors.jsonl).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 500,
+    db: UrlOpt = None,
+) -> None:
+    """Process a file of exceptions through the pipeline and print a summary."""
+    started = time.perf_counter()
+
+    async def go(store: Any) -> BatchReport:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=False,
+        ) as progress:
+            return await run_file(store, file, tenant, batch_size, progress)
+
+    try:
+        report = run_with_store(go, db)
+    except NoActivePacks as exc:
+        fail(str(exc))
+    elapsed = time.perf_counter() - started
+    print_summary(report, elapsed, f"{file.name} for {tenant}")
+    if report.rejected:
+        err_path = errors or file.with_name(file.name + ".errors.jsonl")
+        write_errors(err_path, report.rejected, file)
+        console.print(f"[yellow]{len(report.rejected)} rejected line(s) written to {err_path}[/]")
+
+
+def render_timeline(exc: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    rec = exc.get("record") or {}
+    head = Table(show_header=False, title=f"Exception {exc['exception_id']}")
+    head.add_column(style="bold")
+    head.add_column()
+    for label, key in (
+        ("tenant", "tenant_id"), ("type", "exception_type"), ("severity", "severity"), ("status", "status"),
+        ("actionability", "actionability"), ("playbook", "playbook_id"), ("approval required", "approval_required"),
+        ("recurrences", "recurrence_count"), ("packs", "domain_pack"), ("policy", "tenant_policy"),
+        ("source", "source_system"), ("received", "received_at"),
+    ):
+        head.add_row(label, str(exc.get(key)))
+    if rec.get("normalizedContext"):
+        head.add_row("context", orjson.dumps(rec["normalizedContext"]).decode()[:300])
+    if exc.get("summary"):
+        head.add_row("summary", str(exc["summary"]))
+    console.print(head)
+    console.print("[bold]Decision timeline[/]")
+    for e in events:
+        d = e.get("decision") or {}
+        at = e.get("at")
+        when = f"{at:%H:%M:%S.%f}"[:-3] if isinstance(at, datetime) else str(at)
+        console.print(
+            f"[bold cyan]{e.get('seq'):>2} {e.get('stage')}[/] [dim]{when}[/]  {d.get('decision', '')}"
+            f"  [dim]confidence[/] {d.get('confidence', 0):.2f}  [dim]→[/] {d.get('nextStep', '')}",
+            highlight=False,
+        )
+        for x in d.get("evidence", []):
+            console.print(f"     • {x.get('message')}", highlight=False, soft_wrap=False)
+
+
+@app.command("show")
+def show(
+    exception_id: Annotated[str, typer.Argument(help="Exception id.")],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
+    db: UrlOpt = None,
+) -> None:
+    """Print an exception and its decision timeline (stage, time, decision, confidence, evidence, next step)."""
+
+    async def go(store: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        exc = await store.get_exception(tenant, exception_id)
+        return exc, (await store.get_events(tenant, exception_id) if exc else [])
+
+    exc, events = run_with_store(go, db)
+    if exc is None:
+        fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
+    render_timeline(exc, events)
+
+
+@app.command("demo")
+def demo(
+    packs_dir: Annotated[Path, typer.Option("--packs", help="Example packs directory.")] = Path("packs"),
+    examples_dir: Annotated[Path, typer.Option("--examples", help="Example exceptions directory.")] = Path("examples"),
+    db_file: Annotated[Path, typer.Option("--db-file", help="SQLite file for the demo (recreated).")] = Path(
+        "demo.db"
+    ),
+) -> None:
+    """Set up demo tenants with the example packs, process the example exceptions, show the results."""
+    from breakdesk.catalog import Catalog
+    from breakdesk.packs.loader import read_file
+
+    domains = sorted(packs_dir.glob("*/domain.yaml"))
+    if not domains:
+        fail(f"no example packs under {packs_dir}/ (run from the repository root or pass --packs)")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite+aiosqlite:///{db_file}"
+    started = time.perf_counter()
+
+    async def go() -> list[tuple[str, str, BatchReport, float]]:
+        results = []
+        async with opened(url) as store:
+            cat = Catalog(store)
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                for dom_file in domains:
+                    dom_data, dom_src = read_file(dom_file)
+                    examples = examples_dir / f"{dom_file.parent.name}.jsonl"
+                    for pol_file in sorted((dom_file.parent / "tenants").glob("*.yaml")):
+                        pol_data, pol_src = read_file(pol_file)
+                        tid = pol_data["tenantId"]
+                        await store.create_tenant(tid, pol_data.get("name") or tid)
+                        await cat.publish(tid, dom_data, dom_src, "demo", activate=True)
+                        await cat.publish(tid, pol_data, pol_src, "demo", activate=True)
+                        if examples.exists():
+                            t0 = time.perf_counter()
+                            rep = await run_file(store, examples, tid, 500, progress)
+                            results.append((dom_file.parent.name, tid, rep, time.perf_counter() - t0))
+        return results
+
+    results = asyncio.run(go())
+    table = Table("domain", "tenant", "processed", "recurr.", "dupes", "rejected", "auto plan", "approval",
+                  "escalated", "info only", "exc/s", title="Demo: the same exceptions, different tenant policies")
+    for dom, tid, rep, secs in results:
+        table.add_row(
+            dom, tid, str(rep.processed), str(rep.recurrences), str(rep.duplicates), str(len(rep.rejected)),
+            str(rep.by_status.get("IN_PROGRESS", 0)), str(rep.by_status.get("PENDING_APPROVAL", 0)),
+            str(rep.by_status.get("ESCALATED", 0)), str(rep.by_status.get("TRIAGED", 0)),
+            f"{rep.processed / secs:,.0f}" if secs else "-",
+        )
+    console.print(table)
+    # One timeline, so a person sees *why* a decision was made.
+    pick: tuple[str, str] | None = None
+    for _, tid, rep, _ in results:
+        if rep.exception_ids:
+            pick = (tid, rep.exception_ids[len(rep.exception_ids) // 3])
+            break
+    if pick:
+        async def one() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            async with opened(url) as store:
+                exc = await store.get_exception(*pick)
+                return exc, await store.get_events(*pick)
+
+        exc, events = asyncio.run(one())
+        if exc:
+            render_timeline(exc, events)
+    console.print(f"\nDone in {time.perf_counter() - started:.1f}s. Explore the demo database:")
+    console.print(f"  export BREAKDESK_DATABASE_URL=sqlite+aiosqlite:///{db_file}")
+    if pick:
+        console.print(f"  .venv/bin/breakdesk show {pick[1]} --tenant {pick[0]}")
+    console.print("  .venv/bin/breakdesk audit verify")

@@ -1,0 +1,42 @@
+"""Running async store work from synchronous Typer commands, with errors turned into clean exits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from breakdesk.cli.common import fail, print_problems
+from breakdesk.packs.problems import PackError
+from breakdesk.store import Store
+from breakdesk.store.errors import Conflict, NotFound, StoreError
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def opened(url: str | None = None) -> Any:
+    store = await Store.open(url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None) -> T:
+    """Open the store (migrating it), run `fn`, close; store and pack errors exit with code 2."""
+
+    async def main() -> T:
+        async with opened(url) as store:
+            return await fn(store)
+
+    try:
+        return asyncio.run(main())
+    except PackError as exc:
+        print_problems(exc.problems)
+        fail(f"{len(exc.problems)} problem(s)")
+    except (NotFound, Conflict) as exc:
+        fail(str(exc))
+    except StoreError as exc:
+        fail(f"store: {exc}")

@@ -1,0 +1,306 @@
+"""The orchestrator: the imperative shell around the pure stages.
+
+It loads the tenant's active packs (compiled once per version), dedupes against the store, turns repeated
+fingerprints of open exceptions into recurrences, runs the stages and writes each batch in one transaction:
+an exception's events, projection and audit entries commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from breakdesk.domain.ids import new_exception_id
+from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
+from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
+from breakdesk.packs.loader import model_from_data
+from breakdesk.packs.problems import PackError
+from breakdesk.packs.schema import DomainPack, TenantPolicy
+from breakdesk.pipeline.intake import IntakeRejected, intake
+from breakdesk.pipeline.stages import Decided, decide
+from breakdesk.pipeline.types import IntakeResult, RecurrenceInfo, StageEvent, Submission
+from breakdesk.store.records import AuditRow, EventRow, ExceptionRow, ExceptionWrite
+
+
+class NoActivePacks(Exception):
+    """The tenant has no active domain pack or tenant policy: nothing can be decided."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePacks:
+    domain: CompiledDomainPack
+    tenant: CompiledTenantPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    line: int | None
+    reason: str
+
+
+@dataclass
+class BatchReport:
+    processed: int = 0
+    recurrences: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    by_type: Counter[str] = field(default_factory=Counter)
+    by_severity: Counter[str] = field(default_factory=Counter)
+    by_actionability: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
+    approval_required: int = 0
+    escalated: int = 0
+    stage_errors: int = 0
+    exception_ids: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def merge(self, other: BatchReport) -> None:
+        self.processed += other.processed
+        self.recurrences += other.recurrences
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        for mine, theirs in (
+            (self.by_type, other.by_type),
+            (self.by_severity, other.by_severity),
+            (self.by_actionability, other.by_actionability),
+            (self.by_status, other.by_status),
+        ):
+            mine.update(theirs)
+        self.approval_required += other.approval_required
+        self.escalated += other.escalated
+        self.stage_errors += other.stage_errors
+        self.exception_ids.extend(other.exception_ids)
+        self.elapsed_s += other.elapsed_s
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def idempotency_key(ir: IntakeResult, explicit_id: bool) -> str | None:
+    """Caller key, else sourceSystem + source id, else a caller-chosen exception id."""
+    if ir.idempotency_key:
+        return f"key:{ir.idempotency_key}"
+    if ir.source_id:
+        return f"src:{ir.record.source_system}:{ir.source_id}"
+    if explicit_id:
+        return f"id:{ir.record.exception_id}"
+    return None
+
+
+def _decision_dict(d: AgentDecision | None) -> dict[str, Any] | None:
+    return None if d is None else d.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: Any,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        id_factory: Callable[[], str] = new_exception_id,
+        actor: str = "pipeline",
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.id_factory = id_factory
+        self.actor = actor
+        self._compiled: dict[tuple[str, str, str], ActivePacks] = {}
+
+    # ----------------------------------------------------------------------------------------------- packs
+
+    async def active_packs(self, tenant_id: str) -> ActivePacks:
+        dom = await self.store.active_pack(tenant_id, "domain")
+        ten = await self.store.active_pack(tenant_id, "tenant")
+        if dom is None or ten is None:
+            missing = " and ".join(k for k, v in (("domain pack", dom), ("tenant policy", ten)) if v is None)
+            raise NoActivePacks(f"tenant {tenant_id!r} has no active {missing}; publish and activate one first")
+        key = (tenant_id, dom.content_hash, ten.content_hash)
+        cached = self._compiled.get(key)
+        if cached is not None:
+            return cached
+        domain_model = model_from_data(dom.content, f"{dom.name}@{dom.version}")
+        tenant_model = model_from_data(ten.content, f"{ten.name}@{ten.version}")
+        if not isinstance(domain_model, DomainPack) or not isinstance(tenant_model, TenantPolicy):
+            raise PackError([])
+        domain = compile_domain(domain_model, domain_model.name)
+        tenant = compile_tenant(tenant_model, domain, tenant_model.tenantId)
+        packs = ActivePacks(domain, tenant)
+        self._compiled[key] = packs
+        return packs
+
+    # --------------------------------------------------------------------------------------------- process
+
+    async def process(
+        self, tenant_id: str, submissions: Iterable[Submission], *, dry_run: bool = True
+    ) -> BatchReport:
+        """Process one batch (caller sizes it); everything it writes commits in one transaction."""
+        t0 = time.perf_counter()
+        packs = await self.active_packs(tenant_id)
+        report = BatchReport()
+        now = self.clock()
+        accepted: list[tuple[Submission, IntakeResult, str | None]] = []
+        for sub in submissions:
+            explicit = isinstance(sub.data, dict) and isinstance(sub.data.get("exceptionId"), str)
+            try:
+                eid = str(sub.data["exceptionId"]).strip() if explicit else self.id_factory()
+                if not eid or len(eid) > 200:
+                    raise IntakeRejected("exceptionId must be 1..200 characters")
+                ir = intake(sub, tenant_id, eid, packs.domain)
+            except IntakeRejected as exc:
+                report.rejected.append(Rejected(sub.line, str(exc)))
+                continue
+            except Exception as exc:  # malformed data must never stop the batch
+                report.rejected.append(Rejected(sub.line, f"unprocessable: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            accepted.append((sub, ir, idempotency_key(ir, explicit)))
+
+        # dedupe against the store and within the batch
+        keys = [k for _, _, k in accepted if k]
+        known = await self.store.find_by_idempotency_keys(tenant_id, keys) if keys else {}
+        fresh: list[tuple[Submission, IntakeResult, str | None]] = []
+        seen_keys: set[str] = set()
+        for item in accepted:
+            k = item[2]
+            if k and (k in known or k in seen_keys):
+                report.duplicates += 1
+                continue
+            if k:
+                seen_keys.add(k)
+            fresh.append(item)
+
+        fps = list({ir.fingerprint for _, ir, _ in fresh})
+        open_by_fp = await self.store.find_open_by_fingerprints(tenant_id, fps) if fps else {}
+        stats = await self.store.fingerprint_stats(tenant_id, fps) if fps else {}
+        batch_open: dict[str, str] = {}
+        writes: list[ExceptionWrite] = []
+        for sub, ir, key in fresh:
+            fp = ir.fingerprint
+            target = open_by_fp.get(fp) or batch_open.get(fp)
+            if target is not None:
+                writes.append(self._recurrence_write(ir, key, target, sub, now))
+                report.recurrences += 1
+                continue
+            st = stats.get(fp)
+            rec = RecurrenceInfo(st.count, st.first_seen, st.last_seen, st.last_exception_id) if st else None
+            decided = decide(ir, packs.domain, packs.tenant, received_at=sub.received_at, now=now,
+                             recurrence=rec, dry_run=dry_run)
+            if decided.status.is_open:
+                batch_open[fp] = ir.record.exception_id
+            writes.append(self._new_write(decided, key, packs, sub, now))
+            self._count(report, decided)
+        if writes:
+            await self.store.write_batch(tenant_id, writes)
+        report.elapsed_s = time.perf_counter() - t0
+        return report
+
+    @staticmethod
+    def _count(report: BatchReport, d: Decided) -> None:
+        report.processed += 1
+        report.exception_ids.append(d.intake.record.exception_id)
+        report.by_type[d.intake.record.exception_type] += 1
+        if d.triage:
+            report.by_severity[d.triage.severity.value] += 1
+        if d.policy:
+            report.by_actionability[d.policy.actionability.value] += 1
+        report.by_status[d.status.value] += 1
+        report.approval_required += int(d.approval_required)
+        report.escalated += int(d.escalated)
+        report.stage_errors += int(d.error is not None)
+
+    def _events(
+        self, exception_id: str, events: list[StageEvent], at: datetime, packs: ActivePacks | None
+    ) -> tuple[list[EventRow], list[AuditRow]]:
+        rows: list[EventRow] = []
+        audits: list[AuditRow] = []
+        for event in events:
+            decision = _decision_dict(event.decision)
+            rows.append(EventRow(exception_id, event.stage, at, decision, event.payload))
+            detail: dict[str, Any] = {"stage": event.stage}
+            if event.decision is not None:
+                detail.update(
+                    decision=event.decision.decision,
+                    confidence=event.decision.confidence,
+                    nextStep=event.decision.next_step,
+                    evidence=[e.message for e in event.decision.evidence],
+                )
+            if packs is not None:
+                detail["packs"] = [packs.domain.ref, packs.tenant.ref]
+            audits.append(AuditRow(self.actor, f"{event.stage}.decided", exception_id, at, detail))
+        return rows, audits
+
+    def _new_write(
+        self, d: Decided, key: str | None, packs: ActivePacks, sub: Submission, now: datetime
+    ) -> ExceptionWrite:
+        ir = d.intake
+        tri, pol, plan = d.triage, d.policy, d.plan
+        record = ir.record.model_copy(
+            update={
+                "severity": tri.severity if tri else None,
+                "resolution_status": d.status,
+                "detected_rules": tri.matched_rules if tri else (),
+                "suggested_actions": tuple(
+                    f"{s.step_id}: {s.tool or s.description} [{s.status}]" for s in plan.steps
+                ) if plan else (),
+            }
+        )
+        row = ExceptionRow(
+            tenant_id=ir.record.tenant_id,
+            exception_id=ir.record.exception_id,
+            source_system=ir.record.source_system,
+            exception_type=ir.record.exception_type,
+            status=d.status.value,
+            received_at=sub.received_at,
+            record=record.model_dump(mode="json", by_alias=True),
+            severity=tri.severity.value if tri else None,
+            actionability=pol.actionability.value if pol else None,
+            playbook_id=pol.playbook_id if pol else None,
+            approval_required=d.approval_required,
+            confidence=tri.confidence if tri else ir.type_confidence,
+            priority=float(tri.priority) if tri else 0.0,
+            fingerprint=ir.fingerprint,
+            idempotency_key=key,
+            source_id=ir.source_id,
+            domain_pack=packs.domain.ref,
+            tenant_policy=packs.tenant.ref,
+            triaged_at=now if tri else None,
+            resolved_at=None,
+            updated_at=now,
+            summary=tri.summary if tri else (d.error or ""),
+        )
+        events, audits = self._events(row.exception_id, d.events, now, packs)
+        return ExceptionWrite(row=row, events=events, audits=audits, is_new=True)
+
+    def _recurrence_write(
+        self, ir: IntakeResult, key: str | None, target: str, sub: Submission, now: datetime
+    ) -> ExceptionWrite:
+        decision = AgentDecision(
+            decision=f"recurrence of {target}",
+            confidence=ir.decision.confidence,
+            evidence=(
+                ev("recurrence", message=f"same fingerprint as open exception {target}", ref=target),
+                *ir.decision.evidence,
+            ),
+            next_step="none",
+        )
+        row = ExceptionRow(
+            tenant_id=ir.record.tenant_id,
+            exception_id=ir.record.exception_id,
+            source_system=ir.record.source_system,
+            exception_type=ir.record.exception_type,
+            status=ResolutionStatus.RECEIVED.value,
+            received_at=sub.received_at,
+            record=ir.record.model_dump(mode="json", by_alias=True),
+            fingerprint=ir.fingerprint,
+            idempotency_key=key,
+            source_id=ir.source_id,
+            updated_at=now,
+        )
+        event = StageEvent("recurrence", decision, {"occurrence": ir.record.exception_id,
+                                                 "rawPayload": ir.record.raw_payload})
+        events, audits = self._events(target, [event], now, None)
+        return ExceptionWrite(row=row, events=events, audits=audits, is_new=False, recurrence_of=target)

@@ -1,0 +1,139 @@
+"""Resolution planning: the selected playbook becomes a concrete plan of steps.
+
+A plan can never carry a tool the tenant may not run: such a step is kept as BLOCKED with `tool=None`, so the
+executor has nothing to call. Arguments are rendered and validated against the tool's JSON Schema here; those
+that depend on earlier step outputs (and `when` conditions that do) are decided at execution time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from breakdesk.domain.models import Actionability, AgentDecision, ev
+from breakdesk.packs.compiler import CompiledDomainPack, CompiledStep, CompiledTenantPolicy
+from breakdesk.pipeline.types import Plan, PlanStep, PolicyResult, ResolutionResult
+from breakdesk.rules.templates import RenderError
+
+
+def _depends_on_steps(step: CompiledStep) -> tuple[bool, bool]:
+    when = step.when is not None and "steps" in step.when.variables
+    args = any("steps" in e.variables for e in step.args.expressions)
+    return when, args
+
+
+def validate_args(domain: CompiledDomainPack, tool: str, args: Any) -> list[str]:
+    """JSON Schema errors of rendered arguments, as 'path: message' strings."""
+    return domain.tools[tool].arg_errors(args)
+
+
+def _plan_step(
+    step: CompiledStep,
+    ctx: Any,
+    domain: CompiledDomainPack,
+    tenant: CompiledTenantPolicy,
+    policy: PolicyResult,
+) -> PlanStep:
+    spec = step.spec
+    desc = spec.description or (f"call {spec.tool}" if spec.tool else "manual step")
+    comp = spec.compensate or (domain.tools[spec.tool].spec.compensation if spec.tool in domain.tools else None)
+    base = {
+        "index": step.index,
+        "step_id": step.id,
+        "description": desc,
+        "on_failure": spec.onFailure.value,
+        "compensate": comp,
+    }
+    if spec.tool is None:
+        return PlanStep(**base, tool=None, effect=None, args=None, status="MANUAL", requires_approval=False,
+                        reason="performed by a person")
+    tool = spec.tool
+    if tool not in domain.tools:
+        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
+                        reason=f"tool {tool} is not defined by {domain.ref}")
+    if tool in tenant.blocked_tools:
+        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
+                        reason=f"tool {tool} blocked by {tenant.blocked_tools[tool]}")
+    if tool not in tenant.allowed_tools:
+        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
+                        reason=f"tool {tool} is not in tools.allow of {tenant.ref}")
+    effect = domain.tools[tool].effect.value
+    needs = spec.requiresApproval or policy.approval_required
+    when_dep, args_dep = _depends_on_steps(step)
+    if step.when is not None and not when_dep:
+        res = step.when.evaluate(ctx)
+        if not res.matched:
+            why = res.error or "condition is false"
+            return PlanStep(**base, tool=tool, effect=effect, args=None, status="SKIPPED", requires_approval=False,
+                            reason=f"when {step.when.source!r}: {why}")
+    if args_dep:
+        return PlanStep(**base, tool=tool, effect=effect, args=None,
+                        status="DEFERRED_CONDITION" if when_dep else "PLANNED", requires_approval=needs,
+                        reason="arguments use earlier step outputs; rendered at execution")
+    try:
+        args = step.args.render(ctx)
+    except RenderError as exc:
+        return PlanStep(**base, tool=tool, effect=effect, args=None, status="INVALID_ARGS", requires_approval=True,
+                        reason=str(exc))
+    errors = validate_args(domain, tool, args)
+    if errors:
+        return PlanStep(**base, tool=tool, effect=effect, args=args, status="INVALID_ARGS", requires_approval=True,
+                        reason="; ".join(errors[:5]))
+    status = "DEFERRED_CONDITION" if when_dep else "PLANNED"
+    reason = "when depends on earlier step outputs; decided at execution" if when_dep else ""
+    return PlanStep(**base, tool=tool, effect=effect, args=args, status=status, requires_approval=needs, reason=reason)
+
+
+def _draft(domain: CompiledDomainPack, policy: PolicyResult) -> dict[str, Any] | None:
+    """For actionable cases without an approved process: the structure of the best candidate, unapproved."""
+    if not policy.candidate_playbooks:
+        return None
+    pb = domain.playbooks[policy.candidate_playbooks[0]]
+    return {
+        "id": f"{pb.id}-draft",
+        "basedOn": pb.id,
+        "approved": False,
+        "steps": [
+            {"stepId": s.id, "tool": s.tool, "description": s.spec.description or (s.tool or "manual step")}
+            for s in pb.steps
+        ],
+    }
+
+
+def plan_resolution(
+    ctx: Any,
+    domain: CompiledDomainPack,
+    tenant: CompiledTenantPolicy,
+    policy: PolicyResult,
+    dry_run: bool,
+) -> ResolutionResult:
+    if policy.playbook_id is None:
+        draft = _draft(domain, policy) if policy.actionability == Actionability.ACTIONABLE_NON_APPROVED_PROCESS else None
+        plan = Plan(None, (), dry_run, False, draft)
+        notes = [ev("plan", message="no approved playbook: nothing to run")]
+        if draft:
+            notes.append(ev("plan", message=f"suggested draft {draft['id']} (approved: false)", ref=draft["id"]))
+        decision = AgentDecision(decision="no plan", confidence=policy.decision.confidence, evidence=tuple(notes),
+                                 next_step=policy.decision.next_step)
+        return ResolutionResult(plan, decision)
+    pb = domain.playbooks[policy.playbook_id]
+    steps = tuple(_plan_step(s, ctx, domain, tenant, policy) for s in pb.steps)
+    approval = policy.approval_required or any(s.requires_approval for s in steps)
+    plan = Plan(pb.id, steps, dry_run, approval)
+    evidence = [
+        ev("plan-step", message=f"{s.step_id}: {s.status}" + (f" ({s.reason})" if s.reason else ""),
+                 ref=s.tool)
+        for s in steps
+    ]
+    if dry_run:
+        evidence.append(ev("plan", message="dry run: the plan is recorded, no tool is called"))
+    runnable = sum(1 for s in steps if s.status in ("PLANNED", "DEFERRED_CONDITION"))
+    next_step = "await_approval" if approval else ("execute" if runnable else "manual")
+    if policy.escalate:
+        next_step = "escalate"
+    decision = AgentDecision(
+        decision=f"plan {pb.id}: {runnable} tool step(s), {len(steps) - runnable} other",
+        confidence=policy.decision.confidence,
+        evidence=tuple(evidence),
+        next_step=next_step,
+    )
+    return ResolutionResult(plan, decision)

@@ -1,0 +1,147 @@
+"""All decision stages after intake, as one pure function: same inputs, same decisions, every time.
+
+A stage that raises does not stop the batch: the exception is marked ESCALATED with the error as evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
+from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
+from breakdesk.pipeline.context import condition_context
+from breakdesk.pipeline.feedback import feedback, final_status
+from breakdesk.pipeline.policy import decide_policy
+from breakdesk.pipeline.resolution import plan_resolution
+from breakdesk.pipeline.supervisor import check_plan, check_policy
+from breakdesk.pipeline.triage import triage
+from breakdesk.pipeline.types import (
+    IntakeResult,
+    Outcome,
+    Plan,
+    PolicyResult,
+    RecurrenceInfo,
+    SimilarCase,
+    StageEvent,
+    TriageResult,
+)
+
+
+def needed_vars(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str, phase: str) -> frozenset[str]:
+    """Variables the conditions of one phase can read for one exception type (memoized per compiled policy)."""
+    key = (etype, phase)
+    cached = tenant.var_cache.get(key)
+    if cached is not None:
+        return cached
+    names: set[str] = set()
+    if phase == "triage":
+        for rule in domain.severity_rules(etype):
+            names |= rule.condition.variables
+        for ov in tenant.overrides_for_type.get(etype, ()):
+            if ov.condition is not None:
+                names |= ov.condition.variables
+    else:
+        for pb in domain.playbooks_for(etype):
+            if pb.condition is not None:
+                names |= pb.condition.variables
+            for step in pb.steps:
+                if step.when is not None:
+                    names |= step.when.variables
+                for expr in step.args.expressions:
+                    names |= expr.variables
+        for rule in tenant.approval_rules:
+            if rule.condition is not None:
+                names |= rule.condition.variables
+        for route in tenant.routes:
+            if route.condition is not None:
+                names |= route.condition.variables
+    result = frozenset(names)
+    tenant.var_cache[key] = result
+    return result
+
+
+@dataclass(slots=True)
+class Decided:
+    """Everything the pipeline decided for one exception, plus the events to persist in order."""
+
+    intake: IntakeResult
+    status: ResolutionStatus
+    events: list[StageEvent] = field(default_factory=list)
+    triage: TriageResult | None = None
+    policy: PolicyResult | None = None
+    plan: Plan | None = None
+    outcome: Outcome | None = None
+    approval_required: bool = False
+    escalated: bool = False
+    error: str | None = None
+
+
+def decide(
+    ir: IntakeResult,
+    domain: CompiledDomainPack,
+    tenant: CompiledTenantPolicy,
+    *,
+    received_at: datetime,
+    now: datetime,
+    recurrence: RecurrenceInfo | None = None,
+    similar: tuple[SimilarCase, ...] = (),
+    dry_run: bool = True,
+) -> Decided:
+    out = Decided(intake=ir, status=ResolutionStatus.RECEIVED)
+    out.events.append(StageEvent("intake", ir.decision, {"fingerprint": ir.fingerprint, "typeSource": ir.type_source}))
+    stage = "triage"
+    try:
+        record = ir.record
+        recurrences = recurrence.count if recurrence else 0
+        ctx = condition_context(record, needed_vars(domain, tenant, record.exception_type, "triage"),
+                                recurrence=recurrences)
+        tri = triage(ir, ctx, domain, tenant, recurrence, similar)
+        out.triage = tri
+        out.events.append(StageEvent("triage", tri.decision, {"severity": tri.severity.value,
+                                                               "priority": tri.priority,
+                                                               "matchedRules": list(tri.matched_rules)}))
+        stage = "policy"
+        pctx = condition_context(record, needed_vars(domain, tenant, record.exception_type, "policy"),
+                                 severity=tri.severity.value, confidence=tri.confidence, recurrence=recurrences)
+        pol = decide_policy(ir, tri, pctx, domain, tenant)
+        out.policy = pol
+        out.events.append(StageEvent("policy", pol.decision, {"actionability": pol.actionability.value,
+                                                               "playbookId": pol.playbook_id,
+                                                               "approvalRequired": pol.approval_required,
+                                                               "blockedTools": [list(b) for b in pol.blocked_tools],
+                                                               "routes": list(pol.routes)}))
+        stage = "supervisor"
+        sup1 = check_policy(ir, tri, pol, tenant)
+        out.events.append(StageEvent("supervisor", sup1.decision, {"after": "policy"}))
+        stage = "resolution"
+        res = plan_resolution(pctx, domain, tenant, pol, dry_run)
+        out.plan = res.plan
+        out.events.append(StageEvent("resolution", res.decision, {"plan": res.plan.as_dict()}))
+        stage = "supervisor"
+        sup2 = check_plan(res.plan, pol, domain, tenant, tri.confidence)
+        out.events.append(StageEvent("supervisor", sup2.decision, {"after": "resolution"}))
+        approval = pol.approval_required or res.plan.approval_required or sup1.require_approval or sup2.require_approval
+        escalate = pol.escalate or sup1.escalate or sup2.escalate
+        status = final_status(pol, res.plan, escalate, approval)
+        stage = "feedback"
+        fb = feedback(status, received_at, now, None, tri, pol, res.plan, recurrence,
+                      domain.spec.intake.recurrenceThreshold, ir.fingerprint)
+        out.outcome = fb
+        out.events.append(StageEvent("feedback", fb.decision, {"status": status.value,
+                                                                "timeToTriageMs": fb.time_to_triage_ms,
+                                                                "learning": list(fb.learning)}))
+        out.status = status
+        out.approval_required = approval and pol.playbook_id is not None
+        out.escalated = escalate
+    except Exception as exc:  # a failing stage escalates this exception; the batch goes on
+        out.error = f"{stage} failed: {type(exc).__name__}: {exc}"[:500]
+        out.status = ResolutionStatus.ESCALATED
+        out.escalated = True
+        out.events.append(StageEvent(stage, AgentDecision(
+            decision=f"{stage} failed",
+            confidence=0.0,
+            evidence=(ev("error", message=out.error),),
+            next_step="escalate",
+        ), {"error": out.error}))
+    return out

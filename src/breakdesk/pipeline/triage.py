@@ -1,0 +1,159 @@
+"""Triage: severity (highest matching rule → type default → pack default → tenant override), priority,
+root-cause hint, summary and confidence.
+
+Confidence = type confidence * severity confidence, where severity decided by a rule or a tenant override
+counts 1.0, by the type's default 0.9 and by the pack's default 0.7 (explicit > detected > default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from breakdesk.domain.models import UNCLASSIFIED, AgentDecision, Evidence, ExceptionRecord, Severity, ev
+from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
+from breakdesk.pipeline.types import IntakeResult, RecurrenceInfo, SimilarCase, TriageResult
+
+SEVERITY_CONFIDENCE = {"rule": 1.0, "override": 1.0, "type-default": 0.9, "pack-default": 0.7}
+_BASE_PRIORITY = {Severity.LOW: 20, Severity.MEDIUM: 45, Severity.HIGH: 70, Severity.CRITICAL: 90}
+
+
+def priority_score(severity: Severity, recurrence: int, type_source: str) -> int:
+    """0..100: severity sets the band; recurrences add up to 8; an unclassified exception gets +2 for a look."""
+    score = _BASE_PRIORITY[severity] + min(8, 2 * max(0, recurrence))
+    if type_source == "unclassified":
+        score += 2
+    return min(100, score)
+
+
+def resolve_severity(
+    record: ExceptionRecord, ctx: Any, domain: CompiledDomainPack, tenant: CompiledTenantPolicy | None
+) -> tuple[Severity, str, list[str], list[Evidence]]:
+    """Pure severity resolution over a prepared CEL context."""
+    evidence: list[Evidence] = []
+    matched: list[str] = []
+    best: Severity | None = None
+    etype = record.exception_type
+    for rule in domain.severity_rules(etype):
+        res = rule.condition.evaluate(ctx)
+        if res.matched:
+            matched.append(rule.id)
+            evidence.append(
+                ev("severity-rule", message=f"rule {rule.id} matched → {rule.severity}", ref=rule.id)
+            )
+            if best is None or rule.severity.rank > best.rank:
+                best = rule.severity
+        elif res.error:
+            evidence.append(
+                ev("severity-rule", message=f"rule {rule.id} did not match: {res.error}", ref=rule.id)
+            )
+    if best is not None:
+        severity, source = best, "rule"
+    elif etype in domain.default_severity:
+        severity, source = domain.default_severity[etype], "type-default"
+        evidence.append(ev("severity-default", message=f"no rule matched: default of {etype} is {severity}"))
+    else:
+        severity, source = domain.spec.defaultSeverity, "pack-default"
+        evidence.append(ev("severity-default", message=f"no rule matched: pack default {severity}"))
+    if tenant is not None:
+        for ov in tenant.overrides_for_type.get(etype, ()):
+            if ov.condition is not None:
+                res = ov.condition.evaluate(ctx)
+                if not res.matched:
+                    if res.error:
+                        evidence.append(
+                            ev("severity-override", message=f"override {ov.index} skipped: {res.error}")
+                        )
+                    continue
+            note = f" ({ov.reason})" if ov.reason else ""
+            evidence.append(
+                Evidence(
+                    kind="severity-override",
+                    message=f"tenant {tenant.tenant_id} overrides {severity} → {ov.severity}{note}",
+                    ref=f"severityOverrides[{ov.index}]",
+                )
+            )
+            severity, source = ov.severity, "override"
+    return severity, source, matched, evidence
+
+
+def _summary(
+    record: ExceptionRecord, domain: CompiledDomainPack, severity: Severity, source: str, matched: list[str], hint: str
+) -> str:
+    et = domain.types.get(record.exception_type)
+    what = et.description.rstrip(".") if et and et.description else "An exception no rule could classify"
+    why = {
+        "rule": f"rule(s) {', '.join(matched)} matched",
+        "override": "the tenant policy overrides it",
+        "type-default": "it is the default for this type",
+        "pack-default": "it is the pack default",
+    }[source]
+    facts = ", ".join(f"{k}={_short(v)}" for k, v in list(record.normalized_context.items())[:6])
+    text = (
+        f"{record.exception_type} from {record.source_system} at {record.timestamp:%Y-%m-%d %H:%M} UTC: {what}. "
+        f"Severity {severity} because {why}."
+    )
+    if facts:
+        text += f" Key facts: {facts}."
+    if hint:
+        text += f" Likely cause: {hint}"
+    return text
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def root_cause_hint(domain: CompiledDomainPack, exception_type: str) -> str:
+    et = domain.types.get(exception_type)
+    if et is None:
+        return ""
+    if et.rootCauseHint:
+        return et.rootCauseHint
+    for anc in domain.ancestors.get(exception_type, ()):
+        hint = domain.types[anc].rootCauseHint
+        if hint:
+            return hint
+    return ""
+
+
+def triage(
+    intake_result: IntakeResult,
+    ctx: Any,
+    domain: CompiledDomainPack,
+    tenant: CompiledTenantPolicy | None,
+    recurrence: RecurrenceInfo | None = None,
+    similar: tuple[SimilarCase, ...] = (),
+) -> TriageResult:
+    record = intake_result.record
+    severity, source, matched, evidence = resolve_severity(record, ctx, domain, tenant)
+    seen_before = recurrence.count if recurrence else 0
+    if recurrence and recurrence.count > 0:
+        threshold = domain.spec.intake.recurrenceThreshold
+        occurrences = recurrence.count + 1
+        flag = "recurring" if occurrences >= threshold else "seen before"
+        last = f"; last resolution: {recurrence.last_resolution}" if recurrence.last_resolution else ""
+        evidence.append(
+            Evidence(
+                kind="recurrence",
+                message=f"{flag}: occurrence {occurrences} of this fingerprint (threshold {threshold}){last}",
+                ref=recurrence.last_exception_id,
+            )
+        )
+    for case in similar:
+        how = f", resolved by {case.resolution}" if case.resolution else ""
+        evidence.append(
+            ev("similar-case", message=f"similar to {case.exception_id} ({case.score:.2f}){how}",
+                     ref=case.exception_id)
+        )
+    confidence = round(intake_result.type_confidence * SEVERITY_CONFIDENCE[source], 4)
+    hint = root_cause_hint(domain, record.exception_type)
+    summary = _summary(record, domain, severity, source, matched, hint)
+    priority = priority_score(severity, seen_before, intake_result.type_source)
+    decision = AgentDecision(
+        decision=f"severity {severity}, priority {priority}",
+        confidence=confidence,
+        evidence=(*evidence, ev("summary", message=summary)),
+        next_step="escalate" if record.exception_type == UNCLASSIFIED else "policy",
+    )
+    return TriageResult(severity, source, tuple(matched), priority, confidence, hint, summary, decision)
