@@ -429,6 +429,8 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
         c.add(("exceptionTypes", UNCLASSIFIED), f"{UNCLASSIFIED!r} is reserved for exceptions no rule classifies")
     ancestors = _type_ancestry(pack, c)
 
+    # A type's default severity is its own, else its nearest ancestor's; types with neither fall back to the
+    # pack default in triage (and are reported as such, with lower confidence).
     default_sev: dict[str, Severity] = {}
     for name, et in types.items():
         sev = et.defaultSeverity
@@ -436,7 +438,8 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
             if sev is not None:
                 break
             sev = types[anc].defaultSeverity
-        default_sev[name] = sev or pack.defaultSeverity
+        if sev is not None:
+            default_sev[name] = sev
 
     # intake
     intake_fields: dict[str, Template] = {}
@@ -640,15 +643,13 @@ def compile_tenant(
         blocked[t] = f"domain guardrails.blockedTools ({pack.name}@{pack.version})"
     for t in g.blockedTools:
         blocked[t] = f"tenant guardrails.blockedTools ({policy.tenantId}@{policy.version})"
-    no_auto = g.noAutoActionIfSeverityIn
-    if no_auto is None:
-        no_auto = pack.guardrails.noAutoActionIfSeverityIn
-    escalate = g.escalateIfConfidenceBelow
-    if escalate is None:
-        escalate = pack.guardrails.escalateIfConfidenceBelow
-    max_retries = g.maxAutoRetries
-    if max_retries is None:
-        max_retries = pack.guardrails.maxAutoRetries if pack.guardrails.maxAutoRetries is not None else 3
+    # Guardrails only tighten: a tenant can add to the domain's safety floor, never lower it.
+    dg = pack.guardrails
+    no_auto = {*dg.noAutoActionIfSeverityIn, *(g.noAutoActionIfSeverityIn or [])}
+    floors = [v for v in (dg.escalateIfConfidenceBelow, g.escalateIfConfidenceBelow) if v is not None]
+    escalate = max(floors) if floors else None
+    caps = [v for v in (dg.maxAutoRetries, g.maxAutoRetries) if v is not None]
+    max_retries = min(caps) if caps else 3
     return CompiledTenantPolicy(
         spec=policy,
         digest=digest(policy.model_dump(mode="json")),

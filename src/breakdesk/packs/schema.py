@@ -331,7 +331,9 @@ class ApprovalRule(PackModel):
 
 
 class TenantGuardrails(PackModel):
-    noAutoActionIfSeverityIn: list[Severity] | None = None
+    noAutoActionIfSeverityIn: list[Severity] | None = Field(
+        None, description="Severities that never auto-execute (added to the domain pack's list; guardrails only tighten)."
+    )
     allowAutoActionOnCritical: bool = Field(False, description="CRITICAL never auto-executes unless this is true.")
     escalateIfConfidenceBelow: Ratio | None = None
     maxAutoRetries: int | None = Field(None, ge=0, le=20)

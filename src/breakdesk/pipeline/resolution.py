@@ -72,6 +72,9 @@ def _plan_step(
     try:
         args = step.args.render(ctx)
     except RenderError as exc:
+        if when_dep:  # the step may never run: its condition is decided at execution, with its arguments
+            return PlanStep(**base, tool=tool, effect=effect, args=None, status="DEFERRED_CONDITION",
+                            requires_approval=needs, reason=f"decided at execution; arguments not yet complete ({exc})")
         return PlanStep(**base, tool=tool, effect=effect, args=None, status="INVALID_ARGS", requires_approval=True,
                         reason=str(exc))
     errors = validate_args(domain, tool, args)
