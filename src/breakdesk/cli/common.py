@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from breakdesk.packs.problems import PackProblem
 
@@ -17,13 +18,15 @@ EXIT_INVALID = 2
 
 
 def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def print_problems(problems: Iterable[PackProblem]) -> int:
     n = 0
     for p in problems:
-        err_console.print(f"[red]{p.file}[/]:[cyan]{p.path}[/]: {p.reason}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]{escape(p.file)}[/]:[cyan]{escape(p.path)}[/]: {escape(p.reason)}", highlight=False, soft_wrap=True
+        )
         n += 1
     return n

@@ -3,8 +3,8 @@
 from breakdesk.packs.problems import PackError, PackProblem
 from breakdesk.packs.workspace import (
     compile_domain_file,
-    compile_tenant_file,
     compile_pack_data,
+    compile_tenant_file,
     validate_paths,
 )
 

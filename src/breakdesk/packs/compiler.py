@@ -8,6 +8,7 @@ a domain version. All problems are collected before anything is raised.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,7 +67,11 @@ def _unknown_roots(cond: Condition, allowed: frozenset[str]) -> list[str]:
 
 
 def digest(data: Any) -> str:
-    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # e.g. integers beyond 64 bits, which orjson refuses
+        raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- compiled objects
@@ -95,13 +100,24 @@ class CompiledTool:
     validator: Any  # jsonschema validator of the arguments object (full error reports)
     output_validator: Any | None
     url_params: tuple[str, ...]
-    fast_check: Any = None  # fastjsonschema-compiled check (~1 µs): the hot path, errors re-derived on failure
+    # fastjsonschema check (~1 µs per call), compiled on first use: compiling costs ~3 ms per tool, too much
+    # to pay at load for packs with hundreds of tools. Holder list: the dataclass itself stays frozen.
+    _fast: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    def _fast_check(self) -> Any:
+        if not self._fast:
+            try:
+                self._fast.append(fastjsonschema.compile(self.spec.parameters, use_default=False))
+            except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError, RecursionError):
+                self._fast.append(None)  # schemas fastjsonschema cannot compile use jsonschema only
+        return self._fast[0]
 
     def arg_errors(self, args: Any) -> list[str]:
         """JSON Schema errors of an arguments object as 'path: message' (empty when valid)."""
-        if self.fast_check is not None:
+        fast = self._fast_check()
+        if fast is not None:
             try:
-                self.fast_check(args)
+                fast(args)
                 return []
             except fastjsonschema.JsonSchemaException:
                 pass
@@ -294,16 +310,34 @@ def _type_ancestry(pack: DomainPack, c: _Collector) -> dict[str, tuple[str, ...]
     return out
 
 
+_META: list[Any] = []
+
+
+def _check_schema(cls: Any, schema: dict[str, Any]) -> None:
+    """Metaschema check. A fastjsonschema-compiled draft-07 metaschema accepts the common case in ~30 µs;
+    only schemas it rejects pay for jsonschema's full check (~3 ms), which also words the error."""
+    if not _META:
+        _META.append(fastjsonschema.compile(jsonschema.Draft7Validator.META_SCHEMA, use_default=False))
+    try:
+        _META[0](schema)
+        return
+    except fastjsonschema.JsonSchemaException:
+        cls.check_schema(schema)
+
+
 def _compile_tool(name: str, tool: Tool, c: _Collector) -> CompiledTool | None:
     loc = ("tools", name)
     ok = True
     validator = output_validator = None
     try:
         cls = jsonschema.validators.validator_for(tool.parameters)
-        cls.check_schema(tool.parameters)
+        _check_schema(cls, tool.parameters)
         validator = cls(tool.parameters)
     except jsonschema.SchemaError as exc:
         c.add((*loc, "parameters", *exc.path), f"invalid JSON Schema: {exc.message}")
+        ok = False
+    except (TypeError, KeyError, ValueError) as exc:  # e.g. a non-string $schema
+        c.add((*loc, "parameters"), f"invalid JSON Schema: {exc}")
         ok = False
     if tool.parameters.get("type", "object") != "object":
         c.add((*loc, "parameters", "type"), "tool parameters must be a JSON Schema of type 'object'")
@@ -311,10 +345,13 @@ def _compile_tool(name: str, tool: Tool, c: _Collector) -> CompiledTool | None:
     if tool.output is not None:
         try:
             cls = jsonschema.validators.validator_for(tool.output)
-            cls.check_schema(tool.output)
+            _check_schema(cls, tool.output)
             output_validator = cls(tool.output)
         except jsonschema.SchemaError as exc:
             c.add((*loc, "output", *exc.path), f"invalid JSON Schema: {exc.message}")
+            ok = False
+        except (TypeError, KeyError, ValueError) as exc:
+            c.add((*loc, "output"), f"invalid JSON Schema: {exc}")
             ok = False
     url_params: tuple[str, ...] = ()
     if tool.url is not None:
@@ -330,11 +367,7 @@ def _compile_tool(name: str, tool: Tool, c: _Collector) -> CompiledTool | None:
                     ok = False
     if not ok:
         return None
-    try:
-        fast = fastjsonschema.compile(tool.parameters)
-    except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError, RecursionError):
-        fast = None  # fall back to jsonschema for schemas fastjsonschema cannot compile
-    return CompiledTool(name, tool, validator, output_validator, url_params, fast)
+    return CompiledTool(name, tool, validator, output_validator, url_params)
 
 
 def _check_step_args(
@@ -517,12 +550,18 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
     playbooks = [
         _compile_playbook(i, pb, pack, tools, ctx_fields, c) for i, pb in enumerate(pack.playbooks)
     ]
+    order = {p.id: i for i, p in reversed(list(enumerate(playbooks)))}
+    by_type_raw: dict[str, list[CompiledPlaybook]] = {}
+    for p in playbooks:
+        for t in p.types:
+            by_type_raw.setdefault(t, []).append(p)
     by_type: dict[str, list[CompiledPlaybook]] = {}
     for t in types:
-        lineage = {t, *ancestors.get(t, ())}
-        by_type[t] = sorted(
-            (p for p in playbooks if p.types & lineage), key=lambda p: (-p.priority, pack.playbooks.index(p.spec))
-        )
+        seen: dict[str, CompiledPlaybook] = {}
+        for anc in (t, *ancestors.get(t, ())):
+            for p in by_type_raw.get(anc, ()):
+                seen.setdefault(p.id, p)
+        by_type[t] = sorted(seen.values(), key=lambda p: (-p.priority, order[p.id]))
 
     _check_tests(pack.tests, ("tests",), c, set(types), {p.id for p in pack.playbooks})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
@@ -94,16 +95,24 @@ def decide(
     try:
         record = ir.record
         recurrences = recurrence.count if recurrence else 0
-        ctx = condition_context(record, needed_vars(domain, tenant, record.exception_type, "triage"),
-                                recurrence=recurrences)
+        # One CEL context serves triage, policy and planning: converting the record into CEL values is the
+        # dominant cost, so it happens once. Values decided along the way (severity, confidence) are served
+        # by a resolver, which does not invalidate the converted variables.
+        decided: dict[str, Any] = {}
+        needed = needed_vars(domain, tenant, record.exception_type, "triage") | needed_vars(
+            domain, tenant, record.exception_type, "policy"
+        )
+        ctx = condition_context(record, needed, recurrence=recurrences)
+        ctx.set_variable_resolver(decided.get)
         tri = triage(ir, ctx, domain, tenant, recurrence, similar)
         out.triage = tri
         out.events.append(StageEvent("triage", tri.decision, {"severity": tri.severity.value,
                                                                "priority": tri.priority,
                                                                "matchedRules": list(tri.matched_rules)}))
         stage = "policy"
-        pctx = condition_context(record, needed_vars(domain, tenant, record.exception_type, "policy"),
-                                 severity=tri.severity.value, confidence=tri.confidence, recurrence=recurrences)
+        decided["severity"] = tri.severity.value
+        decided["confidence"] = tri.confidence
+        pctx = ctx
         pol = decide_policy(ir, tri, pctx, domain, tenant)
         out.policy = pol
         out.events.append(StageEvent("policy", pol.decision, {"actionability": pol.actionability.value,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import cel
@@ -83,8 +84,12 @@ def _short(exc: Exception) -> str:
     return text[:200]
 
 
+@lru_cache(maxsize=65536)
 def compile_condition(source: str) -> Condition:
-    """Compile CEL once. Raises CelSyntaxError with the column of the first problem."""
+    """Compile CEL once. Raises CelSyntaxError with the column of the first problem.
+
+    Memoized: a Condition is immutable, and the same source is compiled by schema validation and again by
+    the compiler, and often repeated across rules and packs."""
     if not isinstance(source, str) or not source.strip():
         raise CelSyntaxError(str(source), "empty expression")
     if len(source) > MAX_SOURCE_LENGTH:
