@@ -1,0 +1,91 @@
+"""Shared fixtures: database URLs for SQLite and PostgreSQL.
+
+PostgreSQL is expected on 127.0.0.1:5432 with trust auth (override with BREAKDESK_TEST_PG_HOST/PORT/USER).
+Each pytest session (and each xdist worker) gets its own freshly created database, dropped at the end.
+When PostgreSQL is unreachable the postgres variants skip, except under CI=true, where they fail: CI must
+never pass by silently not testing PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+PG_HOST = os.environ.get("BREAKDESK_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BREAKDESK_TEST_PG_PORT", "5432"))
+PG_ADMIN_DB = os.environ.get("BREAKDESK_TEST_PG_DB", "test")
+
+
+def _candidate_users() -> list[str]:
+    users = [os.environ.get("BREAKDESK_TEST_PG_USER", ""), "postgres", "root"]
+    with contextlib.suppress(KeyError, OSError):
+        users.append(getpass.getuser())
+    return list(dict.fromkeys(u for u in users if u))
+
+
+async def _find_pg_user() -> tuple[str | None, str]:
+    """The first candidate user that can connect to the admin database, or (None, why not)."""
+    try:
+        import asyncpg
+    except ImportError:
+        return None, "asyncpg is not installed"
+    errors: list[str] = []
+    for user in _candidate_users():
+        try:
+            conn = await asyncpg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, database=PG_ADMIN_DB, timeout=5
+            )
+        except Exception as exc:  # any failure just means "try the next user"
+            errors.append(f"{user}: {type(exc).__name__}: {exc}")
+            continue
+        await conn.close()
+        return user, ""
+    return None, "; ".join(errors) or "no candidate users"
+
+
+async def _admin(user: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database=PG_ADMIN_DB, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _unavailable(reason: str) -> NoReturn:
+    message = f"PostgreSQL at {PG_HOST}:{PG_PORT}/{PG_ADMIN_DB} is not usable: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: PostgreSQL tests must run, not skip)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a PostgreSQL database private to this session/worker (skips, or fails under CI, if absent)."""
+    user, why = asyncio.run(_find_pg_user())
+    if user is None:
+        _unavailable(why)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"bd_test_{worker}_{secrets.token_hex(4)}"
+    asyncio.run(_admin(user, f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        asyncio.run(_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on a fresh SQLite file and on the session's PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'breakdesk.db'}"
+    return str(request.getfixturevalue("pg_url"))

@@ -1,0 +1,93 @@
+"""Packaged migrations: idempotent, detectable, and identical to the Core table definitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from breakdesk.store import Store, upgrade, upgrade_async
+from breakdesk.store.engine import make_engine
+from breakdesk.store.migrate import current_revisions, downgrade_engine, head_revisions, upgrade_engine
+from breakdesk.store.tables import metadata
+
+
+async def test_migrations_apply_twice_and_are_current(db_url: str) -> None:
+    await upgrade_async(db_url)
+    await upgrade_async(db_url)
+    async with await Store.open(db_url) as store:
+        assert await store.migrations_current()
+        assert await current_revisions(store.engine) == set(head_revisions()) == {"0001"}
+
+
+async def test_fresh_database_is_not_current_until_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    store = await Store.open(url, migrate=False)
+    try:
+        assert not await store.migrations_current()
+        await upgrade_engine(store.engine)
+        assert await store.migrations_current()
+    finally:
+        await store.close()
+
+
+async def test_unreachable_database_is_not_ready() -> None:
+    # A PostgreSQL port nobody listens on (a failed aiosqlite connect leaks a thread; see aiosqlite#241).
+    store = await Store.open("postgresql+asyncpg://nobody@127.0.0.1:1/none", migrate=False)
+    try:
+        assert not await store.migrations_current()
+    finally:
+        await store.close()
+
+
+def test_sync_upgrade_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("BREAKDESK_DATABASE_URL", url)
+    upgrade()  # what `breakdesk db upgrade` calls; URL from the environment
+    upgrade(url)
+    assert (tmp_path / "cli.db").exists()
+
+
+async def test_schema_matches_table_definitions(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        await upgrade_engine(engine)
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"compare_type": True}), metadata
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_downgrade_removes_everything_and_upgrade_restores(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'down.db'}")
+    try:
+        await upgrade_engine(engine)
+        await downgrade_engine(engine, "base")
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert set(tables) <= {"alembic_version"}
+        await upgrade_engine(engine)
+        assert await current_revisions(engine) == {"0001"}
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_connections_carry_the_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    try:
+        async with engine.connect() as conn:
+            values = [
+                (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            ]
+    finally:
+        await engine.dispose()
+    assert values == ["wal", 1, 10_000, 1]  # synchronous=NORMAL is 1
