@@ -12,7 +12,7 @@ def main() -> None:
     names = [f"bench.{n}" for n in sys.argv[1:]] or MODULES
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        importlib.import_module(name).main()
+        importlib.import_module(name).main([])
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def generated_pack(types: int = 500, rules: int = 2000, tools: int = 300, playbo
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}  "
           f"date: {datetime.now(UTC):%Y-%m-%d}")
     domain = compile_domain_file(ROOT / "packs" / "finance" / "domain.yaml")

@@ -4,6 +4,7 @@ domain pack and tenant policy that do not compile together. Shared by the CLI an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from breakdesk.packs.compiler import CompiledDomainPack, compile_domain, compile_tenant
@@ -73,6 +74,9 @@ class Catalog:
         pack = await self.validate(tenant_id, data, source)
         kind, name, version = pack_identity(pack)
         content = pack.model_dump(mode="json", exclude_defaults=False)
+        if activate:  # refuse before publishing, so a refused activation leaves nothing behind
+            probe = PackVersion(0, tenant_id, kind, name, version, content, "", datetime.now(UTC), by)
+            await self._check_pair(tenant_id, kind, probe)
         pv = await self.store.publish_pack(tenant_id, kind, name, version, content, by)
         act = await self.activate(tenant_id, kind, name, version, by) if activate else None
         return Published(pv, kind, act)
@@ -99,18 +103,10 @@ class Catalog:
         return await self.store.activate(tenant_id, kind, name, version, by)
 
     async def rollback(self, tenant_id: str, kind: str, by: str) -> Activation:
-        history = await self.store.activation_history(tenant_id, kind)
-        current = await self.store.active_pack(tenant_id, kind)
-        if current is None:
-            raise NotFound(f"tenant {tenant_id!r} has no active {kind} pack")
-        previous = next(
-            (a for a in sorted(history, key=lambda a: a.id, reverse=True)
-             if (a.name, a.version) != (current.name, current.version)),
-            None,
-        )
-        if previous is None:
+        target = await self.store.rollback_target(tenant_id, kind)
+        if target is None:
             raise NotFound(f"no earlier {kind} pack version to roll back to for tenant {tenant_id!r}")
-        pv = await self.store.get_pack(tenant_id, kind, previous.name, previous.version)
+        pv = await self.store.get_pack(tenant_id, kind, *target)
         if pv is not None:
             await self._check_pair(tenant_id, kind, pv)
         return await self.store.rollback(tenant_id, kind, by)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from breakdesk.cli import app
 from breakdesk.cli.common import EXIT_INVALID, console, err_console, print_problems
@@ -27,7 +28,7 @@ def validate(
         err_console.print("[red]error:[/] no pack files found")
         raise typer.Exit(EXIT_INVALID)
     for note in report.notes:
-        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     if report.problems:
         n = print_problems(report.problems)
         err_console.print(f"[bold red]{n} problem(s)[/] in {len(report.files)} file(s)")

@@ -52,6 +52,10 @@ CONTEXT_ROOTS = frozenset(
         "steps",
     }
 )
+#: Triage decides severity and confidence, so its conditions cannot read them (nor step outputs).
+TRIAGE_ROOTS = CONTEXT_ROOTS - {"severity", "confidence", "steps"}
+#: Before planning no step has run.
+POLICY_ROOTS = CONTEXT_ROOTS - {"steps"}
 #: Variables available when intake maps raw payloads to normalized context.
 INTAKE_ROOTS = frozenset({"rawPayload", "sourceSystem", "exceptionType", "tenantId", "timestamp"})
 
@@ -412,7 +416,7 @@ def _compile_playbook(
     for j, t in enumerate(pb.match.types):
         if t not in pack.exceptionTypes:
             c.add((*loc, "match", "types", j), f"unknown exception type {t!r}")
-    cond = c.cond(pb.match.condition, (*loc, "match", "condition"))
+    cond = c.cond(pb.match.condition, (*loc, "match", "condition"), POLICY_ROOTS)
     steps: list[CompiledStep] = []
     earlier: set[str] = set()
     step_ids = [s.id for s in pb.steps if s.id]
@@ -515,7 +519,7 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
         c.add(("severityRules",), f"duplicate rule id {d!r}")
     for i, rule in enumerate(pack.severityRules):
         loc = ("severityRules", i, "condition")
-        cond = c.cond(rule.condition, loc)
+        cond = c.cond(rule.condition, loc, TRIAGE_ROOTS)
         if cond is None:
             continue
         cr = CompiledRule(rule_ids[i], i, cond, rule.severity)
@@ -624,7 +628,7 @@ def compile_tenant(
     for i, o in enumerate(policy.severityOverrides):
         if o.exceptionType not in types:
             c.add(("severityOverrides", i, "exceptionType"), f"unknown exception type {o.exceptionType!r}")
-        cond = c.cond(o.condition, ("severityOverrides", i, "condition"))
+        cond = c.cond(o.condition, ("severityOverrides", i, "condition"), TRIAGE_ROOTS)
         overrides.setdefault(o.exceptionType, []).append(
             CompiledOverride(i, o.exceptionType, o.severity, cond, o.reason)
         )
@@ -663,19 +667,31 @@ def compile_tenant(
         for j, t in enumerate(r.exceptionTypes):
             if t not in types:
                 c.add(("approvalRules", i, "exceptionTypes", j), f"unknown exception type {t!r}")
-        rules.append(CompiledApprovalRule(rule_ids[i], r, c.cond(r.condition, ("approvalRules", i, "condition"))))
+        rules.append(
+            CompiledApprovalRule(rule_ids[i], r, c.cond(r.condition, ("approvalRules", i, "condition"), POLICY_ROOTS))
+        )
 
     routes: list[CompiledRoute] = []
     for i, route in enumerate(policy.notifications):
         for j, t in enumerate(route.exceptionTypes):
             if t not in types:
                 c.add(("notifications", i, "exceptionTypes", j), f"unknown exception type {t!r}")
-        routes.append(CompiledRoute(route, c.cond(route.condition, ("notifications", i, "condition"))))
+        routes.append(
+            CompiledRoute(route, c.cond(route.condition, ("notifications", i, "condition"), POLICY_ROOTS))
+        )
 
     _check_tests(policy.tests, ("tests",), c, types, set(domain.playbooks))
 
     if c.problems:
         raise PackError(c.problems)
+
+    # An override, like a playbook, set on a parent type applies to its children; the child's own come last.
+    by_type: dict[str, tuple[CompiledOverride, ...]] = {}
+    for t in domain.types:
+        lineage = [*reversed(domain.ancestors.get(t, ())), t]
+        merged = [o for name in lineage for o in overrides.get(name, [])]
+        if merged:
+            by_type[t] = tuple(merged)
 
     blocked: dict[str, str] = {}
     for t in pack.guardrails.blockedTools:
@@ -693,7 +709,7 @@ def compile_tenant(
         spec=policy,
         digest=digest(policy.model_dump(mode="json")),
         domain=domain,
-        overrides_for_type=MappingProxyType({k: tuple(v) for k, v in overrides.items()}),
+        overrides_for_type=MappingProxyType(by_type),
         approved_playbooks=frozenset(policy.approvedPlaybooks),
         allowed_tools=frozenset(policy.tools.allow),
         blocked_tools=MappingProxyType(blocked),

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic.json_schema import GenerateJsonSchema
 
-from breakdesk.domain.models import Severity
+from breakdesk.domain.models import Actionability, ResolutionStatus, Severity
 from breakdesk.rules.cel import CelSyntaxError, compile_condition
 from breakdesk.rules.templates import TemplateError, compile_template
 
@@ -92,8 +92,8 @@ class PackModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_extensions(cls, data: Any) -> Any:
-        if isinstance(data, dict) and any(isinstance(k, str) and k.startswith("x-") for k in data):
-            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        if isinstance(data, dict) and any(isinstance(k, str) and (k.startswith("x-") or k == "$schema") for k in data):
+            return {k: v for k, v in data.items() if not (isinstance(k, str) and (k.startswith("x-") or k == "$schema"))}
         return data
 
 
@@ -258,8 +258,8 @@ class PackTestExpect(PackModel):
     severity: Severity | None = None
     playbook: Name | None = Field(None, description="Expected playbook id; 'none' expects no playbook.")
     approvalRequired: bool | None = None
-    actionability: str | None = None
-    status: str | None = None
+    actionability: Actionability | None = None
+    status: ResolutionStatus | None = None
 
 
 class PackTestCase(PackModel):

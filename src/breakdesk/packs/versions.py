@@ -28,8 +28,10 @@ def parse_range(text: str) -> SpecifierSet:
             upper = f"0.0.{patch + 1}"
         return SpecifierSet(f">={major}.{minor}.{patch},<{upper}")
     m = _TILDE.match(t)
-    if m:
+    if m:  # npm semantics: ~1 → <2.0.0; ~1.2 and ~1.2.3 → <1.3.0
         major, minor, patch = (int(g) if g else 0 for g in m.groups())
+        if m.group(2) is None:
+            return SpecifierSet(f">={major}.0.0,<{major + 1}.0.0")
         return SpecifierSet(f">={major}.{minor}.{patch},<{major}.{minor + 1}.0")
     m = _X.match(t)
     if m and (m.group(2) in (None, "x", "*") or m.group(3) in ("x", "*")):

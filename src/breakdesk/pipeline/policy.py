@@ -28,11 +28,11 @@ def blocked_tools(playbook: CompiledPlaybook, tenant: CompiledTenantPolicy) -> l
     return out
 
 
-def _routes(ctx: Any, etype: str, severity: Severity, tenant: CompiledTenantPolicy) -> list[str]:
+def _routes(ctx: Any, lineage: frozenset[str], severity: Severity, tenant: CompiledTenantPolicy) -> list[str]:
     groups: list[str] = []
     for r in tenant.routes:
         s = r.spec
-        if s.exceptionTypes and etype not in s.exceptionTypes:
+        if s.exceptionTypes and not lineage.intersection(s.exceptionTypes):
             continue
         if s.severities and severity not in s.severities:
             continue
@@ -54,7 +54,9 @@ def decide_policy(
     etype = record.exception_type
     severity = tri.severity
     evidence: list[Evidence] = []
-    routes = _routes(ctx, etype, severity, tenant)
+    # Rules naming a parent type cover its children, as playbooks do.
+    lineage = frozenset({etype, *domain.ancestors.get(etype, ())})
+    routes = _routes(ctx, lineage, severity, tenant)
     if routes:
         evidence.append(ev("routing", message=f"route to {', '.join(routes)}"))
 
@@ -102,7 +104,7 @@ def decide_policy(
         s = rule.spec
         if s.severities and severity not in s.severities:
             continue
-        if s.exceptionTypes and etype not in s.exceptionTypes:
+        if s.exceptionTypes and not lineage.intersection(s.exceptionTypes):
             continue
         if s.toolEffects and not effects & {e.value for e in s.toolEffects}:
             continue
@@ -119,8 +121,9 @@ def decide_policy(
         reasons.append(f"guardrail noAutoActionIfSeverityIn includes {severity}")
     if severity == Severity.CRITICAL and not tenant.allow_auto_critical:
         reasons.append("CRITICAL never auto-executes (allowAutoActionOnCritical is false)")
-    if etype in tenant.require_approval_types:
-        reasons.append(f"guardrail requireApprovalForTypes includes {etype}")
+    gated = lineage & tenant.require_approval_types
+    if gated:
+        reasons.append(f"guardrail requireApprovalForTypes includes {', '.join(sorted(gated))}")
     manual_gate = [s.id for s in selected.steps if s.spec.requiresApproval]
     if manual_gate:
         reasons.append(f"step(s) {', '.join(manual_gate)} always need approval")

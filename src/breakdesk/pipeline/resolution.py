@@ -43,9 +43,18 @@ def _plan_step(
         "on_failure": spec.onFailure.value,
         "compensate": comp,
     }
+    when_dep, args_dep = _depends_on_steps(step)
+    if step.when is not None and not when_dep:
+        res = step.when.evaluate(ctx)
+        if not res.matched:
+            why = res.error or "condition is false"
+            allowed = spec.tool in tenant.allowed_tools and spec.tool not in tenant.blocked_tools
+            return PlanStep(**base, tool=spec.tool if allowed else None, effect=None, args=None, status="SKIPPED",
+                            requires_approval=False, reason=f"when {step.when.source!r}: {why}")
     if spec.tool is None:
+        reason = "performed by a person" + (" if its condition holds at execution" if when_dep else "")
         return PlanStep(**base, tool=None, effect=None, args=None, status="MANUAL", requires_approval=False,
-                        reason="performed by a person")
+                        reason=reason)
     tool = spec.tool
     if tool not in domain.tools:
         return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
@@ -58,13 +67,6 @@ def _plan_step(
                         reason=f"tool {tool} is not in tools.allow of {tenant.ref}")
     effect = domain.tools[tool].effect.value
     needs = spec.requiresApproval or policy.approval_required
-    when_dep, args_dep = _depends_on_steps(step)
-    if step.when is not None and not when_dep:
-        res = step.when.evaluate(ctx)
-        if not res.matched:
-            why = res.error or "condition is false"
-            return PlanStep(**base, tool=tool, effect=effect, args=None, status="SKIPPED", requires_approval=False,
-                            reason=f"when {step.when.source!r}: {why}")
     if args_dep:
         return PlanStep(**base, tool=tool, effect=effect, args=None,
                         status="DEFERRED_CONDITION" if when_dep else "PLANNED", requires_approval=needs,

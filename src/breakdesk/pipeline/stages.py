@@ -119,6 +119,8 @@ def decide(
                                                                "playbookId": pol.playbook_id,
                                                                "approvalRequired": pol.approval_required,
                                                                "blockedTools": [list(b) for b in pol.blocked_tools],
+                                                               "approvers": list(pol.approvers),
+                                                               "approvalsNeeded": pol.approvals_needed,
                                                                "routes": list(pol.routes)}))
         stage = "supervisor"
         sup1 = check_policy(ir, tri, pol, tenant)

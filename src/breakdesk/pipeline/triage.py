@@ -80,7 +80,10 @@ def _summary(
     record: ExceptionRecord, domain: CompiledDomainPack, severity: Severity, source: str, matched: list[str], hint: str
 ) -> str:
     et = domain.types.get(record.exception_type)
-    what = et.description.rstrip(".") if et and et.description else "An exception no rule could classify"
+    if et is None:
+        what = "An exception no rule could classify"
+    else:
+        what = et.description.rstrip(".") if et.description else f"A {record.exception_type} exception"
     why = {
         "rule": f"rule(s) {', '.join(matched)} matched",
         "override": "the tenant policy overrides it",

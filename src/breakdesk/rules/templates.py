@@ -7,6 +7,7 @@ mappings, so a whole tool-argument object is one compiled template.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,8 @@ def _text(val: Any) -> str:
         return ""
     if isinstance(val, bool):
         return "true" if val else "false"
+    if isinstance(val, list | dict):
+        return json.dumps(val, default=str, separators=(",", ":"))
     return str(val)
 
 

@@ -1,0 +1,183 @@
+"""Pipeline benchmarks (issue: the durable pipeline).
+
+- pure stages (intake → feedback, no I/O) on one core: target ≥ 20,000 exceptions/s, p99 ≤ 2 ms;
+- 20,000 exceptions through all stages with durable writes and the audit chain: target ≥ 2,000/s on SQLite,
+  ≥ 1,000/s on PostgreSQL, peak RSS ≤ 300 MB;
+- a cProfile top 10 of the SQLite run: where the time goes.
+
+Run: `.venv/bin/python -m bench.pipeline [--count N] [--skip-postgres]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import importlib.util
+import io
+import platform
+import pstats
+import resource
+import secrets
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from breakdesk.catalog import Catalog
+from breakdesk.packs.loader import read_file
+from breakdesk.packs.workspace import compile_domain_file, compile_tenant_file
+from breakdesk.pipeline.intake import IntakeRejected, intake
+from breakdesk.pipeline.orchestrator import Orchestrator
+from breakdesk.pipeline.stages import decide
+from breakdesk.pipeline.types import Submission
+from breakdesk.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+TENANT = "acme-capital"
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("gen_examples", ROOT / "scripts" / "gen_examples.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def workload(n: int) -> list[dict[str, Any]]:
+    """n generated finance exceptions (valid JSON objects only), with unique ids so none dedupes away."""
+    items = [x for x in _generator().generate("finance", n + n // 10, seed=7) if isinstance(x, dict)]
+    out = []
+    for i, item in enumerate(items[:n]):
+        item = dict(item)
+        item["exceptionId"] = f"B-{i:07d}"
+        item.pop("idempotencyKey", None)
+        item.pop("sourceId", None)
+        out.append(item)
+    return out
+
+
+def pure(items: list[dict[str, Any]]) -> None:
+    domain = compile_domain_file(ROOT / "packs/finance/domain.yaml")
+    tenant = compile_tenant_file(ROOT / "packs/finance/tenants/acme-capital.yaml", domain)
+    now = datetime.now(UTC)
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for i, data in enumerate(items):
+        t = time.perf_counter()
+        try:
+            ir = intake(Submission(data, now), TENANT, f"E{i}", domain)
+        except IntakeRejected:
+            continue
+        decide(ir, domain, tenant, received_at=now, now=now)
+        lat.append(time.perf_counter() - t)
+    total = time.perf_counter() - t0
+    lat.sort()
+    print(f"pure stages: {len(lat):,} exceptions in {total:.2f} s = {len(lat) / total:,.0f}/s on one core "
+          f"(target ≥ 20,000/s)")
+    print(f"  per-exception latency p50 {lat[len(lat) // 2] * 1e3:.3f} ms, p99 {lat[int(len(lat) * 0.99)] * 1e3:.3f} ms"
+          f", max {lat[-1] * 1e3:.2f} ms (target p99 ≤ 2 ms)")
+
+
+async def durable(url: str, items: list[dict[str, Any]], label: str, batch: int = 500) -> float:
+    store = await Store.open(url)
+    try:
+        await store.create_tenant(TENANT, "bench")
+        cat = Catalog(store)
+        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
+            data, src = read_file(ROOT / f)
+            await cat.publish(TENANT, data, src, "bench", activate=True)
+        orch = Orchestrator(store)
+        await orch.active_packs(TENANT)
+        now = datetime.now(UTC)
+        subs = [Submission(d, now, i) for i, d in enumerate(items)]
+        t0 = time.perf_counter()
+        processed = 0
+        batch_times = []
+        for start in range(0, len(subs), batch):
+            tb = time.perf_counter()
+            rep = await orch.process(TENANT, subs[start:start + batch])
+            batch_times.append(time.perf_counter() - tb)
+            processed += rep.processed + rep.recurrences
+        total = time.perf_counter() - t0
+        rate = processed / total
+        print(f"{label}: {processed:,} exceptions (batches of {batch}) in {total:.2f} s = {rate:,.0f}/s; "
+              f"batch p50 {statistics.median(batch_times) * 1e3:.0f} ms")
+        t = time.perf_counter()
+        result = await store.verify_audit(TENANT)
+        print(f"  audit chain: {result.checked:,} entries verified in {time.perf_counter() - t:.2f} s, ok={result.ok}")
+        return rate
+    finally:
+        await store.close()
+
+
+async def _pg_url() -> str | None:
+    try:
+        import asyncpg
+    except ImportError:
+        return None
+    for user in ("postgres", "root"):
+        try:
+            conn = await asyncpg.connect(host="127.0.0.1", user=user, database="test", timeout=3)
+        except Exception:
+            continue
+        name = f"bd_bench_{secrets.token_hex(4)}"
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        return f"postgresql+asyncpg://{user}@127.0.0.1/{name}"
+    return None
+
+
+async def _drop_pg(url: str) -> None:
+    import asyncpg
+
+    user = url.split("//")[1].split("@")[0]
+    name = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(host="127.0.0.1", user=user, database="test")
+    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench.pipeline")
+    ap.add_argument("--count", type=int, default=20_000)
+    ap.add_argument("--skip-postgres", action="store_true")
+    args = ap.parse_args(argv if argv is not None else [])
+    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
+          f"date: {datetime.now(UTC):%Y-%m-%d}")
+    items = workload(args.count)
+    print(f"workload: {len(items):,} generated finance exceptions, "
+          f"{sum(len(orjson.dumps(i)) for i in items) / len(items):.0f} bytes each on average")
+    pure(items)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        prof = cProfile.Profile()
+        prof.enable()
+        asyncio.run(durable(url, items, "SQLite (WAL, durable writes + audit chain)"))
+        prof.disable()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS so far: {rss:.0f} MB (target ≤ 300 MB)")
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(10)
+    print("profile of the SQLite run (top 10 by own time):")
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[-1800:])
+    if not args.skip_postgres:
+        pg = asyncio.run(_pg_url())
+        if pg is None:
+            print("PostgreSQL: not reachable at 127.0.0.1:5432 — skipped")
+        else:
+            try:
+                asyncio.run(durable(pg, items, "PostgreSQL (asyncpg)"))
+            finally:
+                asyncio.run(_drop_pg(pg))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
