@@ -248,31 +248,44 @@ def demo(
         return results
 
     results = asyncio.run(go())
-    table = Table("domain", "tenant", "processed", "recurr.", "dupes", "rejected", "auto plan", "approval",
-                  "escalated", "info only", "exc/s", title="Demo: the same exceptions, different tenant policies")
+    table = Table("tenant", "processed", "auto", "approval", "escalated", "info", "merged/dup/bad", "exc/s",
+                  title="Demo: the same exceptions under different tenant policies")
     for dom, tid, rep, secs in results:
         table.add_row(
-            dom, tid, str(rep.processed), str(rep.recurrences), str(rep.duplicates), str(len(rep.rejected)),
-            str(rep.by_status.get("IN_PROGRESS", 0)), str(rep.by_status.get("PENDING_APPROVAL", 0)),
-            str(rep.by_status.get("ESCALATED", 0)), str(rep.by_status.get("TRIAGED", 0)),
+            f"{tid} ({dom})", str(rep.processed), str(rep.by_status.get("IN_PROGRESS", 0)),
+            str(rep.by_status.get("PENDING_APPROVAL", 0)), str(rep.by_status.get("ESCALATED", 0)),
+            str(rep.by_status.get("TRIAGED", 0)), f"{rep.recurrences}/{rep.duplicates}/{len(rep.rejected)}",
             f"{rep.processed / secs:,.0f}" if secs else "-",
         )
     console.print(table)
-    # One timeline, so a person sees *why* a decision was made.
-    pick: tuple[str, str] | None = None
-    for _, tid, rep, _ in results:
-        if rep.exception_ids:
-            pick = (tid, rep.exception_ids[len(rep.exception_ids) // 3])
-            break
-    if pick:
-        async def one() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-            async with opened(url) as store:
-                exc = await store.get_exception(*pick)
-                return exc, await store.get_events(*pick)
+    console.print("auto = plan ready to run; approval = waiting for a person; info = nothing to do; "
+                  "merged = recurrences folded into an open exception; bad = rejected lines\n", style="dim")
 
-        exc, events = asyncio.run(one())
-        if exc:
-            render_timeline(exc, events)
+    # One exception two tenants decided differently, and its timeline: *why* a decision was made.
+    async def contrast() -> tuple[str, str, list[tuple[str, dict[str, Any]]], list[dict[str, Any]]] | None:
+        async with opened(url) as store:
+            by_domain: dict[str, list[str]] = {}
+            for dom, tid, _, _ in results:
+                by_domain.setdefault(dom, []).append(tid)
+            for dom, tids in by_domain.items():
+                first = next(r for r in results if r[1] == tids[0])[2]
+                for eid in first.exception_ids:
+                    rows = [(t, await store.get_exception(t, eid)) for t in tids]
+                    found = [(t, r) for t, r in rows if r is not None]
+                    if len(found) > 1 and len({r["status"] for _, r in found}) > 1:
+                        return tids[0], eid, found, await store.get_events(tids[0], eid)
+        return None
+
+    picked = asyncio.run(contrast())
+    if picked:
+        tid, eid, rows, events = picked
+        cmp = Table("tenant", "severity", "playbook", "approval", "status", title=f"{eid}: one exception, two policies")
+        for t, r in rows:
+            cmp.add_row(t, str(r["severity"]), str(r["playbook_id"]), str(r["approval_required"]), str(r["status"]))
+        console.print(cmp)
+        exc = dict(rows[0][1])
+        render_timeline(exc, events)
+    pick = (picked[0], picked[1]) if picked else None
     console.print(f"\nDone in {time.perf_counter() - started:.1f}s. Explore the demo database:")
     console.print(f"  export BREAKDESK_DATABASE_URL=sqlite+aiosqlite:///{db_file}")
     if pick:

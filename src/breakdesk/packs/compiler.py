@@ -143,6 +143,9 @@ class CompiledStep:
     args: Template
     when: Condition | None
     compensate_args: Template
+    #: Whether `when` / the arguments read earlier step outputs (then they are decided at execution).
+    when_reads_steps: bool = False
+    args_read_steps: bool = False
 
     @property
     def tool(self) -> str | None:
@@ -171,6 +174,8 @@ class CompiledDomainPack:
     generic_rules: tuple[CompiledRule, ...]
     detection: tuple[CompiledDetection, ...]
     intake_fields: Mapping[str, Template]
+    #: (field, rawPayload key for plain `${rawPayload.key}` reads else None, template): intake's fast path.
+    intake_plan: tuple[tuple[str, str | None, Template], ...]
     tools: Mapping[str, CompiledTool]
     playbooks: Mapping[str, CompiledPlaybook]
     playbooks_for_type: Mapping[str, tuple[CompiledPlaybook, ...]]
@@ -445,7 +450,13 @@ def _compile_playbook(
                 if ref not in earlier:
                     c.add((*sloc, "when"), f"condition reads steps.{ref}, which is not an earlier step")
         _check_step_args(s, tools.get(s.tool or ""), sloc, c)
-        steps.append(CompiledStep(k, sid, s, args, when, comp))
+        steps.append(
+            CompiledStep(
+                k, sid, s, args, when, comp,
+                when_reads_steps=when is not None and "steps" in when.variables,
+                args_read_steps=any("steps" in e.variables for e in args.expressions),
+            )
+        )
         earlier.add(sid)
     return CompiledPlaybook(
         id=pb.id,
@@ -581,6 +592,10 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
         generic_rules=tuple(generic),
         detection=tuple(detection),
         intake_fields=MappingProxyType(intake_fields),
+        intake_plan=tuple(
+            (name, t.path[1] if t.path and len(t.path) == 2 and t.path[0] == "rawPayload" else None, t)
+            for name, t in intake_fields.items()
+        ),
         tools=MappingProxyType({k: v for k, v in tools.items() if v is not None}),
         playbooks=MappingProxyType({p.id: p for p in playbooks}),
         playbooks_for_type=MappingProxyType({k: tuple(v) for k, v in by_type.items()}),

@@ -25,6 +25,7 @@ ENVELOPE_KEYS = frozenset(
     {"exceptionId", "tenantId", "sourceSystem", "exceptionType", "timestamp", "rawPayload", "idempotencyKey", "sourceId"}
 )
 MAX_ID_LENGTH = 200
+_ABSENT = object()
 
 
 class IntakeRejected(ValueError):
@@ -193,7 +194,14 @@ def intake(
         ctx = None
     normalized: dict[str, Any] = {}
     missing: list[str] = []
-    for name, tmpl in domain.intake_fields.items():
+    for name, key, tmpl in domain.intake_plan:
+        if key is not None:  # `${rawPayload.<key>}`: a plain read of JSON data, the common case
+            value = payload.get(key, _ABSENT)
+            if value is _ABSENT:
+                missing.append(name)
+            elif value is not None:
+                normalized[name] = value
+            continue
         try:
             if tmpl.path is not None:
                 value = tmpl.lookup(base_vars)
@@ -206,10 +214,18 @@ def intake(
             continue
         if value is not None:
             normalized[name] = _to_json_safe(value)
-    if missing:
-        evidence.append(
-            ev("intake", message=f"fields absent from the payload: {', '.join(missing[:20])}")
-        )
+    # Report only the absent fields that matter for this type (its fingerprint and its entities' keys):
+    # intake.fields spans the whole domain, so most fields are legitimately absent for any one type.
+    et = domain.types.get(etype)
+    if et is not None and missing:
+        relevant = set(et.fingerprintFields)
+        for ent in et.entities:
+            spec_ent = domain.spec.entities.get(ent)
+            if spec_ent:
+                relevant.update(spec_ent.keys)
+        absent = [m for m in missing if m in relevant]
+        if absent:
+            evidence.append(ev("intake", message=f"key fields absent from the payload: {', '.join(absent)}"))
 
     fp, fp_fields = fingerprint_of(domain, etype, source, normalized, payload)
     record = ExceptionRecord(

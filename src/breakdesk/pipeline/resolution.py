@@ -15,12 +15,6 @@ from breakdesk.pipeline.types import Plan, PlanStep, PolicyResult, ResolutionRes
 from breakdesk.rules.templates import RenderError
 
 
-def _depends_on_steps(step: CompiledStep) -> tuple[bool, bool]:
-    when = step.when is not None and "steps" in step.when.variables
-    args = any("steps" in e.variables for e in step.args.expressions)
-    return when, args
-
-
 def validate_args(domain: CompiledDomainPack, tool: str, args: Any) -> list[str]:
     """JSON Schema errors of rendered arguments, as 'path: message' strings."""
     return domain.tools[tool].arg_errors(args)
@@ -43,7 +37,7 @@ def _plan_step(
         "on_failure": spec.onFailure.value,
         "compensate": comp,
     }
-    when_dep, args_dep = _depends_on_steps(step)
+    when_dep, args_dep = step.when_reads_steps, step.args_read_steps
     if step.when is not None and not when_dep:
         res = step.when.evaluate(ctx)
         if not res.matched:

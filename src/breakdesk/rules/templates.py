@@ -89,13 +89,8 @@ class Template:
 
     kind: str  # "literal" | "expr" | "concat" | "list" | "map"
     value: Any
-
-    @property
-    def path(self) -> tuple[str, ...] | None:
-        """For `${a.b.c}`: the field path, so callers can read plain data without building a CEL context."""
-        if self.kind == "expr" and _PATH.match(self.value.source):
-            return tuple(self.value.source.strip().split("."))
-        return None
+    #: For `${a.b.c}`: the field path, so callers can read plain data without building a CEL context.
+    path: tuple[str, ...] | None = None
 
     def lookup(self, data: dict[str, Any]) -> Any:
         """Resolve a path template over plain data; raises RenderError like `render` when a field is missing."""
@@ -167,7 +162,9 @@ def compile_template(value: Any) -> Template:
             return Template("literal", value)
         parts = _scan(value)
         if len(parts) == 1 and isinstance(parts[0], Condition):
-            return Template("expr", parts[0])
+            src = parts[0].source
+            path = tuple(src.strip().split(".")) if _PATH.match(src) else None
+            return Template("expr", parts[0], path)
         if all(isinstance(p, str) for p in parts):
             return Template("literal", "".join(p for p in parts if isinstance(p, str)))
         return Template("concat", tuple(parts))
