@@ -119,7 +119,7 @@ def print_summary(report: BatchReport, elapsed: float, title: str) -> None:
 
 def write_errors(path: Path, rejected: list[Rejected], source: Path) -> None:
     with path.open("wb") as fh:
-        for r in rejected:
+        for r in sorted(rejected, key=lambda r: r.line or 0):
             fh.write(orjson.dumps({"file": str(source), "line": r.line, "reason": r.reason}) + b"\n")
 
 
@@ -131,6 +131,7 @@ def run(
         Path | None, typer.Option("--errors", help="Where rejected lines go (default FILE.errors.jsonl).")
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 500,
+    max_line_mb: Annotated[float, typer.Option("--max-line-mb", min=0.001, max=64, help="Reject longer lines.")] = 1.0,
     db: UrlOpt = None,
 ) -> None:
     """Process a file of exceptions through the pipeline and print a summary."""
@@ -141,7 +142,7 @@ def run(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         ) as progress:
-            return await run_file(store, file, tenant, batch_size, progress)
+            return await run_file(store, file, tenant, batch_size, progress, int(max_line_mb * 1048576))
 
     try:
         report = run_with_store(go, db)
@@ -267,7 +268,7 @@ def demo(
             by_domain: dict[str, list[str]] = {}
             for dom, tid, _, _ in results:
                 by_domain.setdefault(dom, []).append(tid)
-            for dom, tids in by_domain.items():
+            for tids in by_domain.values():
                 first = next(r for r in results if r[1] == tids[0])[2]
                 for eid in first.exception_ids:
                     rows = [(t, await store.get_exception(t, eid)) for t in tids]

@@ -103,16 +103,18 @@ def parse_timestamp(value: Any) -> datetime:
     elif isinstance(value, bool):
         raise ValueError("timestamp must be an ISO-8601 string or epoch number, not a boolean")
     elif isinstance(value, int | float):
-        secs = value / 1000.0 if abs(value) > 1e11 else float(value)
         try:
+            secs = value / 1000.0 if abs(value) > 1e11 else float(value)
             return datetime.fromtimestamp(secs, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"epoch timestamp out of range: {value}") from exc
+            raise ValueError(f"epoch timestamp out of range: {str(value)[:40]}") from exc
     elif isinstance(value, str):
         text = value.strip()
         if not text:
             raise ValueError("timestamp is empty")
         if text.isdigit():
+            if len(text) > 20:
+                raise ValueError(f"epoch timestamp out of range: {text[:40]}")
             return parse_timestamp(int(text))
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"

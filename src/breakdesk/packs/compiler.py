@@ -207,6 +207,7 @@ class CompiledOverride:
     severity: Severity
     condition: Condition | None
     reason: str
+    mode: str = "replace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,9 +335,51 @@ def _check_schema(cls: Any, schema: dict[str, Any]) -> None:
         cls.check_schema(schema)
 
 
+def _ref_problems(schema: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """`$ref`s must stay inside the schema: a remote or file reference would make validation fetch it
+    (a pack could read local files or call out), and a dangling one would fail every validation later."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(schema, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    if not isinstance(v, str) or not v.startswith("#"):
+                        out.append(((*path, k), "only local references ('#/...') are allowed in tool schemas"))
+                    elif not _resolves(schema, v):
+                        out.append(((*path, k), f"reference {v!r} does not resolve within the schema"))
+                else:
+                    stack.append((v, (*path, k)))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+    return out
+
+
+def _resolves(schema: Any, ref: str) -> bool:
+    cur = schema
+    for raw in ref[1:].split("/")[1:] if ref.startswith("#/") else ([] if ref == "#" else [None]):
+        if raw is None:
+            return False
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return False
+    return True
+
+
 def _compile_tool(name: str, tool: Tool, c: _Collector) -> CompiledTool | None:
     loc = ("tools", name)
     ok = True
+    for section, schema in (("parameters", tool.parameters), ("output", tool.output)):
+        for path, reason in _ref_problems(schema) if schema is not None else []:
+            c.add((*loc, section, *path), reason)
+            ok = False
+    if not ok:
+        return None
     validator = output_validator = None
     try:
         cls = jsonschema.validators.validator_for(tool.parameters)
@@ -450,6 +493,9 @@ def _compile_playbook(
                 if ref not in earlier:
                     c.add((*sloc, "when"), f"condition reads steps.{ref}, which is not an earlier step")
         _check_step_args(s, tools.get(s.tool or ""), sloc, c)
+        if s.compensate is not None or s.compensateArgs:
+            comp_tool = s.compensate or (pack.tools[s.tool].compensation if s.tool in pack.tools else None)
+            _check_step_args(s, tools.get(comp_tool or ""), sloc, c, "compensateArgs")
         steps.append(
             CompiledStep(
                 k, sid, s, args, when, comp,
@@ -645,7 +691,7 @@ def compile_tenant(
             c.add(("severityOverrides", i, "exceptionType"), f"unknown exception type {o.exceptionType!r}")
         cond = c.cond(o.condition, ("severityOverrides", i, "condition"), TRIAGE_ROOTS)
         overrides.setdefault(o.exceptionType, []).append(
-            CompiledOverride(i, o.exceptionType, o.severity, cond, o.reason)
+            CompiledOverride(i, o.exceptionType, o.severity, cond, o.reason, o.mode.value)
         )
 
     for d in _dupes(policy.approvedPlaybooks):

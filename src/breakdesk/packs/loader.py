@@ -58,10 +58,12 @@ _StrictLoader.add_constructor(
 
 
 def _check_shape(data: Any) -> str | None:
-    """Bound depth and size without recursion (deeply nested garbage must not blow the stack)."""
+    """Bound depth and size without recursion (deeply nested garbage must not blow the stack).
+
+    Shared objects (YAML aliases) are counted at every use, since later stages walk them at every use too;
+    alias cycles end at the depth bound."""
     stack: list[tuple[Any, int]] = [(data, 0)]
     nodes = 0
-    seen: set[int] = set()
     while stack:
         item, depth = stack.pop()
         nodes += 1
@@ -70,14 +72,8 @@ def _check_shape(data: Any) -> str | None:
         if depth > MAX_DEPTH:
             return f"document is nested deeper than {MAX_DEPTH} levels"
         if isinstance(item, dict):
-            if id(item) in seen:  # YAML aliases share objects; count them once for depth, still for size
-                continue
-            seen.add(id(item))
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
             stack.extend((v, depth + 1) for v in item)
     return None
 
@@ -185,6 +181,9 @@ def model_from_data(data: Any, source: str) -> Pack:
     """Validate parsed data as a DomainPack or TenantPolicy (by `kind`)."""
     if not isinstance(data, dict):
         raise PackError([PackProblem(source, "$", f"a pack must be a mapping, got {_kind_name(data)}")])
+    shape = _check_shape(data)  # data may come from an API body or the store, not only from parse_text
+    if shape:
+        raise PackError([PackProblem(source, "$", shape)])
     kind = detect_kind(data)
     if kind is None:
         raise PackError(

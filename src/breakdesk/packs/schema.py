@@ -295,9 +295,19 @@ class DomainBinding(PackModel):
     versionRange: VersionRange = "*"
 
 
+class OverrideMode(StrEnum):
+    replace = "replace"
+    atLeast = "atLeast"
+    atMost = "atMost"
+
+
 class SeverityOverride(PackModel):
     exceptionType: TypeName
     severity: Severity
+    mode: OverrideMode = Field(
+        OverrideMode.replace,
+        description="replace the domain's severity, or only raise it to (atLeast) / lower it to (atMost) this one.",
+    )
     condition: CelExpr | None = None
     reason: str = ""
 

@@ -18,11 +18,12 @@ def parse_range(text: str) -> SpecifierSet:
     if t in ("", "*", "x"):
         return SpecifierSet("")
     m = _CARET.match(t)
-    if m:
+    if m:  # npm semantics: the left-most non-zero part given is fixed (^0 → <1.0.0, ^0.0 → <0.1.0)
+        given = [g for g in m.groups() if g is not None]
         major, minor, patch = (int(g) if g else 0 for g in m.groups())
-        if major > 0:
+        if major > 0 or len(given) == 1:
             upper = f"{major + 1}.0.0"
-        elif minor > 0:
+        elif minor > 0 or len(given) == 2:
             upper = f"0.{minor + 1}.0"
         else:
             upper = f"0.0.{patch + 1}"
@@ -50,16 +51,25 @@ def parse_range(text: str) -> SpecifierSet:
         ) from None
 
 
-def satisfies(version: str, range_text: str) -> bool:
+def _version(text: str) -> Version | None:
+    """A semver as a comparable Version; prerelease tags PEP 440 cannot spell count as an early prerelease."""
+    core = text.split("+", 1)[0]
     try:
-        v = Version(version)
+        return Version(core)
     except InvalidVersion:
+        base, _, pre = core.partition("-")
+        try:
+            return Version(f"{base}a0") if pre else None
+        except InvalidVersion:
+            return None
+
+
+def satisfies(version: str, range_text: str) -> bool:
+    v = _version(version)
+    if v is None:
         return False
     return parse_range(range_text).contains(v, prereleases=True)
 
 
 def sort_key(version: str) -> Version:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return Version("0")
+    return _version(version) or Version("0")

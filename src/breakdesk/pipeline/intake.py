@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ ENVELOPE_KEYS = frozenset(
     {"exceptionId", "tenantId", "sourceSystem", "exceptionType", "timestamp", "rawPayload", "idempotencyKey", "sourceId"}
 )
 MAX_ID_LENGTH = 200
+#: Deeper payloads are rejected: nothing legitimate nests this deep, and JSON encoders and CEL have limits.
+MAX_PAYLOAD_DEPTH = 64
 _ABSENT = object()
 
 
@@ -44,6 +47,19 @@ def _str_field(data: dict[str, Any], key: str) -> str | None:
     if len(text) > MAX_ID_LENGTH:
         raise IntakeRejected(f"{key} is longer than {MAX_ID_LENGTH} characters")
     return text
+
+
+def _too_deep(value: Any, limit: int = MAX_PAYLOAD_DEPTH) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def _lookup(payload: dict[str, Any], dotted: str) -> Any:
@@ -75,8 +91,10 @@ def fingerprint_of(
     et = domain.types.get(exception_type)
     fields: list[str] = list(et.fingerprintFields) if et else []
     parts: list[Any]
-    if fields:
+    if fields and any(ctx.get(f) is not None for f in fields):
         parts = [exception_type, *[ctx.get(f) for f in fields]]
+    elif fields:  # none of the identifying fields is present: only exact repeats of the payload recur
+        parts = [exception_type, source, payload]
     else:
         keys: list[str] = []
         if et:
@@ -91,7 +109,11 @@ def fingerprint_of(
             parts = [exception_type, source, *[ctx.get(k) for k in keys]]
         else:  # nothing identifies the problem: the payload itself does, so only exact repeats recur
             parts = [exception_type, source, payload]
-    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+    try:
+        raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. integers beyond 64 bits (20-digit account numbers sent as numbers)
+        raw = json.dumps(parts, sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(raw).hexdigest()
     return digest[:32], fields
 
 
@@ -120,10 +142,12 @@ def intake(
         payload = {k: v for k, v in data.items() if k not in ENVELOPE_KEYS}
         if not payload:
             raise IntakeRejected("the exception carries no payload (no rawPayload and no other fields)")
+    if _too_deep(payload):
+        raise IntakeRejected(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
 
-    source = _str_field(data, "sourceSystem") or (
-        str(payload["sourceSystem"]) if isinstance(payload.get("sourceSystem"), str) and payload["sourceSystem"] else None
-    )
+    source = _str_field(data, "sourceSystem")
+    if source is None and isinstance(payload.get("sourceSystem"), str):
+        source = _str_field(payload, "sourceSystem")
     if source is None:
         source = "unknown"
         evidence.append(ev("intake", message="no sourceSystem given; recorded as 'unknown'"))

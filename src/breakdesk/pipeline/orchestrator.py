@@ -42,6 +42,15 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What became of one submission: `processed` (a new exception), `recurrence`, `duplicate` or `rejected`."""
+
+    line: int | None
+    outcome: str
+    exception_id: str | None
+
+
 @dataclass
 class BatchReport:
     processed: int = 0
@@ -56,6 +65,7 @@ class BatchReport:
     escalated: int = 0
     stage_errors: int = 0
     exception_ids: list[str] = field(default_factory=list)
+    items: list[ItemOutcome] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def merge(self, other: BatchReport) -> None:
@@ -74,6 +84,7 @@ class BatchReport:
         self.escalated += other.escalated
         self.stage_errors += other.stage_errors
         self.exception_ids.extend(other.exception_ids)
+        self.items.extend(other.items)
         self.elapsed_s += other.elapsed_s
 
 
@@ -81,14 +92,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def idempotency_key(ir: IntakeResult, explicit_id: bool) -> str | None:
-    """Caller key, else sourceSystem + source id, else a caller-chosen exception id."""
+def idempotency_key(ir: IntakeResult, explicit_id: bool, queue_id: int | None = None) -> str | None:
+    """Caller key, else sourceSystem + source id, else a caller-chosen exception id, else the intake-queue
+    item (so an item processed again after a crash dedupes instead of opening a second exception)."""
     if ir.idempotency_key:
         return f"key:{ir.idempotency_key}"
     if ir.source_id:
         return f"src:{ir.record.source_system}:{ir.source_id}"
     if explicit_id:
         return f"id:{ir.record.exception_id}"
+    if queue_id is not None:
+        return f"queue:{queue_id}"
     return None
 
 
@@ -138,7 +152,8 @@ class Orchestrator:
     async def process(
         self, tenant_id: str, submissions: Iterable[Submission], *, dry_run: bool = True
     ) -> BatchReport:
-        """Process one batch (caller sizes it); everything it writes commits in one transaction."""
+        """Process one batch (caller sizes it); everything it writes commits in one transaction, including
+        marking the intake-queue items of the submissions that were not rejected as done."""
         t0 = time.perf_counter()
         packs = await self.active_packs(tenant_id)
         report = BatchReport()
@@ -153,25 +168,52 @@ class Orchestrator:
                 ir = intake(sub, tenant_id, eid, packs.domain)
             except IntakeRejected as exc:
                 report.rejected.append(Rejected(sub.line, str(exc)))
+                report.items.append(ItemOutcome(sub.line, "rejected", None))
                 continue
             except Exception as exc:  # malformed data must never stop the batch
                 report.rejected.append(Rejected(sub.line, f"unprocessable: {type(exc).__name__}: {exc}"[:300]))
+                report.items.append(ItemOutcome(sub.line, "rejected", None))
                 continue
-            accepted.append((sub, ir, idempotency_key(ir, explicit)))
+            accepted.append((sub, ir, idempotency_key(ir, explicit, sub.queue_id)))
+        done_queue_ids: list[int] = []  # queue items whose submission was not rejected
+
+        def outcome(sub: Submission, kind: str, exception_id: str | None) -> None:
+            report.items.append(ItemOutcome(sub.line, kind, exception_id))
+            if kind != "rejected" and sub.queue_id is not None:
+                done_queue_ids.append(sub.queue_id)
 
         # dedupe against the store and within the batch
         keys = [k for _, _, k in accepted if k]
         known = await self.store.find_by_idempotency_keys(tenant_id, keys) if keys else {}
         fresh: list[tuple[Submission, IntakeResult, str | None]] = []
         seen_keys: set[str] = set()
+        batch_dups: list[tuple[Submission, str]] = []  # repeats of a key first seen in this batch
         for item in accepted:
             k = item[2]
-            if k and (k in known or k in seen_keys):
+            if k and k in known:
                 report.duplicates += 1
+                outcome(item[0], "duplicate", known[k])
+                continue
+            if k and k in seen_keys:
+                report.duplicates += 1
+                batch_dups.append((item[0], k))
                 continue
             if k:
                 seen_keys.add(k)
             fresh.append(item)
+        # A caller-chosen exceptionId already in use (under another idempotency key) is a rejection, not a crash.
+        ids = [ir.record.exception_id for _, ir, _ in fresh]
+        taken = await self.store.existing_exception_ids(tenant_id, ids) if ids else set()
+        unique: list[tuple[Submission, IntakeResult, str | None]] = []
+        for item in fresh:
+            eid = item[1].record.exception_id
+            if eid in taken:
+                report.rejected.append(Rejected(item[0].line, f"exceptionId {eid!r} is already used by another exception"))
+                outcome(item[0], "rejected", None)
+                continue
+            taken.add(eid)
+            unique.append(item)
+        fresh = unique
 
         fps = list({ir.fingerprint for _, ir, _ in fresh})
         open_by_fp = await self.store.find_open_by_fingerprints(tenant_id, fps) if fps else {}
@@ -184,6 +226,9 @@ class Orchestrator:
             if target is not None:
                 writes.append(self._recurrence_write(ir, key, target, sub, now))
                 report.recurrences += 1
+                outcome(sub, "recurrence", target)
+                if key:
+                    known[key] = target
                 continue
             st = stats.get(fp)
             rec = RecurrenceInfo(st.count, st.first_seen, st.last_seen, st.last_exception_id) if st else None
@@ -193,8 +238,15 @@ class Orchestrator:
                 batch_open[fp] = ir.record.exception_id
             writes.append(self._new_write(decided, key, packs, sub, now))
             self._count(report, decided)
+            outcome(sub, "processed", ir.record.exception_id)
+            if key:
+                known[key] = ir.record.exception_id
+        for sub, k in batch_dups:
+            outcome(sub, "duplicate", known.get(k))
         if writes:
-            await self.store.write_batch(tenant_id, writes)
+            await self.store.write_batch(tenant_id, writes, complete_queue_ids=done_queue_ids)
+        elif done_queue_ids:
+            await self.store.mark_done(tenant_id, done_queue_ids)
         report.elapsed_s = time.perf_counter() - t0
         return report
 

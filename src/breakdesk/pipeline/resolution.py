@@ -30,6 +30,8 @@ def _plan_step(
     spec = step.spec
     desc = spec.description or (f"call {spec.tool}" if spec.tool else "manual step")
     comp = spec.compensate or (domain.tools[spec.tool].spec.compensation if spec.tool in domain.tools else None)
+    if comp is not None and (comp not in tenant.allowed_tools or comp in tenant.blocked_tools):
+        comp = None  # a plan never names a tool the tenant may not run; a failure then escalates
     base = {
         "index": step.index,
         "step_id": step.id,
@@ -62,6 +64,14 @@ def _plan_step(
     effect = domain.tools[tool].effect.value
     needs = spec.requiresApproval or policy.approval_required
     if args_dep:
+        # Arguments mixing step outputs with exception data: the exception data is known now, so a missing
+        # field there is an error now, not a surprise at execution.
+        for expr in step.args.expressions:
+            if "steps" not in expr.variables:
+                _, err = expr.value(ctx)
+                if err:
+                    return PlanStep(**base, tool=tool, effect=effect, args=None, status="INVALID_ARGS",
+                                    requires_approval=True, reason=f"${{{expr.source}}}: {err}")
         return PlanStep(**base, tool=tool, effect=effect, args=None,
                         status="DEFERRED_CONDITION" if when_dep else "PLANNED", requires_approval=needs,
                         reason="arguments use earlier step outputs; rendered at execution")

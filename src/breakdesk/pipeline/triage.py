@@ -65,14 +65,21 @@ def resolve_severity(
                         )
                     continue
             note = f" ({ov.reason})" if ov.reason else ""
-            evidence.append(
-                Evidence(
-                    kind="severity-override",
-                    message=f"tenant {tenant.tenant_id} overrides {severity} → {ov.severity}{note}",
-                    ref=f"severityOverrides[{ov.index}]",
-                )
+            new = ov.severity
+            keeps = (ov.mode == "atLeast" and severity.rank >= new.rank) or (
+                ov.mode == "atMost" and severity.rank <= new.rank
             )
-            severity, source = ov.severity, "override"
+            if keeps:
+                new = severity
+            if new == severity and ov.mode != "replace":
+                evidence.append(ev("severity-override", message=f"override {ov.index} ({ov.mode} {ov.severity}) "
+                                   f"leaves {severity} unchanged", ref=f"severityOverrides[{ov.index}]"))
+                continue
+            evidence.append(
+                ev("severity-override", message=f"tenant {tenant.tenant_id} overrides {severity} → {new}{note}",
+                   ref=f"severityOverrides[{ov.index}]")
+            )
+            severity, source = new, "override"
     return severity, source, matched, evidence
 
 

@@ -16,6 +16,7 @@ class Submission:
     data: dict[str, Any]
     received_at: datetime
     line: int | None = None  # input line number, for error reports
+    queue_id: int | None = None  # intake-queue item it came from: completed with its writes, dedupe fallback
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,7 +196,19 @@ def exception_types_tested(source: str) -> frozenset[str] | None:
     Sound by construction: a type set is returned only when a top-level `&&` conjunct is an equality /
     membership test on `exceptionType` (or a disjunction of such), so the rule is false for every other type.
     """
-    conj = _split_top(_strip_parens(source), "&&")
+    text = _strip_parens(source)
+    disj = _split_top(text, "||")  # `||` binds looser than `&&`: each disjunct must be type-restricted
+    if disj is None:
+        return None
+    if len(disj) > 1:
+        acc: set[str] = set()
+        for d in disj:
+            t = exception_types_tested(d)
+            if t is None:
+                return None
+            acc |= t
+        return frozenset(acc)
+    conj = _split_top(text, "&&")
     if conj is None:
         return None
     best: frozenset[str] | None = None

@@ -151,7 +151,7 @@ def _text(val: Any) -> str:
     if isinstance(val, bool):
         return "true" if val else "false"
     if isinstance(val, list | dict):
-        return json.dumps(val, default=str, separators=(",", ":"))
+        return json.dumps(val, default=str, separators=(",", ":"), sort_keys=True)
     return str(val)
 
 

@@ -354,6 +354,19 @@ class ExceptionRepo(StoreBase):
 
     # ------------------------------------------------------------------ dedupe lookups
 
+    async def existing_exception_ids(self, tenant_id: str, ids: Iterable[str]) -> set[str]:
+        """Which of these exception ids the tenant already has (caller-chosen ids must stay unique)."""
+        wanted = sorted(set(ids))
+        out: set[str] = set()
+        if not wanted:
+            return out
+        c = exceptions.c
+        async with self._read() as conn:
+            for part in chunked(wanted):
+                stmt = select(c.exception_id).where(c.tenant_id == tenant_id, c.exception_id.in_(part))
+                out.update(r[0] for r in (await conn.execute(stmt)).all())
+        return out
+
     async def find_by_idempotency_keys(self, tenant_id: str, keys: Iterable[str]) -> dict[str, str]:
         """Known idempotency keys -> the exception they were recorded against (recurrences included)."""
         wanted = sorted({k for k in keys if k is not None})
