@@ -545,12 +545,12 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
     detection: list[CompiledDetection] = []
     det_ids: list[str] = []
     for name, et in types.items():
-        for j, d in enumerate(et.detection):
-            cond = c.cond(d.condition, ("exceptionTypes", name, "detection", j, "condition"), INTAKE_ROOTS)
-            did = d.id or f"{name}.detect{j + 1}"
+        for j, det in enumerate(et.detection):
+            cond = c.cond(det.condition, ("exceptionTypes", name, "detection", j, "condition"), INTAKE_ROOTS)
+            did = det.id or f"{name}.detect{j + 1}"
             det_ids.append(did)
             if cond is not None:
-                detection.append(CompiledDetection(name, did, cond, d.confidence))
+                detection.append(CompiledDetection(name, did, cond, det.confidence))
         for j, f in enumerate(et.fingerprintFields):
             if ctx_fields is not None and f not in ctx_fields:
                 c.add(("exceptionTypes", name, "fingerprintFields", j), f"{f!r} is not defined in intake.fields")

@@ -31,7 +31,7 @@ class _DupKeyError(ValueError):
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses ~10x faster when available
 
 
-class _StrictLoader(_Base):  # type: ignore[misc,valid-type]
+class _StrictLoader(_Base):
     """Safe loader that rejects duplicate mapping keys and keeps timestamps as strings (packs are JSON-shaped)."""
 
 

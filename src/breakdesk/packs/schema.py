@@ -296,7 +296,7 @@ class DomainBinding(PackModel):
 
 
 class OverrideMode(StrEnum):
-    replace = "replace"
+    replace_ = "replace"
     atLeast = "atLeast"
     atMost = "atMost"
 
@@ -305,7 +305,7 @@ class SeverityOverride(PackModel):
     exceptionType: TypeName
     severity: Severity
     mode: OverrideMode = Field(
-        OverrideMode.replace,
+        OverrideMode.replace_,
         description="replace the domain's severity, or only raise it to (atLeast) / lower it to (atMost) this one.",
     )
     condition: CelExpr | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from breakdesk.approvals.requests import request_for_decision
 from breakdesk.domain.ids import new_exception_id
 from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
@@ -118,11 +119,14 @@ class Orchestrator:
         clock: Callable[[], datetime] = _utcnow,
         id_factory: Callable[[], str] = new_exception_id,
         actor: str = "pipeline",
+        execution: Any | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.id_factory = id_factory
         self.actor = actor
+        #: `breakdesk.pipeline.execution.ExecutionService`: when set, non-dry runs execute ready plans.
+        self.execution = execution
         self._compiled: dict[tuple[str, str, str], ActivePacks] = {}
 
     # ----------------------------------------------------------------------------------------------- packs
@@ -220,6 +224,7 @@ class Orchestrator:
         stats = await self.store.fingerprint_stats(tenant_id, fps) if fps else {}
         batch_open: dict[str, str] = {}
         writes: list[ExceptionWrite] = []
+        approvals: list[Any] = []  # approval requests, stored in the same transaction as their exceptions
         for sub, ir, key in fresh:
             fp = ir.fingerprint
             target = open_by_fp.get(fp) or batch_open.get(fp)
@@ -237,6 +242,14 @@ class Orchestrator:
             if decided.status.is_open:
                 batch_open[fp] = ir.record.exception_id
             writes.append(self._new_write(decided, key, packs, sub, now))
+            # --- approvals: a non-dry run's PENDING_APPROVAL exception gets its approval request in this write
+            if not dry_run and decided.status == ResolutionStatus.PENDING_APPROVAL and decided.plan is not None:
+                request = request_for_decision(decided, tenant_id, self.actor, now)
+                approvals.append(request)
+                writes[-1].audits.append(AuditRow(self.actor, "approval.requested", request.exception_id, now, {
+                    "approvalId": request.approval_id, "allowedRoles": list(request.allowed_roles),
+                    "approvalsNeeded": request.approvals_needed, "expiresAt": request.expires_at.isoformat()}))
+            # --- end approvals
             self._count(report, decided)
             outcome(sub, "processed", ir.record.exception_id)
             if key:
@@ -244,9 +257,17 @@ class Orchestrator:
         for sub, k in batch_dups:
             outcome(sub, "duplicate", known.get(k))
         if writes:
-            await self.store.write_batch(tenant_id, writes, complete_queue_ids=done_queue_ids)
+            await self.store.write_batch(tenant_id, writes, complete_queue_ids=done_queue_ids, approvals=approvals)
         elif done_queue_ids:
             await self.store.mark_done(tenant_id, done_queue_ids)
+        # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
+        if self.execution is not None and not dry_run and not packs.tenant.spec.dryRun:
+            ready = [w.row.exception_id for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
+            for result in await self.execution.run_many(tenant_id, ready):
+                if result.executed and result.status != "IN_PROGRESS":
+                    report.by_status["IN_PROGRESS"] -= 1
+                    report.by_status[result.status] += 1
+        # --- end execution
         report.elapsed_s = time.perf_counter() - t0
         return report
 

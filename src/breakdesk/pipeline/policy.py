@@ -128,8 +128,8 @@ def decide_policy(
     if manual_gate:
         reasons.append(f"step(s) {', '.join(manual_gate)} always need approval")
     blocked = blocked_tools(selected, tenant)
-    for tool, rule in blocked:
-        reasons.append(f"tool {tool} blocked: {rule}")
+    for tool, why in blocked:
+        reasons.append(f"tool {tool} blocked: {why}")
     escalate = False
     if tenant.escalate_below is not None and tri.confidence < tenant.escalate_below:
         escalate = True

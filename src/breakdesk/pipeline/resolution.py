@@ -29,38 +29,34 @@ def _plan_step(
 ) -> PlanStep:
     spec = step.spec
     desc = spec.description or (f"call {spec.tool}" if spec.tool else "manual step")
-    comp = spec.compensate or (domain.tools[spec.tool].spec.compensation if spec.tool in domain.tools else None)
+    own = domain.tools.get(spec.tool) if spec.tool is not None else None
+    comp = spec.compensate or (own.spec.compensation if own is not None else None)
     if comp is not None and (comp not in tenant.allowed_tools or comp in tenant.blocked_tools):
         comp = None  # a plan never names a tool the tenant may not run; a failure then escalates
-    base = {
-        "index": step.index,
-        "step_id": step.id,
-        "description": desc,
-        "on_failure": spec.onFailure.value,
-        "compensate": comp,
-    }
+
+    def made(
+        status: str, *, tool: str | None, effect: str | None, args: dict[str, Any] | None, approval: bool, reason: str
+    ) -> PlanStep:
+        return PlanStep(step.index, step.id, desc, tool, effect, args, status, approval, reason,
+                        spec.onFailure.value, comp)
+
     when_dep, args_dep = step.when_reads_steps, step.args_read_steps
     if step.when is not None and not when_dep:
         res = step.when.evaluate(ctx)
         if not res.matched:
             why = res.error or "condition is false"
             allowed = spec.tool in tenant.allowed_tools and spec.tool not in tenant.blocked_tools
-            return PlanStep(**base, tool=spec.tool if allowed else None, effect=None, args=None, status="SKIPPED",
-                            requires_approval=False, reason=f"when {step.when.source!r}: {why}")
+            return made("SKIPPED", tool=spec.tool if allowed else None, effect=None, args=None, approval=False, reason=f"when {step.when.source!r}: {why}")
     if spec.tool is None:
         reason = "performed by a person" + (" if its condition holds at execution" if when_dep else "")
-        return PlanStep(**base, tool=None, effect=None, args=None, status="MANUAL", requires_approval=False,
-                        reason=reason)
+        return made("MANUAL", tool=None, effect=None, args=None, approval=False, reason=reason)
     tool = spec.tool
     if tool not in domain.tools:
-        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
-                        reason=f"tool {tool} is not defined by {domain.ref}")
+        return made("BLOCKED", tool=None, effect=None, args=None, approval=True, reason=f"tool {tool} is not defined by {domain.ref}")
     if tool in tenant.blocked_tools:
-        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
-                        reason=f"tool {tool} blocked by {tenant.blocked_tools[tool]}")
+        return made("BLOCKED", tool=None, effect=None, args=None, approval=True, reason=f"tool {tool} blocked by {tenant.blocked_tools[tool]}")
     if tool not in tenant.allowed_tools:
-        return PlanStep(**base, tool=None, effect=None, args=None, status="BLOCKED", requires_approval=True,
-                        reason=f"tool {tool} is not in tools.allow of {tenant.ref}")
+        return made("BLOCKED", tool=None, effect=None, args=None, approval=True, reason=f"tool {tool} is not in tools.allow of {tenant.ref}")
     effect = domain.tools[tool].effect.value
     needs = spec.requiresApproval or policy.approval_required
     if args_dep:
@@ -70,26 +66,22 @@ def _plan_step(
             if "steps" not in expr.variables:
                 _, err = expr.value(ctx)
                 if err:
-                    return PlanStep(**base, tool=tool, effect=effect, args=None, status="INVALID_ARGS",
-                                    requires_approval=True, reason=f"${{{expr.source}}}: {err}")
-        return PlanStep(**base, tool=tool, effect=effect, args=None,
-                        status="DEFERRED_CONDITION" if when_dep else "PLANNED", requires_approval=needs,
-                        reason="arguments use earlier step outputs; rendered at execution")
+                    return made("INVALID_ARGS", tool=tool, effect=effect, args=None, approval=True, reason=f"${{{expr.source}}}: {err}")
+        return made("DEFERRED_CONDITION" if when_dep else "PLANNED", tool=tool, effect=effect, args=None,
+                    approval=needs, reason="arguments use earlier step outputs; rendered at execution")
     try:
         args = step.args.render(ctx)
     except RenderError as exc:
         if when_dep:  # the step may never run: its condition is decided at execution, with its arguments
-            return PlanStep(**base, tool=tool, effect=effect, args=None, status="DEFERRED_CONDITION",
-                            requires_approval=needs, reason=f"decided at execution; arguments not yet complete ({exc})")
-        return PlanStep(**base, tool=tool, effect=effect, args=None, status="INVALID_ARGS", requires_approval=True,
-                        reason=str(exc))
+            return made("DEFERRED_CONDITION", tool=tool, effect=effect, args=None, approval=needs,
+                        reason=f"decided at execution; arguments not yet complete ({exc})")
+        return made("INVALID_ARGS", tool=tool, effect=effect, args=None, approval=True, reason=str(exc))
     errors = validate_args(domain, tool, args)
     if errors:
-        return PlanStep(**base, tool=tool, effect=effect, args=args, status="INVALID_ARGS", requires_approval=True,
-                        reason="; ".join(errors[:5]))
+        return made("INVALID_ARGS", tool=tool, effect=effect, args=args, approval=True, reason="; ".join(errors[:5]))
     status = "DEFERRED_CONDITION" if when_dep else "PLANNED"
     reason = "when depends on earlier step outputs; decided at execution" if when_dep else ""
-    return PlanStep(**base, tool=tool, effect=effect, args=args, status=status, requires_approval=needs, reason=reason)
+    return made(status, tool=tool, effect=effect, args=args, approval=needs, reason=reason)
 
 
 def _draft(domain: CompiledDomainPack, policy: PolicyResult) -> dict[str, Any] | None:

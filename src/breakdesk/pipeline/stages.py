@@ -51,9 +51,9 @@ def needed_vars(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype:
                     names |= step.when.variables
                 for expr in step.args.expressions:
                     names |= expr.variables
-        for rule in tenant.approval_rules:
-            if rule.condition is not None:
-                names |= rule.condition.variables
+        for arule in tenant.approval_rules:
+            if arule.condition is not None:
+                names |= arule.condition.variables
         for route in tenant.routes:
             if route.condition is not None:
                 names |= route.condition.variables

@@ -57,7 +57,8 @@ def check_plan(
 ) -> SupervisorResult:
     reasons: list[str] = []
     approval = escalate = False
-    allowed_in_playbook = domain.playbooks[plan.playbook_id].tools if plan.playbook_id in domain.playbooks else frozenset()
+    pb = domain.playbooks.get(plan.playbook_id) if plan.playbook_id is not None else None
+    allowed_in_playbook = pb.tools if pb is not None else frozenset()
     for s in plan.steps:
         if s.tool is None:
             continue
