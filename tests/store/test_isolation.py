@@ -11,7 +11,8 @@ from store_builders import T0, make_write
 from breakdesk.store import AuditRow, EventRow, IntakeItem, NotFound, Store
 
 #: Methods that are deliberately not tenant-scoped (platform level) or not repository methods.
-UNSCOPED = {"open", "close", "migrations_current", "list_tenants", "claim"}
+#: `get_api_key` is how authentication learns the tenant: it looks a key up by its id alone.
+UNSCOPED = {"open", "close", "migrations_current", "list_tenants", "claim", "due_approvals", "get_api_key"}
 
 
 def test_every_repository_method_takes_tenant_id_first() -> None:

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource family; each route declares its permission with `require()`."""

@@ -1,0 +1,66 @@
+"""`breakdesk apikey create|list|revoke`: the key is printed once, only its hash is stored, revocation sticks."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from typer.testing import CliRunner
+
+from breakdesk.api.auth import HASHER, parse_api_key
+from breakdesk.cli import _register, app
+from breakdesk.store import Store
+
+_register()
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_apikey_lifecycle(db_url: str) -> None:
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    code, _, err = invoke("tenant", "create", tenant, "--db", db_url)
+    assert code == 0, err
+    code, out, err = invoke("apikey", "create", "--tenant", tenant, "--role", "approver", "--name", "ops bot", "--db", db_url)
+    assert code == 0, err
+    token = out.strip()
+    parsed = parse_api_key(token)
+    assert parsed is not None and "store it now" in err
+    key_id, secret = parsed
+
+    async def stored() -> tuple[str, str, str | None, bool]:
+        async with await Store.open(db_url) as store:
+            key = await store.get_api_key(key_id)
+            assert key is not None
+            return key.secret_hash, key.role, key.tenant_id, key.revoked
+
+    secret_hash, role, owner, revoked = asyncio.run(stored())
+    assert (role, owner, revoked) == ("approver", tenant, False)
+    assert secret not in secret_hash and HASHER.verify(secret_hash, secret)
+
+    code, out, _ = invoke("apikey", "list", "--tenant", tenant, "--db", db_url)
+    assert code == 0 and key_id in out and "ops bot" in out and secret not in out
+    code, out, _ = invoke("apikey", "revoke", key_id, "--tenant", tenant, "--db", db_url)
+    assert code == 0 and "revoked" in out
+    assert asyncio.run(stored())[3] is True
+    other = f"{tenant}-other"
+    assert invoke("tenant", "create", other, "--db", db_url)[0] == 0
+    code, _, err = invoke("apikey", "revoke", key_id, "--tenant", other, "--db", db_url)
+    assert code == 2 and "no API key" in err  # a key is revoked through its own tenant only
+
+
+def test_platform_keys_and_refusals(db_url: str) -> None:
+    code, out, err = invoke("apikey", "create", "--role", "platform-admin", "--db", db_url)
+    assert code == 0, err
+    key_id = (parse_api_key(out.strip()) or ("", ""))[0]
+    code, out, _ = invoke("apikey", "list", "--db", db_url)
+    assert code == 0 and key_id in out
+    assert invoke("apikey", "create", "--role", "platform-admin", "--tenant", "x", "--db", db_url)[0] == 2
+    assert invoke("apikey", "create", "--role", "admin", "--db", db_url)[0] == 2
+    code, _, err = invoke("apikey", "create", "--role", "root", "--tenant", "x", "--db", db_url)
+    assert code == 2 and "unknown role" in err
+    code, _, err = invoke("apikey", "create", "--role", "viewer", "--tenant", f"nobody-{uuid.uuid4().hex[:6]}", "--db", db_url)
+    assert code == 2 and "does not exist" in err
