@@ -8,10 +8,11 @@ For an exception in IN_PROGRESS with a recorded plan (the last `resolution` even
   approved and unchanged, the tool is defined, allow-listed and not blocked, and the approval it needs exists
   (a step marked `requiresApproval` whose arguments the plan approval could not show pauses with
   NEEDS_APPROVAL and gets its own request);
-- each step's outcome is journalled (execution row + event + audit entry) before the run moves on, and a tool
-  that is not idempotent gets a STARTED row *before* its request is sent. A restarted worker resumes at the
-  first unsettled step; a STARTED row left by a dead runner means the call may have reached the tool, so a
-  non-idempotent step is then escalated instead of sent again;
+- every attempt and step decision is journalled (execution row + event + audit entry). A tool that is not
+  idempotent gets a STARTED row *before* its request is sent and its outcome is written before anything else
+  is sent; outcomes of idempotent calls ride along with the next write (at worst a crash repeats an
+  idempotent call). A restarted worker resumes at the first unsettled step; a STARTED row left by a dead
+  runner means the call may have reached the tool, so a non-idempotent step is then escalated, not resent;
 - a failed step follows its `onFailure`: `continue` goes on, `compensate` calls the compensation tool (the
   exception ends FAILED when it succeeds, ESCALATED when it does not), `retry` (retries already spent by the
   executor) and `escalate` end ESCALATED.
@@ -24,10 +25,13 @@ policy says `dryRun`, are never executed.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
+
+import structlog
 
 from breakdesk.approvals.requests import plan_request, step_request
 from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
@@ -37,7 +41,13 @@ from breakdesk.rules.cel import make_context
 from breakdesk.rules.templates import RenderError
 from breakdesk.store.approvals import Approval
 from breakdesk.store.errors import NotFound
-from breakdesk.store.executions import ClaimLost, ExecutionRecord, StatusChanged
+from breakdesk.store.executions import (
+    ClaimLost,
+    ExecutionContext,
+    ExecutionRecord,
+    JournalEntry,
+    StatusChanged,
+)
 from breakdesk.store.records import AuditRow, EventRow
 from breakdesk.tools.executor import (
     Attempt,
@@ -58,8 +68,12 @@ MANUAL = "MANUAL"
 UNKNOWN = "UNKNOWN"
 STARTED = "STARTED"
 
+log = structlog.get_logger("breakdesk.execution")
+
 #: A STARTED attempt older than its timeout plus this grace is presumed abandoned by a dead runner.
 DEFAULT_GRACE = timedelta(seconds=5)
+#: Journal entries of idempotent calls kept in memory at most before they are written anyway.
+MAX_PENDING_EVENTS = 64
 
 
 def _utcnow() -> datetime:
@@ -121,31 +135,39 @@ class ExecutionService:
         actor: str = "executor",
         concurrency: int = 64,
         grace: timedelta = DEFAULT_GRACE,
+        packs_ttl: float = 1.0,
     ) -> None:
         self.store = store
         self.executor = executor
         self.clock = clock
         self.actor = actor
         self.grace = grace
+        self.packs_ttl = packs_ttl
+        self._packs_cache: dict[str, tuple[float, Any]] = {}
         self._semaphore = asyncio.Semaphore(concurrency)
+        self.writer = GroupWriter(store)
         self._active: set[tuple[str, str]] = set()
         if packs is None:
             from breakdesk.pipeline.orchestrator import Orchestrator
 
             packs = Orchestrator(store).active_packs
-        self._packs = packs
+        #: Compiled active packs of a tenant (share the orchestrator's cache: `packs=orchestrator.active_packs`).
+        self.packs_for: PacksFor = packs
 
     # ------------------------------------------------------------------------------------------- entry
 
-    async def run(self, tenant_id: str, exception_id: str) -> ExecutionOutcome:
-        """Execute (or resume) the exception's plan as far as it can go now."""
+    async def run(self, tenant_id: str, exception_id: str | ExecutionContext) -> ExecutionOutcome:
+        """Execute (or resume) the exception's plan as far as it can go now. Pass an `ExecutionContext`
+        instead of the id when the caller has just written the exception (it is then not read back)."""
+        context = exception_id if isinstance(exception_id, ExecutionContext) else None
+        exception_id = context.exception_id if context is not None else str(exception_id)
         key = (tenant_id, exception_id)
         if key in self._active:
             return ExecutionOutcome(tenant_id, exception_id, "IN_PROGRESS", False, "already running in this process")
         self._active.add(key)
         try:
             async with self._semaphore:
-                return await self._run(tenant_id, exception_id)
+                return await self._run(tenant_id, exception_id, context)
         except _Stop as stop:
             return stop.outcome
         except StatusChanged as exc:
@@ -157,9 +179,37 @@ class ExecutionService:
         finally:
             self._active.discard(key)
 
-    async def run_many(self, tenant_id: str, exception_ids: Iterable[str]) -> list[ExecutionOutcome]:
-        """Run several exceptions concurrently (bounded by `concurrency`); outcomes in input order."""
-        return list(await asyncio.gather(*(self.run(tenant_id, e) for e in exception_ids)))
+    async def _current_packs(self, tenant_id: str) -> Any:
+        """The tenant's active packs, re-read at most every `packs_ttl` seconds: policy changes reach runs
+        within that time, and a thousand concurrent runs do not each re-read the catalog."""
+        now = time.monotonic()
+        hit = self._packs_cache.get(tenant_id)
+        if hit is not None and now - hit[0] < self.packs_ttl:
+            return hit[1]
+        packs = await self.packs_for(tenant_id)
+        self._packs_cache[tenant_id] = (now, packs)
+        return packs
+
+    async def run_many(
+        self, tenant_id: str, exception_ids: Iterable[str | ExecutionContext]
+    ) -> list[ExecutionOutcome]:
+        """Run several exceptions concurrently (bounded by `concurrency`); outcomes in input order. One run's
+        failure (e.g. the database is unreachable) becomes its outcome instead of failing the others; the
+        scheduler resumes such runs later."""
+        items = list(exception_ids)
+        results = await asyncio.gather(*(self.run(tenant_id, e) for e in items), return_exceptions=True)
+        out: list[ExecutionOutcome] = []
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, ExecutionOutcome):
+                out.append(result)
+                continue
+            if not isinstance(result, Exception):
+                raise result  # cancellation and the like are not a run's outcome
+            eid = item.exception_id if isinstance(item, ExecutionContext) else str(item)
+            log.warning("execution.error", tenant=tenant_id, exception=eid, error=f"{type(result).__name__}: {result}")
+            out.append(ExecutionOutcome(tenant_id, eid, "IN_PROGRESS", False,
+                                        f"not executed: {type(result).__name__}: {result}"[:500]))
+        return out
 
     async def resume_stalled(
         self, tenant_id: str, idle_for: timedelta = timedelta(minutes=2), limit: int = 100
@@ -171,30 +221,72 @@ class ExecutionService:
 
     # --------------------------------------------------------------------------------------------- run
 
-    async def _run(self, tenant_id: str, exception_id: str) -> ExecutionOutcome:
-        row = await self.store.get_exception(tenant_id, exception_id)
-        if row is None:
+    async def _run(self, tenant_id: str, exception_id: str, given: ExecutionContext | None) -> ExecutionOutcome:
+        ctx = given or await self.store.execution_context(tenant_id, exception_id)
+        if ctx is None:
             raise NotFound(f"exception {exception_id!r} does not exist for tenant {tenant_id!r}")
+        row, plan = ctx.exception, ctx.plan
         if row["status"] != ResolutionStatus.IN_PROGRESS.value:
             return ExecutionOutcome(tenant_id, exception_id, row["status"], False,
                                     f"status is {row['status']}: nothing to execute")
-        events = await self.store.get_events(tenant_id, exception_id)
-        plan = next((e["payload"].get("plan") for e in reversed(events) if e["stage"] == "resolution"), None)
-        policy = next((e["payload"] for e in reversed(events) if e["stage"] == "policy"), {})
-        run = _Run(self, tenant_id, row, plan, policy or {})
+        run = _Run(self, tenant_id, row, plan, ctx.policy)
         if plan is None:
             return await run.conclude(ResolutionStatus.ESCALATED, "no plan was recorded for this exception")
         if plan.get("dryRun"):
             return ExecutionOutcome(tenant_id, exception_id, row["status"], False,
                                     "the plan was recorded in a dry run: tools are not called")
-        packs = await self._packs(tenant_id)
+        packs = await self._current_packs(tenant_id)
         if packs.tenant.spec.dryRun:
             return ExecutionOutcome(tenant_id, exception_id, row["status"], False,
                                     f"tenant policy {packs.tenant.ref} is dryRun: tools are not called")
         run.tenant = packs.tenant
-        run.approvals = await self.store.approvals_for_exception(tenant_id, exception_id)
-        run.records = await self.store.execution_records(tenant_id, exception_id)
+        run.approvals = ctx.approvals
+        run.records = ctx.records
         return await run.execute()
+
+
+class GroupWriter:
+    """Group commit of journal entries: concurrent runs hand their entries to one writer task, which writes
+    everything queued so far in one transaction per tenant. A lone run waits no longer than before; many
+    concurrent runs share transactions instead of queueing for the database's write lock one by one."""
+
+    def __init__(self, store: Any, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, JournalEntry, asyncio.Future[None]]] = []
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None  # held so the running drain is not garbage-collected
+
+    async def write(self, tenant_id: str, entry: JournalEntry) -> None:
+        """Returns once the entry is committed; raises what refused it (StatusChanged, ClaimLost, ...)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((tenant_id, entry, future))
+        if not self._draining:
+            self._draining = True
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                by_tenant: dict[str, list[tuple[str, JournalEntry, asyncio.Future[None]]]] = {}
+                for item in batch:
+                    by_tenant.setdefault(item[0], []).append(item)
+                for tenant_id, items in by_tenant.items():
+                    try:
+                        results: list[Any] = await self.store.record_executions(tenant_id, [e for _, e, _ in items])
+                    except Exception as exc:  # the database failed: every waiting run gets the error
+                        results = [exc] * len(items)
+                    for (_, _, future), result in zip(items, results, strict=True):
+                        if future.done():
+                            continue
+                        if result is None:
+                            future.set_result(None)
+                        else:
+                            future.set_exception(result)
+        finally:
+            self._draining = False
 
 
 # ------------------------------------------------------------------------------------------------- a run
@@ -247,7 +339,7 @@ class _Run:
 
     def _ctx(self) -> Any:
         if self._record is None:
-            self._record = ExceptionRecord.model_validate(self.row["record"])
+            self._record = ExceptionRecord.model_validate(self.row["record"], strict=False)
         return make_context(condition_vars(
             self._record,
             severity=self.row.get("severity"),
@@ -258,15 +350,15 @@ class _Run:
 
     async def flush(self, *, claim: ExecutionRecord | None = None, fields: dict[str, Any] | None = None,
                     approval: Approval | None = None) -> None:
-        """Persist everything journalled so far (and a claim, a status change, a request) in one transaction."""
+        """Persist everything journalled so far (and a claim, a status change, a request) atomically."""
         j = self.journal
         if j.empty() and claim is None and not fields and approval is None:
             return
-        inserts = [*j.inserts, *([claim] if claim is not None else [])]
-        await self.svc.store.record_execution(
-            self.tenant_id, self.exception_id, inserts=inserts, settles=j.settles, decisions=j.decisions,
-            events=j.events, audits=j.audits, fields=fields, approval=approval,
+        entry = JournalEntry(
+            self.exception_id, inserts=[*j.inserts, *([claim] if claim is not None else [])], settles=j.settles,
+            decisions=j.decisions, events=j.events, audits=j.audits, fields=fields, approval=approval,
         )
+        await self.svc.writer.write(self.tenant_id, entry)
         self.journal = _Journal()
 
     def _records_for(self, index: int, phase: str) -> list[ExecutionRecord]:
@@ -550,7 +642,7 @@ class _Run:
             self.outcomes.append(out)
             await self._failed(ps, cstep, out, sent=True)
             return
-        key = f"{self.exception_id}:{step_id}"
+        key = f"{self.tenant_id}:{self.exception_id}:{step_id}"
         result = await self.svc.executor.call(
             ToolCall(tenant, eff.name, args, key, self.exception_id, retry, first, max(1, left)),
             _Hooks(self, ps, eff, "step", key, args),
@@ -647,7 +739,7 @@ class _Run:
             raise _Stop(ExecutionOutcome(self.tenant_id, self.exception_id, "IN_PROGRESS", False,
                                          f"compensation of step {step_id} is in flight elsewhere"))
         first = (max(r.attempt for r in calls) + 1) if calls else 1
-        key = f"{self.exception_id}:{step_id}:compensate"
+        key = f"{self.tenant_id}:{self.exception_id}:{step_id}:compensate"
         result = await self.svc.executor.call(
             ToolCall(tenant, comp, args, key, self.exception_id, False, first),
             _Hooks(self, ps, eff, "compensate", key, args),
@@ -679,7 +771,11 @@ class _Hooks:
                 deadline=self.run.now + timedelta(seconds=self.eff.timeout) + self.run.svc.grace,
             )
             self.claimed.add(number)
-        await self.run.flush(claim=claim)
+        journal = self.run.journal
+        # Outcomes of idempotent calls may wait for the next write (a crash can only make the run repeat an
+        # idempotent call); a claim, and the outcome of a claimed call, are written before anything is sent.
+        if claim is not None or journal.settles or len(journal.events) >= MAX_PENDING_EVENTS:
+            await self.run.flush(claim=claim)
 
     async def after_attempt(self, attempt: Attempt) -> None:
         run = self.run

@@ -1,0 +1,112 @@
+"""Building approval requests (pure): what a person is asked to approve, by whom, until when.
+
+A request covers either the whole plan of an exception (the policy decided that a person must approve before
+any tool runs) or one step (a step marked `requiresApproval` whose arguments were only known at execution, so
+the plan approval could not show them). It carries the plan as the approver sees it, the evidence (why an
+approval is needed, severity, confidence, outputs gathered so far), the requester, the roles that may decide,
+how many distinct approvers are needed and when it expires.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from breakdesk.domain.ids import new_exception_id
+from breakdesk.store.approvals import Approval
+
+TTL_ENV = "BREAKDESK_APPROVAL_TTL_MINUTES"
+DEFAULT_TTL = timedelta(hours=24)
+
+
+def default_ttl() -> timedelta:
+    """The approval TTL: $BREAKDESK_APPROVAL_TTL_MINUTES when set to a positive number, else 24 hours."""
+    raw = os.environ.get(TTL_ENV, "").strip()
+    try:
+        minutes = float(raw) if raw else 0.0
+    except ValueError:
+        minutes = 0.0
+    return timedelta(minutes=minutes) if minutes > 0 else DEFAULT_TTL
+
+
+def new_approval_id(now: datetime) -> str:
+    """'AP-' + a ULID: time-ordered and unguessable, like exception ids."""
+    return "AP-" + new_exception_id(int(now.timestamp() * 1000)).removeprefix("EX-")
+
+
+def plan_request(
+    *,
+    tenant_id: str,
+    exception_id: str,
+    plan: dict[str, Any],
+    evidence: dict[str, Any],
+    requested_by: str,
+    roles: Sequence[str],
+    needed: int,
+    now: datetime,
+    ttl: timedelta | None = None,
+) -> Approval:
+    return Approval(
+        tenant_id=tenant_id,
+        approval_id=new_approval_id(now),
+        exception_id=exception_id,
+        step_index=None,
+        step_id=None,
+        status="PENDING",
+        plan=plan,
+        evidence=evidence,
+        requested_by=requested_by,
+        requested_at=now,
+        allowed_roles=tuple(roles) or ("approver",),
+        approvals_needed=max(1, int(needed)),
+        expires_at=now + (ttl or default_ttl()),
+    )
+
+
+def step_request(
+    *,
+    tenant_id: str,
+    exception_id: str,
+    step_index: int,
+    step_id: str,
+    plan: dict[str, Any],
+    evidence: dict[str, Any],
+    requested_by: str,
+    roles: Sequence[str],
+    needed: int,
+    now: datetime,
+    ttl: timedelta | None = None,
+) -> Approval:
+    base = plan_request(
+        tenant_id=tenant_id, exception_id=exception_id, plan=plan, evidence=evidence, requested_by=requested_by,
+        roles=roles, needed=needed, now=now, ttl=ttl,
+    )
+    return replace(base, step_index=step_index, step_id=step_id)
+
+
+def request_for_decision(decided: Any, tenant_id: str, requested_by: str, now: datetime) -> Approval:
+    """The plan approval request of an exception the pipeline left PENDING_APPROVAL (a `stages.Decided`)."""
+    pol, tri, plan = decided.policy, decided.triage, decided.plan
+    record = decided.intake.record
+    reasons = list(pol.approval_reasons) if pol else []
+    evidence = {
+        "reasons": reasons or ["the supervisor asked for a human check"],
+        "exceptionType": record.exception_type,
+        "severity": tri.severity.value if tri else None,
+        "confidence": tri.confidence if tri else None,
+        "summary": tri.summary if tri else "",
+        "playbookId": pol.playbook_id if pol else None,
+    }
+    return plan_request(
+        tenant_id=tenant_id,
+        exception_id=record.exception_id,
+        plan=plan.as_dict() if plan is not None else {},
+        evidence=evidence,
+        requested_by=requested_by,
+        roles=list(pol.approvers) if pol else ["approver"],
+        needed=pol.approvals_needed if pol else 1,
+        now=now,
+    )

@@ -1,0 +1,375 @@
+"""CLI for tools and approvals: `breakdesk approvals list|show|approve|reject|expire`, `breakdesk executions`,
+`breakdesk resume`, `breakdesk scheduler` and `breakdesk demo-tools`."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import structlog
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from breakdesk.approvals.scheduler import Scheduler
+from breakdesk.approvals.service import ApprovalError, ApprovalService, Decision
+from breakdesk.cli import app
+from breakdesk.cli.common import console, fail
+from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.store_cmds import TenantOpt, UrlOpt
+from breakdesk.pipeline.execution import ExecutionOutcome, ExecutionService
+from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
+from breakdesk.store.approvals import Approval
+from breakdesk.tools.executor import ExecutorSettings, ToolExecutor
+
+if TYPE_CHECKING:
+    from breakdesk.tools.demo_server import BackgroundServer
+
+approvals_app = typer.Typer(help="Human approvals: list, approve, reject, expire.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+
+ActorOpt = Annotated[
+    str | None, typer.Option("--as", help="Who decides (default: your login name). Never the requester.")
+]
+RoleOpt = Annotated[
+    list[str] | None, typer.Option("--role", "-r", help="Role(s) the decider holds (repeatable; default approver).")
+]
+
+
+def configure_cli_logging() -> None:
+    """Keep per-attempt logs off the CLI's output: warnings and errors only, on stderr."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+@dataclass
+class Services:
+    orchestrator: Orchestrator
+    execution: ExecutionService
+    approvals: ApprovalService
+    executor: ToolExecutor
+
+
+@asynccontextmanager
+async def services(store: Any, settings: ExecutorSettings | None = None) -> AsyncIterator[Services]:
+    """The pipeline, executor, execution and approval services over one store (and one connection pool)."""
+    configure_cli_logging()
+    executor = ToolExecutor(settings)
+    try:
+        orch = Orchestrator(store)
+        execution = ExecutionService(store, executor, packs=orch.active_packs)  # one compiled-pack cache
+        orch.execution = execution
+        yield Services(orch, execution, ApprovalService(store, execution), executor)
+    finally:
+        await executor.aclose()
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def _ago(a: Approval) -> str:
+    return a.requested_at.strftime("%Y-%m-%d %H:%M")
+
+
+def print_approvals(items: list[Approval]) -> None:
+    table = Table(title=f"{len(items)} approval request(s)")
+    # Ids are never cut: they are what `approve` / `reject` take.
+    table.add_column("approval", no_wrap=True, min_width=max([len(a.approval_id) for a in items] or [8]))
+    table.add_column("exception", no_wrap=True, min_width=max([len(a.exception_id) for a in items] or [9]))
+    table.add_column("status", no_wrap=True)
+    table.add_column("votes", no_wrap=True)
+    table.add_column("expires", no_wrap=True)
+    table.add_column("roles · why", ratio=1)
+    for a in items:
+        votes = sum(1 for v in a.approvers if v.get("decision") == "approve")
+        reasons = "; ".join(str(r) for r in a.evidence.get("reasons") or [])
+        table.add_row(
+            a.approval_id, a.exception_id, a.status + ("" if a.step_index is None else f" {a.scope}"),
+            f"{votes}/{a.approvals_needed}", a.expires_at.strftime("%m-%d %H:%M"),
+            escape(f"{','.join(a.allowed_roles)} · {reasons}"[:160]),
+        )
+    console.print(table)
+
+
+def print_execution(outcome: ExecutionOutcome | None) -> None:
+    if outcome is None:
+        return
+    console.print(f"execution: [bold]{outcome.status}[/] — {escape(outcome.reason)}")
+    for s in outcome.steps:
+        console.print(f"  {s.index:>2} {s.step_id:<20} {s.tool or '-':<26} {s.status}"
+                      + (f"  [dim]{escape(s.reason[:100])}[/]" if s.reason else ""), highlight=False)
+
+
+def print_decision(d: Decision) -> None:
+    a = d.approval
+    if d.outcome == "vote-recorded":
+        votes = sum(1 for v in a.approvers if v.get("decision") == "approve")
+        console.print(f"vote recorded on {a.approval_id}: {votes} of {a.approvals_needed} approvals")
+    else:
+        console.print(f"{a.approval_id} [bold]{a.status}[/] by {a.decided_by}")
+    print_execution(d.execution)
+
+
+def _load_edits(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    text = Path(value).read_text(encoding="utf-8") if not value.lstrip().startswith("{") else value
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        fail(f"--edits is not JSON: {exc}")
+    if not isinstance(data, dict):
+        fail("--edits must be a JSON object: {stepId: {argument: value}}")
+    return data
+
+
+def _run_decision(fn: Any, db: str | None) -> Any:
+    async def go(store: Any) -> Any:
+        async with services(store) as svc:
+            try:
+                return await fn(svc)
+            except ApprovalError as exc:
+                fail(str(exc), code=1)
+
+    return run_with_store(go, db)
+
+
+# ----------------------------------------------------------------------------------------------- approvals
+
+
+@approvals_app.command("list")
+def approvals_list(
+    tenant: TenantOpt,
+    status: Annotated[str | None, typer.Option("--status", help="PENDING, APPROVED, REJECTED or EXPIRED.")] = "PENDING",
+    exception: Annotated[str | None, typer.Option("--exception", help="Only this exception's requests.")] = None,
+    all_statuses: Annotated[bool, typer.Option("--all", help="Every status.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """List approval requests (pending ones by default), newest first."""
+
+    async def go(store: Any) -> list[Approval]:
+        page, _ = await store.list_approvals(
+            tenant, status=None if all_statuses else status, exception_id=exception, limit=limit
+        )
+        return page
+
+    items = run_with_store(go, db)
+    if as_json:
+        console.print_json(json.dumps([a.as_dict() for a in items]))
+    else:
+        print_approvals(items)
+
+
+@approvals_app.command("show")
+def approvals_show(approval_id: str, tenant: TenantOpt, db: UrlOpt = None) -> None:
+    """Print one request: its plan, evidence, votes and decision (JSON)."""
+
+    async def go(store: Any) -> Approval | None:
+        return await store.get_approval(tenant, approval_id)
+
+    found = run_with_store(go, db)
+    if found is None:
+        fail(f"no approval {approval_id!r} for tenant {tenant!r}", code=1)
+    console.print_json(json.dumps(found.as_dict()))
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: str,
+    tenant: TenantOpt,
+    actor: ActorOpt = None,
+    role: RoleOpt = None,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    edits: Annotated[
+        str | None, typer.Option("--edits", help="JSON (or a JSON file): {stepId: {argument: value}}.")
+    ] = None,
+    no_execute: Annotated[bool, typer.Option("--no-execute", help="Record the decision only.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """Approve a request (four-eyes, N-of-M); the last needed approval resumes the exception's execution."""
+    who = actor or getpass.getuser()
+    parsed = _load_edits(edits)
+    decision = _run_decision(
+        lambda svc: svc.approvals.approve(tenant, approval_id, who, role or ["approver"], comment, parsed,
+                                          execute=not no_execute),
+        db,
+    )
+    print_decision(decision)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: str,
+    tenant: TenantOpt,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Why (required).")],
+    actor: ActorOpt = None,
+    role: RoleOpt = None,
+    close: Annotated[bool, typer.Option("--close", help="Close the exception instead of escalating it.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """Reject a request with a reason: the exception is escalated to a person (or closed with --close)."""
+    who = actor or getpass.getuser()
+    decision = _run_decision(
+        lambda svc: svc.approvals.reject(tenant, approval_id, who, role or ["approver"], comment, close=close), db
+    )
+    print_decision(decision)
+
+
+@approvals_app.command("expire")
+def approvals_expire(db: UrlOpt = None) -> None:
+    """Expire every pending request whose TTL ran out (all tenants) and escalate its exception."""
+
+    async def go(store: Any) -> list[Approval]:
+        return await ApprovalService(store).expire_due()
+
+    expired = run_with_store(go, db)
+    console.print(f"{len(expired)} approval request(s) expired")
+    for a in expired:
+        console.print(f"  {a.tenant_id} {a.approval_id} → exception {a.exception_id} escalated")
+
+
+# ---------------------------------------------------------------------------------------------- execution
+
+
+@app.command("executions")
+def executions_show(exception_id: str, tenant: TenantOpt, db: UrlOpt = None) -> None:
+    """Print an exception's execution journal: every step decision and HTTP attempt."""
+
+    async def go(store: Any) -> list[Any]:
+        return await store.execution_records(tenant, exception_id)
+
+    rows = run_with_store(go, db)
+    table = Table("step", "phase", "try", "tool", "status", "HTTP", "ms", "error",
+                  title=f"Execution of {exception_id}")
+    for r in rows:
+        table.add_row(f"{r.step_index} {r.step_id}", r.phase, str(r.attempt), r.tool or "-",
+                      r.status + (" ✓" if r.final else ""), str(r.status_code or ""),
+                      f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", escape((r.error or "")[:60]))
+    console.print(table)
+
+
+@app.command("resume")
+def resume(
+    tenant: TenantOpt,
+    stalled_after: Annotated[
+        float, typer.Option("--stalled-after", min=0, help="Seconds without activity before a run is resumed.")
+    ] = 120.0,
+    db: UrlOpt = None,
+) -> None:
+    """Resume IN_PROGRESS executions nobody is driving (after a worker crash)."""
+
+    async def go(store: Any) -> list[ExecutionOutcome]:
+        async with services(store) as svc:
+            return await svc.execution.resume_stalled(tenant, timedelta(seconds=stalled_after), limit=1000)
+
+    try:
+        outcomes = run_with_store(go, db)
+    except NoActivePacks as exc:
+        fail(str(exc))
+    done = [o for o in outcomes if o.executed]
+    console.print(f"{len(outcomes)} stalled execution(s), {len(done)} advanced")
+    for o in outcomes:
+        console.print(f"  {o.exception_id}: {o.status} — {escape(o.reason)}", highlight=False)
+
+
+@app.command("scheduler")
+def scheduler(
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 15.0,
+    stalled_after: Annotated[float, typer.Option("--stalled-after", min=0)] = 120.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """The worker's maintenance loop: expire approvals past their TTL, resume stalled executions."""
+
+    async def go(store: Any) -> None:
+        async with services(store) as svc:
+            sched = Scheduler(store, svc.approvals, svc.execution, interval=interval,
+                              stalled_after=timedelta(seconds=stalled_after))
+            if once:
+                report = await sched.tick()
+                console.print(f"expired {len(report.expired)}, resumed {len(report.resumed)}")
+                return
+            stop = asyncio.Event()
+            console.print(f"scheduler running every {interval:g}s (Ctrl-C stops)")
+            try:
+                await sched.run(stop)
+            finally:
+                stop.set()
+
+    try:
+        run_with_store(go, db)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+# ---------------------------------------------------------------------------------------------- demo tools
+
+
+@app.command("demo-tools")
+def demo_tools(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Serve realistic fake responses for every tool of the example finance and healthcare packs."""
+    from breakdesk.tools.demo_server import DEMO_ENV_SECRETS, DEMO_FILE_SECRETS, serve
+
+    console.print(f"demo tools on http://{host}:{port} (the example packs call http://127.0.0.1:8765)")
+    console.print("write tools need credentials; for `breakdesk run` against this server export e.g.:")
+    for name, value in DEMO_ENV_SECRETS.items():
+        console.print(f"  export {name}={value}", highlight=False)
+    console.print(f"  and a secrets file (BREAKDESK_SECRETS_FILE) holding {', '.join(DEMO_FILE_SECRETS)}",
+                  highlight=False)
+    serve(host, port)
+
+
+@contextmanager
+def demo_tool_environment() -> Iterator[tuple[ExecutorSettings, BackgroundServer]]:
+    """For `breakdesk demo`: the demo tool server in-process (on 8765 when free, else any free port, with
+    the example packs' URLs rewritten to it) and demo values for the secrets the example packs reference,
+    where the environment does not already provide them. Everything is undone on exit."""
+    from breakdesk.tools.demo_server import (
+        DEMO_ENV_SECRETS,
+        DEMO_FILE_SECRETS,
+        PACK_BASE_URL,
+        BackgroundServer,
+        port_is_free,
+    )
+    from breakdesk.tools.secrets import SECRETS_FILE_ENV
+
+    server = BackgroundServer(8765 if port_is_free(8765) else None).start()
+    saved = {k: os.environ.get(k) for k in (*DEMO_ENV_SECRETS, SECRETS_FILE_ENV)}
+    tmp = tempfile.TemporaryDirectory(prefix="breakdesk-demo-")
+    try:
+        for name, value in DEMO_ENV_SECRETS.items():
+            os.environ.setdefault(name, value)
+        if not os.environ.get(SECRETS_FILE_ENV):
+            path = Path(tmp.name) / "secrets.json"
+            path.write_text(json.dumps(DEMO_FILE_SECRETS), encoding="utf-8")
+            os.environ[SECRETS_FILE_ENV] = str(path)
+        rewrites = {} if server.base_url == PACK_BASE_URL else {PACK_BASE_URL: server.base_url}
+        yield ExecutorSettings(url_rewrites=rewrites), server
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+        server.stop()
+        tmp.cleanup()

@@ -1,0 +1,398 @@
+"""The execution journal: one row per playbook-step decision and per HTTP attempt, keyed
+(tenant, exception, step_index, phase, attempt).
+
+The execution service writes a STARTED row before it sends a request to a tool that is not idempotent, and the
+outcome of that call before it sends anything else; outcomes of idempotent calls are written with the next
+journal write at the latest. Each write carries the exception's events and audit entries and checks, in the
+same transaction, that the exception is still IN_PROGRESS. A restarted worker therefore knows which steps are
+settled, which call may have reached a tool (STARTED without an outcome), and never sends a settled
+non-idempotent step again (an unsettled idempotent one may be repeated, which is what idempotent means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, exists, func, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from breakdesk.store._base import bulk_insert, chunked
+from breakdesk.store.approvals import (
+    Approval,
+    ApprovalRepo,
+    approval_from_row,
+    insert_approvals,
+)
+from breakdesk.store.errors import Conflict, NotFound, StoreError
+from breakdesk.store.records import AuditRow, EventRow
+from breakdesk.store.tables import approvals, exception_events, exceptions, executions
+
+_R = executions.c
+_X = exceptions.c
+_E = exception_events.c
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One atomic journal write of one exception's run.
+
+    - `inserts`: new attempt rows (a duplicate key means another runner got there first: ClaimLost);
+    - `settles`: this runner's STARTED rows, now with their outcome;
+    - `decisions`: attempt-0 rows (SKIPPED, MANUAL, NEEDS_APPROVAL, refused), inserted or replaced;
+    - `fields`: exception projection changes (e.g. the final status); the whole entry is refused with
+      StatusChanged unless the exception is still `expect_status`;
+    - `approval`: a step approval request created with it.
+    """
+
+    exception_id: str
+    inserts: list[ExecutionRecord] = field(default_factory=list)
+    settles: list[ExecutionRecord] = field(default_factory=list)
+    decisions: list[ExecutionRecord] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    audits: list[AuditRow] = field(default_factory=list)
+    fields: dict[str, Any] | None = None
+    approval: Approval | None = None
+    expect_status: str = "IN_PROGRESS"
+
+
+@dataclass(slots=True)
+class ExecutionContext:
+    """What a run starts from. Read with `execution_context`, or built by the pipeline for an exception it
+    has just written (then nothing needs to be read back)."""
+
+    exception: dict[str, Any]
+    plan: dict[str, Any] | None
+    policy: dict[str, Any]
+    approvals: list[Approval] = field(default_factory=list)
+    records: list[ExecutionRecord] = field(default_factory=list)
+
+    @property
+    def exception_id(self) -> str:
+        return str(self.exception["exception_id"])
+
+
+class StatusChanged(Conflict):
+    """The exception left the status the execution expected (a person closed it, an approval expired...)."""
+
+
+class ClaimLost(Conflict):
+    """Another runner already recorded this attempt: this runner must stop."""
+
+
+@dataclass(slots=True)
+class ExecutionRecord:
+    """One journal row. `final` marks the row that settles its step (phase)."""
+
+    exception_id: str
+    step_index: int
+    phase: str
+    attempt: int
+    step_id: str
+    tool: str | None
+    status: str
+    final: bool
+    started_at: datetime
+    idempotency_key: str | None = None
+    args: Any = None
+    output: Any = None
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+    deadline: datetime | None = None
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return self.step_index, self.phase, self.attempt
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON view for the API and CLI."""
+        return {
+            "stepIndex": self.step_index,
+            "stepId": self.step_id,
+            "phase": self.phase,
+            "attempt": self.attempt,
+            "tool": self.tool,
+            "status": self.status,
+            "final": self.final,
+            "idempotencyKey": self.idempotency_key,
+            "args": self.args,
+            "output": self.output,
+            "statusCode": self.status_code,
+            "latencyMs": self.latency_ms,
+            "error": self.error,
+            "startedAt": self.started_at.isoformat(),
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+def _record(row: Row) -> ExecutionRecord:
+    m = row._mapping
+    return ExecutionRecord(
+        exception_id=m["exception_id"],
+        step_index=int(m["step_index"]),
+        phase=m["phase"],
+        attempt=int(m["attempt"]),
+        step_id=m["step_id"],
+        tool=m["tool"],
+        status=m["status"],
+        final=bool(m["final"]),
+        started_at=m["started_at"],
+        idempotency_key=m["idempotency_key"],
+        args=m["args"],
+        output=m["output"],
+        status_code=m["status_code"],
+        latency_ms=m["latency_ms"],
+        error=m["error"],
+        finished_at=m["finished_at"],
+        deadline=m["deadline"],
+    )
+
+
+def _params(tenant_id: str, r: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "exception_id": r.exception_id,
+        "step_index": r.step_index,
+        "phase": r.phase,
+        "attempt": r.attempt,
+        "step_id": r.step_id,
+        "tool": r.tool,
+        "status": r.status,
+        "final": r.final,
+        "idempotency_key": r.idempotency_key,
+        "args": r.args,
+        "output": r.output,
+        "status_code": r.status_code,
+        "latency_ms": r.latency_ms,
+        "error": r.error,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "deadline": r.deadline,
+    }
+
+
+_SETTLE_FIELDS = ("status", "final", "output", "status_code", "latency_ms", "error", "finished_at", "args")
+
+
+class ExecutionRepo(ApprovalRepo):
+    async def execution_records(self, tenant_id: str, exception_id: str) -> list[ExecutionRecord]:
+        """The exception's journal in (step, phase, attempt) order."""
+        stmt = (
+            select(executions)
+            .where(_R.tenant_id == tenant_id, _R.exception_id == exception_id)
+            .order_by(_R.step_index, _R.phase.desc(), _R.attempt)
+        )
+        async with self._read() as conn:
+            return [_record(r) for r in (await conn.execute(stmt)).all()]
+
+    async def execution_context(self, tenant_id: str, exception_id: str) -> ExecutionContext | None:
+        """Everything a run needs, in one read transaction: the projection, the latest plan and policy
+        payloads, the approval requests and the journal (None when the exception does not exist)."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(exceptions).where(_X.tenant_id == tenant_id, _X.exception_id == exception_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            latest: dict[str, Any] = {"resolution": None, "policy": None}
+            newest = (
+                select(_E.stage, func.max(_E.seq).label("seq"))
+                .where(
+                    _E.tenant_id == tenant_id,
+                    _E.exception_id == exception_id,
+                    _E.stage.in_(("resolution", "policy")),
+                )
+                .group_by(_E.stage)
+                .subquery()
+            )
+            stmt = select(_E.stage, _E.payload).join(
+                newest, and_(_E.stage == newest.c.stage, _E.seq == newest.c.seq)
+            ).where(_E.tenant_id == tenant_id, _E.exception_id == exception_id)
+            for stage, payload in (await conn.execute(stmt)).all():
+                latest[stage] = payload
+            reqs = (
+                await conn.execute(
+                    select(approvals)
+                    .where(approvals.c.tenant_id == tenant_id, approvals.c.exception_id == exception_id)
+                    .order_by(approvals.c.requested_at, approvals.c.approval_id)
+                )
+            ).all()
+            journal = (
+                await conn.execute(
+                    select(executions)
+                    .where(_R.tenant_id == tenant_id, _R.exception_id == exception_id)
+                    .order_by(_R.step_index, _R.phase.desc(), _R.attempt)
+                )
+            ).all()
+        resolution = latest["resolution"] or {}
+        return ExecutionContext(
+            exception=dict(row._mapping),
+            plan=resolution.get("plan") if isinstance(resolution, dict) else None,
+            policy=latest["policy"] if isinstance(latest["policy"], dict) else {},
+            approvals=[approval_from_row(r) for r in reqs],
+            records=[_record(r) for r in journal],
+        )
+
+    async def record_execution(self, tenant_id: str, entry: JournalEntry) -> None:
+        """Write one journal entry atomically (raises StatusChanged, ClaimLost or NotFound, writing nothing)."""
+        problem = (await self.record_executions(tenant_id, [entry]))[0]
+        if problem is not None:
+            raise problem
+
+    async def record_executions(
+        self, tenant_id: str, entries: Sequence[JournalEntry]
+    ) -> list[StoreError | None]:
+        """Write many journal entries (of one tenant) in one transaction: group commit for concurrent runs.
+
+        Returns one result per entry: None when written, else the error that refused it (StatusChanged,
+        NotFound, ClaimLost); a refused entry writes nothing and does not stop the others. The batch is one
+        transaction with a fixed number of statements; if a uniqueness conflict (a lost claim) breaks it,
+        the entries are retried one by one to find the loser.
+        """
+        if not entries:
+            return []
+        try:
+            return await self._record_batch(tenant_id, entries)
+        except Conflict:
+            if len(entries) == 1:
+                return [ClaimLost(f"another runner recorded a step of {entries[0].exception_id!r} first")]
+        out: list[StoreError | None] = []
+        for entry in entries:
+            out.extend(await self.record_executions(tenant_id, [entry]))
+        return out
+
+    async def _record_batch(self, tenant_id: str, entries: Sequence[JournalEntry]) -> list[StoreError | None]:
+        results: list[StoreError | None] = [None] * len(entries)
+        async with self._write() as conn:
+            head = await self._tenant_head(conn, tenant_id)
+            ids = sorted({e.exception_id for e in entries})
+            last = (
+                select(func.coalesce(func.max(_E.seq), 0))
+                .where(_E.tenant_id == _X.tenant_id, _E.exception_id == _X.exception_id)
+                .correlate(exceptions)
+                .scalar_subquery()
+            )
+            state: dict[str, list[Any]] = {}
+            for part in chunked(ids):
+                stmt = select(_X.exception_id, _X.status, last).where(
+                    _X.tenant_id == tenant_id, _X.exception_id.in_(part)
+                )
+                for exc_id, status, seq in (await conn.execute(stmt)).all():
+                    state[exc_id] = [status, int(seq or 0)]
+            accepted: list[JournalEntry] = []
+            for i, e in enumerate(entries):
+                st = state.get(e.exception_id)
+                if st is None:
+                    results[i] = NotFound(f"exception {e.exception_id!r} does not exist for tenant {tenant_id!r}")
+                elif st[0] != e.expect_status:
+                    results[i] = StatusChanged(f"exception {e.exception_id!r} is {st[0]}, no longer {e.expect_status}")
+                else:
+                    accepted.append(e)
+                    if e.fields and "status" in e.fields:
+                        st[0] = e.fields["status"]  # a later entry of the same exception sees the change
+            inserts = [_params(tenant_id, r) for e in accepted for r in e.inserts]
+            if inserts:
+                await bulk_insert(conn, executions, inserts)
+            for e in accepted:
+                for r in e.settles:
+                    done = await conn.execute(
+                        update(executions)
+                        .where(
+                            _R.tenant_id == tenant_id,
+                            _R.exception_id == e.exception_id,
+                            _R.step_index == r.step_index,
+                            _R.phase == r.phase,
+                            _R.attempt == r.attempt,
+                            _R.status == "STARTED",
+                        )
+                        .values({name: getattr(r, name) for name in _SETTLE_FIELDS})
+                    )
+                    if done.rowcount != 1:
+                        raise Conflict(f"attempt {r.key} of {e.exception_id!r} is not STARTED by this runner")
+            decisions = [_params(tenant_id, r) for e in accepted for r in e.decisions]
+            if decisions:
+                await conn.execute(self._decision_upsert(), decisions)
+            events: list[dict[str, Any]] = []
+            for e in accepted:
+                st = state[e.exception_id]
+                for ev in e.events:
+                    st[1] += 1
+                    events.append({"tenant_id": tenant_id, "exception_id": e.exception_id, "seq": st[1],
+                                   "stage": ev.stage, "at": ev.at, "decision": ev.decision, "payload": ev.payload})
+            if events:
+                await bulk_insert(conn, exception_events, events)
+            for e in accepted:
+                if e.fields:
+                    await self._apply_fields(conn, tenant_id, e.exception_id, dict(e.fields))
+            requests = [e.approval for e in accepted if e.approval is not None]
+            if requests:
+                await insert_approvals(conn, tenant_id, requests)
+            await self._append_audit(conn, tenant_id, head, [a for e in accepted for a in e.audits])
+        return results
+
+    def _decision_upsert(self) -> Any:
+        ins = (postgresql.insert if self._pg else sqlite.insert)(executions)
+        ex = ins.excluded
+        return ins.on_conflict_do_update(
+            index_elements=[_R.tenant_id, _R.exception_id, _R.step_index, _R.phase, _R.attempt],
+            set_={
+                "status": ex.status,
+                "final": ex.final,
+                "tool": ex.tool,
+                "args": ex.args,
+                "error": ex.error,
+                "started_at": ex.started_at,
+                "finished_at": ex.finished_at,
+            },
+        )
+
+    async def stalled_executions(
+        self, tenant_id: str, idle_since: datetime, limit: int = 100
+    ) -> list[str]:
+        """IN_PROGRESS exceptions nobody has touched since `idle_since` (no projection update, no journal row
+        started or finished after it) whose latest plan was not made in a dry run: runs a dead worker left
+        behind, or plans that were never handed to an executor."""
+        recent = exists().where(
+            _R.tenant_id == _X.tenant_id,
+            _R.exception_id == _X.exception_id,
+            (_R.started_at > idle_since) | (_R.finished_at > idle_since),
+        )
+        plans = exception_events.alias("plans")
+        latest_plan = (
+            select(func.max(plans.c.seq))
+            .where(
+                plans.c.tenant_id == _X.tenant_id,
+                plans.c.exception_id == _X.exception_id,
+                plans.c.stage == "resolution",
+            )
+            .correlate(exceptions)
+            .scalar_subquery()
+        )
+        dry = (
+            exists()
+            .where(
+                _E.tenant_id == _X.tenant_id,
+                _E.exception_id == _X.exception_id,
+                _E.seq == latest_plan,
+                _E.payload[("plan", "dryRun")].as_boolean().is_(true()),
+            )
+            .correlate(exceptions)
+        )
+        stmt = (
+            select(_X.exception_id)
+            .where(
+                and_(_X.tenant_id == tenant_id, _X.status == "IN_PROGRESS", _X.updated_at <= idle_since),
+                ~recent,
+                ~dry,
+            )
+            .order_by(_X.updated_at, _X.exception_id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            return [r for (r,) in (await conn.execute(stmt)).all()]

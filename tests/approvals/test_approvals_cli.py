@@ -1,0 +1,87 @@
+"""`breakdesk approvals list|show|approve|reject|expire` and `breakdesk executions`, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from tool_fixtures import make_stack
+from tool_harness import (
+    ToolServer,
+    domain_pack,
+    playbook,
+    setup_tenant,
+    step,
+    submit,
+    tenant_policy,
+    tool,
+    uid,
+)
+from typer.testing import CliRunner
+
+from breakdesk.cli import _register, app
+from breakdesk.store import Store
+from breakdesk.tools.executor import ToolExecutor
+
+_register()
+runner = CliRunner()
+
+
+def setup(url: str, server: ToolServer, tenant: str, count: int) -> tuple[str, list[str]]:
+    act = uid("act")
+
+    async def go() -> list[str]:
+        async with await Store.open(url) as store, ToolExecutor() as ex:
+            dom = domain_pack({"act": tool(f"{server.base}/ok/{act}", idempotent=False)},
+                              [playbook("pb", [step("act", "act")])])
+            rule = {"id": "all", "approverRoles": ["approver"]}
+            await setup_tenant(store, tenant, dom, tenant_policy(tenant, dom, approvalRules=[rule]))
+            stack = make_stack(store, ex)
+            return [(await submit(stack.orch, tenant, f"R-{i}"))[0] for i in range(count)]
+
+    return act, asyncio.run(go())
+
+
+def approvals_of(url: str, tenant: str) -> list[dict[str, object]]:
+    done = runner.invoke(app, ["approvals", "list", "--tenant", tenant, "--db", url, "--json", "--all"])
+    assert done.exit_code == 0, done.output
+    return list(json.loads(done.output))
+
+
+def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: str) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    act, eids = setup(url, tool_server, tenant_id, 3)
+    listed = runner.invoke(app, ["approvals", "list", "--tenant", tenant_id, "--db", url])
+    assert listed.exit_code == 0 and "3 approval request(s)" in listed.output, listed.output
+    items = {a["exceptionId"]: a["approvalId"] for a in approvals_of(url, tenant_id)}
+    first, second, third = (str(items[e]) for e in eids)
+
+    shown = runner.invoke(app, ["approvals", "show", first, "--tenant", tenant_id, "--db", url])
+    assert shown.exit_code == 0 and json.loads(shown.output)["status"] == "PENDING"
+
+    refused = runner.invoke(app, ["approvals", "approve", first, "--tenant", tenant_id, "--db", url,
+                                  "--as", "pipeline"])
+    assert refused.exit_code == 1 and "automated actor" in refused.output
+    approved = runner.invoke(app, ["approvals", "approve", first, "--tenant", tenant_id, "--db", url,
+                                   "--as", "bob", "--role", "approver", "-m", "looks right",
+                                   "--edits", json.dumps({"act": {"ref": "R-EDITED"}})])
+    assert approved.exit_code == 0, approved.output
+    assert "APPROVED by bob" in approved.output and "execution: RESOLVED" in approved.output
+    assert tool_server.counts[act] == 1 and json.loads(tool_server.bodies[act][0]) == {"ref": "R-EDITED"}
+
+    journal = runner.invoke(app, ["executions", eids[0], "--tenant", tenant_id, "--db", url])
+    assert journal.exit_code == 0 and "SUCCEEDED" in journal.output
+
+    no_reason = runner.invoke(app, ["approvals", "reject", second, "--tenant", tenant_id, "--db", url,
+                                    "--as", "bob", "-m", ""])
+    assert no_reason.exit_code == 1 and "reason" in no_reason.output
+    rejected = runner.invoke(app, ["approvals", "reject", second, "--tenant", tenant_id, "--db", url,
+                                   "--as", "bob", "-m", "not ours", "--close"])
+    assert rejected.exit_code == 0 and "REJECTED by bob" in rejected.output
+
+    expired = runner.invoke(app, ["approvals", "expire", "--db", url])
+    assert expired.exit_code == 0 and "0 approval request(s) expired" in expired.output
+    statuses = {a["approvalId"]: a["status"] for a in approvals_of(url, tenant_id)}
+    assert statuses == {first: "APPROVED", second: "REJECTED", third: "PENDING"}
+    assert tool_server.counts[act] == 1

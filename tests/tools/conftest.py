@@ -1,0 +1,3 @@
+"""Fixtures for the tool-execution tests (defined in tool_fixtures, shared with tests/approvals)."""
+
+from tool_fixtures import *  # noqa: F403
