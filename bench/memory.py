@@ -1,0 +1,341 @@
+"""Similar-case memory benchmarks (issue: similar-case memory).
+
+- retrieval quality on the labeled set (tests/data/retrieval): recall@5 and MRR for `none` and `minilm`,
+  cross-tenant hits (must be 0);
+- query latency p50/p95 at 10k and 100k cases in one tenant: lexical + structured, and with 384-d vectors
+  (exact numpy vs usearch HNSW), excluding the query embedding; the query embedding time separately;
+- indexing throughput: lexical only (case rendering + resident index), and minilm embeddings on one thread;
+- pipeline throughput with and without the memory (the hot path never waits for embeddings).
+
+Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|indexing|pipeline]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breakdesk.catalog import Catalog
+from breakdesk.memory import Memory, Query
+from breakdesk.memory.index import TenantIndex
+from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.memory.text import entity_keys, render, term_counts
+from breakdesk.memory.vectors import VectorIndex
+from breakdesk.packs.loader import read_file
+from breakdesk.pipeline.intake import intake
+from breakdesk.pipeline.orchestrator import Orchestrator
+from breakdesk.pipeline.types import Submission
+from breakdesk.store import Store
+from breakdesk.store.cases import StoredCase
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "retrieval"
+POLICIES = {
+    "acme-capital": ("finance", "packs/finance/tenants/acme-capital.yaml"),
+    "northwind-securities": ("finance", "packs/finance/tenants/northwind-securities.yaml"),
+    "riverside-health": ("healthcare", "packs/healthcare/tenants/riverside-health.yaml"),
+    "summit-care": ("healthcare", "packs/healthcare/tenants/summit-care.yaml"),
+}
+
+
+@dataclass
+class Quality:
+    provider: str
+    queries: int
+    recall_at_5: float
+    mrr: float
+    cross_tenant_hits: int
+    by_domain: dict[str, tuple[float, float]]
+    query_embedding_ms: float
+
+
+def load_set() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    cases = [json.loads(line) for line in (DATA / "cases.jsonl").open()]
+    queries = [json.loads(line) for line in (DATA / "queries.jsonl").open()]
+    return cases, queries
+
+
+async def ingest(store: Store, cases: list[dict[str, Any]], provider: str) -> Orchestrator:
+    """Tenants, packs (embeddings provider set on the policy) and every case through the real pipeline."""
+    cat = Catalog(store)
+    for tenant, (domain, policy) in POLICIES.items():
+        await store.create_tenant(tenant, tenant)
+        data, src = read_file(ROOT / "packs" / domain / "domain.yaml")
+        await cat.publish(tenant, data, src, "bench", activate=True)
+        pdata, psrc = read_file(ROOT / policy)
+        pdata = dict(pdata)
+        pdata["embeddings"] = {"provider": provider}
+        await cat.publish(tenant, pdata, psrc, "bench", activate=True)
+    orch = Orchestrator(store)
+    now = datetime.now(UTC)
+    by_tenant: dict[str, list[Submission]] = {}
+    for i, c in enumerate(cases):
+        by_tenant.setdefault(c["tenant"], []).append(Submission(c["submission"], now, i))
+    for tenant, subs in by_tenant.items():
+        for start in range(0, len(subs), 500):
+            await orch.process(tenant, subs[start:start + 500])
+    return orch
+
+
+async def evaluate(provider: str, url: str, k: int = 5) -> Quality:
+    cases, queries = load_set()
+    tenant_of = {c["submission"]["exceptionId"]: c["tenant"] for c in cases}
+    store = await Store.open(url)
+    try:
+        orch = await ingest(store, cases, provider)
+        mem = Memory.shared(store)
+        if provider != "none":
+            indexer = MemoryIndexer(store, mem)
+            for tenant in POLICIES:
+                await indexer.embed(tenant)
+        recalls: list[float] = []
+        rr: list[float] = []
+        per_domain: dict[str, list[tuple[float, float]]] = {}
+        cross = 0
+        embed_ms: list[float] = []
+        for qd in queries:
+            tenant = qd["tenant"]
+            packs = await orch.active_packs(tenant)
+            emb = mem.embedder(packs.tenant.spec.embeddings)
+            model = emb.name if emb is not None else None
+            idx = await mem.index(tenant, model)
+            ir = intake(Submission(qd["query"], datetime.now(UTC)), tenant, qd["query"]["exceptionId"], packs.domain)
+            body = render(ir.record, packs.domain)
+            vec = None
+            if emb is not None:
+                t0 = time.perf_counter()
+                vec = (await emb.embed([body]))[0]
+                embed_ms.append((time.perf_counter() - t0) * 1000)
+            q = Query(ir.record.exception_id, ir.record.exception_type, ir.record.source_system,
+                      term_counts(body), entity_keys(ir.record, packs.domain), ir.fingerprint, vec)
+            hits = idx.search(q, k, model=model)
+            ids = [h.exception_id for h in hits]
+            cross += sum(1 for i in ids if tenant_of.get(i) != tenant)
+            relevant = set(qd["relevant"])
+            found = len(relevant & set(ids))
+            recall = found / min(len(relevant), k)
+            first = next((n for n, i in enumerate(ids, 1) if i in relevant), None)
+            recalls.append(recall)
+            rr.append(1.0 / first if first else 0.0)
+            per_domain.setdefault(qd["domain"], []).append((recall, rr[-1]))
+        return Quality(
+            provider, len(queries), statistics.fmean(recalls), statistics.fmean(rr), cross,
+            {d: (statistics.fmean(r for r, _ in v), statistics.fmean(m for _, m in v)) for d, v in per_domain.items()},
+            statistics.median(embed_ms) if embed_ms else 0.0,
+        )
+    finally:
+        await store.close()
+
+
+def quality(skip_minilm: bool) -> list[Quality]:
+    out = []
+    for provider in ("none",) + (() if skip_minilm else ("minilm",)):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            q = asyncio.run(evaluate(provider, f"sqlite+aiosqlite:///{tmp}/q.db"))
+            dom = ", ".join(f"{d} {r:.3f}/{m:.3f}" for d, (r, m) in sorted(q.by_domain.items()))
+            print(f"retrieval [{provider}]: {q.queries} queries, recall@5 {q.recall_at_5:.3f}, MRR {q.mrr:.3f}, "
+                  f"cross-tenant hits {q.cross_tenant_hits} ({dom}) in {time.perf_counter() - t0:.0f} s"
+                  + (f"; query embedding p50 {q.query_embedding_ms:.1f} ms" if q.query_embedding_ms else ""))
+            out.append(q)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- latency
+
+
+def synthetic_index(n: int, dims: int | None, exact_limit: int | None = None) -> tuple[TenantIndex, list[StoredCase]]:
+    """n cases in one tenant, rendered from the retrieval set's payloads (cycled, ids made unique)."""
+    cases, _ = load_set()
+    rng = random.Random(7)
+    idx = TenantIndex("bench", exact_limit)
+    stored: list[StoredCase] = []
+    bodies = []
+    from breakdesk.domain.models import ExceptionRecord
+
+    for c in cases:
+        sub = c["submission"]
+        rec = ExceptionRecord(exception_id="x", tenant_id="bench", source_system=sub["sourceSystem"],
+                              exception_type=sub["exceptionType"], timestamp=datetime.now(UTC),
+                              raw_payload=sub["rawPayload"], normalized_context={})
+        bodies.append((sub, render(rec, None)))
+    now = datetime.now(UTC)
+    for i in range(n):
+        sub, body = bodies[i % len(bodies)]
+        suffix = f" ref {i} batch {rng.randrange(10**6)}"
+        ents = {"caseRef": f"R{i}"}
+        case = StoredCase(i + 1, "bench", f"E{i:07d}", sub["exceptionType"], sub["sourceSystem"], "MEDIUM",
+                          "TRIAGED", None, None, ents, body + suffix, None, now - timedelta(seconds=i), None)
+        idx.add(case)
+        stored.append(case)
+    if dims:
+        rng_np = np.random.default_rng(1)
+        base = rng_np.standard_normal((len(bodies), dims)).astype(np.float32)
+        for start in range(0, n, 10_000):
+            stop = min(n, start + 10_000)
+            vecs = base[np.arange(start, stop) % len(bodies)] + 0.3 * rng_np.standard_normal((stop - start, dims)).astype(np.float32)
+            idx.add_vectors("m", [(f"E{i:07d}", vecs[i - start]) for i in range(start, stop)], stop)
+    return idx, stored
+
+
+def latency(sizes: list[int], queries: int = 300) -> None:
+    for n in sizes:
+        for dims, exact_limit, label in ((None, None, "lexical+structured"),
+                                         (384, 1 << 40, "lexical+vector (exact numpy)"),
+                                         (384, 1, "lexical+vector (usearch HNSW)")):
+            t0 = time.perf_counter()
+            idx, stored = synthetic_index(n, dims, exact_limit)
+            build = time.perf_counter() - t0
+            rng = random.Random(3)
+            lat = []
+            for _ in range(queries):
+                case = rng.choice(stored)
+                q = idx.query_for(case, "m" if dims else None)
+                t = time.perf_counter()
+                idx.search(q, 5, model="m" if dims else None)
+                lat.append((time.perf_counter() - t) * 1000)
+            lat.sort()
+            ann = " (ANN)" if dims and idx.vectors["m"].uses_ann else ""
+            print(f"latency {n:>7,} cases, {label}{ann}: p50 {lat[len(lat) // 2]:.2f} ms, "
+                  f"p95 {lat[int(len(lat) * 0.95)]:.2f} ms (target p95 ≤ 20 ms); index built in {build:.1f} s")
+            del idx, stored
+
+
+def exact_vs_ann() -> None:
+    """Where exact search stops being cheap: p95 of 384-d exact search by size (sets EXACT_LIMIT)."""
+    rng = np.random.default_rng(2)
+    for n in (10_000, 25_000, 50_000, 100_000):
+        vi = VectorIndex(384, exact_limit=1 << 40)
+        vi.add(list(range(n)), rng.standard_normal((n, 384)).astype(np.float32))
+        lat = []
+        for _ in range(100):
+            q = rng.standard_normal(384).astype(np.float32)
+            t = time.perf_counter()
+            vi.search(q, 60)
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        print(f"exact 384-d vector search over {n:>7,}: p50 {lat[50]:.2f} ms, p95 {lat[95]:.2f} ms")
+
+
+# ---------------------------------------------------------------------------------------------- indexing
+
+
+def indexing(skip_minilm: bool, n: int = 20_000) -> None:
+    cases, _ = load_set()
+    from breakdesk.domain.models import ExceptionRecord
+    from breakdesk.packs.workspace import compile_domain_file
+
+    domains = {d: compile_domain_file(ROOT / f"packs/{d}/domain.yaml") for d in ("finance", "healthcare")}
+    recs = []
+    for c in cases:
+        sub = c["submission"]
+        recs.append((c["domain"], ExceptionRecord(exception_id=sub["exceptionId"], tenant_id="b",
+                                                  source_system=sub["sourceSystem"], exception_type=sub["exceptionType"],
+                                                  timestamp=datetime.now(UTC), raw_payload=sub["rawPayload"],
+                                                  normalized_context=sub["rawPayload"])))
+    idx = TenantIndex("b")
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    for i in range(n):
+        dom, rec = recs[i % len(recs)]
+        body = render(rec, domains[dom])
+        counts = term_counts(body)
+        ents = entity_keys(rec, domains[dom])
+        idx.add(StoredCase(i + 1, "b", f"E{i}", rec.exception_type, rec.source_system, None, "TRIAGED", dom, None,
+                           ents, body, None, now, None), counts)
+    rate = n / (time.perf_counter() - t0)
+    print(f"indexing, lexical only (render + terms + resident index): {rate:,.0f} cases/s (target ≥ 5,000)")
+    if skip_minilm:
+        return
+    from breakdesk.memory.embedders import MiniLMEmbedder
+
+    emb = MiniLMEmbedder(threads=1, batch_size=64)
+    bodies = [render(r, domains[d]) for d, r in recs[:1024]]
+    emb.encode(bodies[:64])  # load the model
+    t0 = time.perf_counter()
+    emb.encode(bodies)
+    rate = len(bodies) / (time.perf_counter() - t0)
+    print(f"indexing with minilm embeddings (batches of 64, 1 thread): {rate:,.0f} cases/s")
+    t = []
+    for b in bodies[:50]:
+        t1 = time.perf_counter()
+        emb.encode([b])
+        t.append((time.perf_counter() - t1) * 1000)
+    t.sort()
+    print(f"query embedding (minilm, 1 thread): p50 {t[25]:.1f} ms, p95 {t[47]:.1f} ms")
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool) -> float:
+    store = await Store.open(url)
+    try:
+        await store.create_tenant("acme-capital", "bench")
+        cat = Catalog(store)
+        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
+            data, src = read_file(ROOT / f)
+            await cat.publish("acme-capital", data, src, "bench", activate=True)
+        orch = Orchestrator(store, memory=None if memory else False)
+        await orch.active_packs("acme-capital")
+        now = datetime.now(UTC)
+        subs = [Submission(d, now, i) for i, d in enumerate(items)]
+        t0 = time.perf_counter()
+        done = 0
+        for start in range(0, len(subs), 500):
+            rep = await orch.process("acme-capital", subs[start:start + 500])
+            done += rep.processed + rep.recurrences
+        return done / (time.perf_counter() - t0)
+    finally:
+        await store.close()
+
+
+def pipeline(count: int, rounds: int = 3) -> None:
+    from bench.pipeline import workload
+
+    items = workload(count)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):  # interleaved: a busy machine slows both alike
+        for memory in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                rates[memory].append(asyncio.run(_pipeline(f"sqlite+aiosqlite:///{tmp}/p.db", items, memory)))
+    off, on = max(rates[False]), max(rates[True])
+    print(f"pipeline, {count:,} exceptions on SQLite (best of {rounds}): without memory {off:,.0f}/s, "
+          f"with memory {on:,.0f}/s ({(on / off - 1) * 100:+.1f}%; target within -20%)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench.memory")
+    ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
+    ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--only", choices=["quality", "latency", "indexing", "pipeline"])
+    args = ap.parse_args(argv if argv is not None else [])
+    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
+          f"date: {datetime.now(UTC):%Y-%m-%d}")
+    if args.only in (None, "quality"):
+        quality(args.skip_minilm)
+    if args.only in (None, "latency"):
+        exact_vs_ann()
+        latency([10_000] if args.quick else [10_000, 100_000])
+    if args.only in (None, "indexing"):
+        indexing(args.skip_minilm)
+    if args.only in (None, "pipeline"):
+        pipeline(5_000 if args.quick else 20_000)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -1,0 +1,106 @@
+"""`breakdesk similar` (cases like an exception, and why) and `breakdesk memory index` (catch-up, embeddings)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from breakdesk.cli import app
+from breakdesk.cli.common import console, fail
+from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.store_cmds import UrlOpt
+from breakdesk.memory import Filters, Memory, NotIndexed, SimilarResult
+from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
+from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
+
+memory_app = typer.Typer(help="Similar-case memory: indexing and embeddings.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+async def similar_for(
+    store: Any, tenant: str, exception_id: str, k: int | None, filters: Filters
+) -> SimilarResult:
+    """Similar cases with the tenant's policy applied (k and embedder); works without active packs too."""
+    settings, domain, size = None, None, k
+    try:
+        packs = await Orchestrator(store, memory=False).active_packs(tenant)
+        settings, domain = packs.tenant.spec.embeddings, packs.domain
+        size = k if k is not None else packs.tenant.spec.similarCases
+    except NoActivePacks:
+        pass
+    return await Memory.shared(store).similar(
+        tenant, exception_id, k=size if size is not None else 5, filters=filters, embeddings=settings, domain=domain
+    )
+
+
+@app.command("similar")
+def similar(
+    exception_id: Annotated[str, typer.Argument(help="Exception id.")],
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
+    k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="How many (default: the policy's).")] = None,
+    exception_type: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
+    resolved: Annotated[bool, typer.Option("--resolved", help="Only cases with a resolution.")] = False,
+    since: Annotated[datetime | None, typer.Option("--since", help="Received at or after (ISO 8601).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """Past cases most like an exception, with scores, why they match and how they were resolved."""
+    filters = Filters(types=tuple(exception_type or ()), statuses=tuple(status or ()), resolved_only=resolved,
+                      since=since)
+
+    async def go(store: Any) -> SimilarResult:
+        return await similar_for(store, tenant, exception_id, k, filters)
+
+    try:
+        result = run_with_store(go, db)
+    except NotIndexed as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        console.print_json(orjson.dumps(result.as_dict()).decode())
+        return
+    table = Table("#", "exception", "score", "type", "status", "why similar", "resolution",
+                  title=f"Cases like {exception_id} ({result.indexed_cases} indexed, vectors: {result.vector_source})")
+    for i, h in enumerate(result.hits, 1):
+        table.add_row(str(i), escape(h.exception_id), f"{h.score:.2f}", escape(h.exception_type), h.status,
+                      escape(h.why), escape(h.resolution or "-"))
+    console.print(table)
+    if not result.hits:
+        console.print("no similar cases yet", style="dim")
+
+
+@memory_app.command("index")
+def index(
+    tenant: Annotated[list[str] | None, typer.Option("--tenant", "-t", help="Only these tenants.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep indexing until interrupted.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 2.0,
+    db: UrlOpt = None,
+) -> None:
+    """Index exceptions missing from the memory, refresh resolved ones, and embed cases in batches."""
+
+    async def go(store: Any) -> list[tuple[str, IndexerReport]]:
+        indexer = MemoryIndexer(store)
+        if follow:
+            stop = asyncio.Event()
+            try:
+                await indexer.run(stop, interval)
+            except asyncio.CancelledError:
+                stop.set()
+            return []
+        tenants = tenant or [t.tenant_id for t in await store.list_tenants()]
+        return [(t, await indexer.run_once(t)) for t in tenants]
+
+    try:
+        reports = run_with_store(go, db)
+    except KeyboardInterrupt:
+        return
+    table = Table("tenant", "scanned", "indexed", "resolved", "embedded", "errors", title="memory index")
+    for t, r in reports:
+        table.add_row(escape(t), str(r.scanned), str(r.indexed), str(r.resolved), str(r.embedded), str(r.errors))
+    console.print(table)

@@ -1,0 +1,166 @@
+"""The background indexer: keeps the memory complete and embeds cases off the hot path.
+
+Per tenant, each pass
+
+1. scans exceptions changed since its saved position (keyset on updated_at, exception_id): any exception
+   without a case (processed before the memory existed, or by a process that could not index it) is indexed,
+   and a case whose exception changed status is re-rendered — with its resolution summary once the exception
+   is RESOLVED, CLOSED or FAILED;
+2. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
+
+Both positions are stored (`memory_tenants`) in the transaction that does the work, so after a restart the
+indexer resumes where it stopped and catches up with everything written meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from breakdesk.domain.models import ExceptionRecord
+from breakdesk.memory.embedders import EmbedderError
+from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
+from breakdesk.memory.service import Memory
+from breakdesk.memory.text import case_doc
+from breakdesk.store.cases import CaseDoc, ensure_pgvector_index, pgvector_available
+
+log = logging.getLogger(__name__)
+
+SCAN_PAGE = 500
+
+
+@dataclass
+class IndexerReport:
+    scanned: int = 0
+    indexed: int = 0
+    resolved: int = 0
+    embedded: int = 0
+    errors: int = 0
+
+
+PacksFor = Callable[[str], Awaitable[Any]]  # tenant -> object with .domain and .tenant (ActivePacks)
+
+
+class MemoryIndexer:
+    def __init__(self, store: Any, memory: Memory | None = None, *, packs: PacksFor | None = None,
+                 embed_batch: int | None = None) -> None:
+        self.store = store
+        self.memory = memory or Memory.shared(store)
+        if packs is None:
+            from breakdesk.pipeline.orchestrator import Orchestrator
+
+            packs = Orchestrator(store, memory=False).active_packs
+        self.packs = packs
+        self.embed_batch = embed_batch
+
+    async def _packs(self, tenant_id: str) -> Any | None:
+        try:
+            return await self.packs(tenant_id)
+        except Exception:  # no active packs: index without the pack's descriptions, embed nothing
+            return None
+
+    async def catch_up(self, tenant_id: str) -> IndexerReport:
+        """Index every exception that is missing from the memory or changed since the last pass."""
+        report = IndexerReport()
+        packs = await self._packs(tenant_id)
+        domain = packs.domain if packs is not None else None
+        state = await self.store.memory_state(tenant_id)
+        after = (state.scanned_at, state.scanned_id) if state and state.scanned_at and state.scanned_id else None
+        while True:
+            rows = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
+            if not rows:
+                break
+            docs: list[CaseDoc] = []
+            for row, indexed_status in rows:
+                report.scanned += 1
+                if indexed_status == row["status"]:
+                    continue
+                try:
+                    docs.append(await self._doc(tenant_id, row, domain))
+                except Exception as exc:  # one unreadable record must not stop the others
+                    report.errors += 1
+                    log.warning("memory: cannot index %s/%s: %s", tenant_id, row.get("exception_id"), exc)
+                    continue
+                report.indexed += 1
+                report.resolved += int(row["status"] in RESOLVED_STATUSES)
+            last = rows[-1][0]
+            after = (last["updated_at"], last["exception_id"])
+            await self.store.replace_cases(tenant_id, docs, scanned=after)
+            if len(rows) < SCAN_PAGE:
+                break
+        return report
+
+    async def _doc(self, tenant_id: str, row: dict[str, Any], domain: Any) -> CaseDoc:
+        rec = ExceptionRecord.model_validate(row["record"], strict=False)
+        resolution = None
+        if row["status"] in RESOLVED_STATUSES:
+            events = await self.store.get_events(tenant_id, row["exception_id"])
+            executions: list[Any] = []
+            if hasattr(self.store, "execution_records"):
+                executions = await self.store.execution_records(tenant_id, row["exception_id"])
+            resolution = resolution_of(row, events, executions)
+        return case_doc(
+            rec, domain, status=row["status"], received_at=row["received_at"], severity=row.get("severity"),
+            fingerprint=row.get("fingerprint"), resolution=resolution,
+            resolved_at=row.get("resolved_at") or (row["updated_at"] if resolution else None),
+        )
+
+    async def embed(self, tenant_id: str, max_batches: int | None = None) -> int:
+        """Embed cases past the watermark with the tenant's embedder; returns how many were embedded."""
+        packs = await self._packs(tenant_id)
+        settings = packs.tenant.spec.embeddings if packs is not None else None
+        try:
+            emb = self.memory.embedder(settings)
+        except EmbedderError as exc:
+            log.warning("memory: tenant %s embedder unavailable: %s", tenant_id, exc)
+            return 0
+        if emb is None:
+            return 0
+        state = await self.store.memory_state(tenant_id)
+        if state is None or state.model != emb.name:
+            await self.store.reset_embeddings(tenant_id, emb.name)
+            upto = 0
+        else:
+            upto = state.embedded_upto
+        size = self.embed_batch or (settings.batchSize if settings else 64)
+        done = batches = 0
+        while max_batches is None or batches < max_batches:
+            cases = await self.store.cases_to_embed(tenant_id, upto, size)
+            if not cases:
+                break
+            vecs = await emb.embed([c.body for c in cases])
+            upto = cases[-1].id
+            await self.store.save_vectors(
+                tenant_id, emb.name, [(c.exception_id, c.id, v) for c, v in zip(cases, vecs, strict=True)], upto
+            )
+            done += len(cases)
+            batches += 1
+        if done and await pgvector_available(self.store):
+            await ensure_pgvector_index(self.store, emb.name, int(vecs.shape[1]))
+        return done
+
+    async def run_once(self, tenant_id: str) -> IndexerReport:
+        report = await self.catch_up(tenant_id)
+        try:
+            report.embedded = await self.embed(tenant_id)
+        except EmbedderError as exc:
+            report.errors += 1
+            log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
+        return report
+
+    async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
+        """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` runs)."""
+        while not stop.is_set():
+            for tenant in await self.store.list_tenants():
+                if stop.is_set():
+                    break
+                try:
+                    await self.run_once(tenant.tenant_id)
+                except Exception as exc:  # keep serving the other tenants
+                    log.warning("memory: pass for tenant %s failed: %s", tenant.tenant_id, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

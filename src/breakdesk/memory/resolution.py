@@ -1,0 +1,67 @@
+"""The resolution summary of a finished exception: playbook, steps and their outcomes, human comments.
+
+Built from what the store already holds (the exception's projection, its event stream and, when the tool
+runner recorded any, its executions), so it works whatever path resolved the exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+#: Statuses after which an exception's handling is known and worth remembering.
+RESOLVED_STATUSES = frozenset({"RESOLVED", "CLOSED", "FAILED"})
+MAX_SUMMARY = 600
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    s = " ".join(str(value).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def resolution_of(
+    row: Mapping[str, Any], events: Sequence[Mapping[str, Any]], executions: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """{"summary", "status", "playbook", "steps": [{step, tool, status}], "comments": [...]}."""
+    status = str(row.get("status"))
+    playbook = row.get("playbook_id")
+    steps: dict[str, dict[str, Any]] = {}
+    comments: list[str] = []
+    for e in events:
+        payload = e.get("payload") or {}
+        stage = str(e.get("stage") or "")
+        plan = payload.get("plan") if isinstance(payload, dict) else None
+        if stage == "resolution" and isinstance(plan, dict):
+            playbook = plan.get("playbookId") or playbook
+            for s in plan.get("steps") or []:
+                if isinstance(s, dict) and s.get("stepId"):
+                    steps[str(s["stepId"])] = {"step": s["stepId"], "tool": s.get("tool"), "status": s.get("status")}
+        if isinstance(payload, dict):
+            for key in ("comment", "note", "reason"):
+                if isinstance(payload.get(key), str) and payload[key].strip() and stage != "resolution":
+                    comments.append(_text(payload[key]))
+        decision = e.get("decision") or {}
+        if stage.startswith(("human", "approval")) and isinstance(decision, dict):
+            for ev in decision.get("evidence") or []:
+                msg = ev.get("message") if isinstance(ev, dict) else None
+                if isinstance(msg, str) and msg.strip():
+                    comments.append(_text(msg))
+    for x in executions:  # settled tool runs override the planned status
+        final = getattr(x, "final", True)
+        step_id = getattr(x, "step_id", None)
+        if step_id and final:
+            steps[str(step_id)] = {"step": step_id, "tool": getattr(x, "tool", None), "status": getattr(x, "status", None)}
+    comments = list(dict.fromkeys(comments))[:5]
+    parts = [f"{status.lower()}"]
+    if playbook:
+        parts.append(f"playbook {playbook}")
+    if steps:
+        parts.append(", ".join(
+            f"{s['step']}{' (' + str(s['tool']) + ')' if s.get('tool') else ''} {str(s.get('status') or '').lower()}".strip()
+            for s in steps.values()
+        ))
+    if comments:
+        parts.append("comments: " + " | ".join(comments))
+    summary = _text("; ".join(parts), MAX_SUMMARY)
+    return {"summary": summary, "status": status, "playbook": playbook, "steps": list(steps.values()),
+            "comments": comments}

@@ -1,0 +1,261 @@
+"""The similar-case memory of one process: resident tenant indexes over the store, the hot-path helpers the
+orchestrator uses, and `similar()` for the API and the CLI.
+
+Tenants never share anything here: each has its own `TenantIndex`, filled only from rows read with its own
+tenant id, and every hit is checked against the tenant asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from breakdesk.domain.models import ExceptionRecord
+from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
+from breakdesk.memory.index import Filters, Hit, Query, TenantIndex
+from breakdesk.memory.text import case_doc, entity_keys, render, term_counts
+from breakdesk.packs.compiler import CompiledDomainPack
+from breakdesk.packs.schema import EmbeddingSettings
+from breakdesk.pipeline.types import IntakeResult, SimilarCase
+from breakdesk.store.cases import CaseDoc, StoredCase, pgvector_available
+
+SYNC_PAGE = 5000
+
+
+class NotIndexed(LookupError):
+    """The exception is unknown to this tenant (neither indexed nor stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarResult:
+    exception_id: str
+    hits: list[Hit]
+    model: str | None
+    vector_source: str  # "none" | "resident" | "pgvector"
+    query_embedding_ms: float
+    search_ms: float
+    indexed_cases: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exceptionId": self.exception_id,
+            "model": self.model,
+            "vectorSource": self.vector_source,
+            "indexedCases": self.indexed_cases,
+            "queryEmbeddingMs": round(self.query_embedding_ms, 3),
+            "searchMs": round(self.search_ms, 3),
+            "items": [h.as_dict() for h in self.hits],
+        }
+
+
+@dataclass(slots=True)
+class _Prepared:
+    body: str
+    counts: Counter[str]
+    entities: dict[str, str]
+
+
+@dataclass(slots=True)
+class BatchMemory:
+    """What the memory contributes to one pipeline batch: similar cases and last resolutions to show in
+    triage, and the case rows to write with the batch (analysed once, here)."""
+
+    similar: dict[str, tuple[SimilarCase, ...]] = field(default_factory=dict)
+    last_resolution: dict[str, str] = field(default_factory=dict)
+    _prepared: dict[str, _Prepared] = field(default_factory=dict)
+    domain: CompiledDomainPack | None = None
+
+    def case_doc(self, ir: IntakeResult, *, status: str, severity: str | None, received_at: datetime) -> CaseDoc:
+        rec = ir.record
+        prep = self._prepared.get(rec.exception_id)
+        if prep is None:
+            return case_doc(rec, self.domain, status=status, received_at=received_at, severity=severity,
+                            fingerprint=ir.fingerprint)
+        return CaseDoc(
+            exception_id=rec.exception_id, exception_type=rec.exception_type, source_system=rec.source_system,
+            status=status, received_at=received_at, body=prep.body, entities=prep.entities, severity=severity,
+            domain=self.domain.spec.name if self.domain else None, fingerprint=ir.fingerprint,
+        )
+
+
+class Memory:
+    """Per-process memory over one store. Use `Memory.shared(store)` so a process keeps one index per tenant."""
+
+    _shared: weakref.WeakKeyDictionary[Any, Memory] = weakref.WeakKeyDictionary()
+
+    def __init__(self, store: Any, *, exact_limit: int | None = None, threads: int | None = None) -> None:
+        self.store = store
+        self.exact_limit = exact_limit
+        self.threads = threads
+        self._indexes: dict[str, TenantIndex] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending: dict[str, dict[str, Counter[str]]] = {}
+        self._embedders: dict[tuple[str, str | None, str | None, str | None], Embedder] = {}
+
+    @classmethod
+    def shared(cls, store: Any) -> Memory:
+        mem = cls._shared.get(store)
+        if mem is None:
+            mem = cls._shared[store] = cls(store)
+        return mem
+
+    # ------------------------------------------------------------------ resident indexes
+
+    async def index(self, tenant_id: str, model: str | None = None) -> TenantIndex:
+        """The tenant's resident index, caught up with the store (cases, and vectors of `model`)."""
+        lock = self._locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            idx = self._indexes.get(tenant_id)
+            if idx is None:
+                idx = self._indexes[tenant_id] = TenantIndex(tenant_id, self.exact_limit)
+            pending = self._pending.pop(tenant_id, {})
+            while True:
+                rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
+                for case in rows:
+                    if case.tenant_id != tenant_id:  # defence in depth: the query is tenant-scoped already
+                        raise RuntimeError("memory: a case of another tenant reached this tenant's index")
+                    idx.add(case, pending.pop(case.exception_id, None))
+                if len(rows) < SYNC_PAGE:
+                    break
+            if model is not None and not await pgvector_available(self.store):
+                while True:
+                    vecs = await self.store.vectors_after(tenant_id, model, idx.last_vector_id.get(model, 0), SYNC_PAGE)
+                    if vecs:
+                        idx.add_vectors(model, [(v.exception_id, v.vector) for v in vecs], vecs[-1].id)
+                    if len(vecs) < SYNC_PAGE:
+                        break
+            return idx
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        """Drop resident indexes (all, or one tenant's); they reload from the store on next use."""
+        if tenant_id is None:
+            self._indexes.clear()
+        else:
+            self._indexes.pop(tenant_id, None)
+
+    # ------------------------------------------------------------------ hot path
+
+    async def for_batch(
+        self, tenant_id: str, items: Sequence[IntakeResult], domain: CompiledDomainPack, k: int
+    ) -> BatchMemory:
+        """Similar cases (lexical + structured: the hot path never waits for an embedding) and the last
+        resolution of each fingerprint, for a batch about to be triaged."""
+        out = BatchMemory(domain=domain)
+        if not items:
+            return out
+        idx = await self.index(tenant_id)
+        pending = self._pending.setdefault(tenant_id, {})
+        for ir in items:
+            rec = ir.record
+            body = render(rec, domain)
+            counts = term_counts(body)
+            entities = entity_keys(rec, domain)
+            out._prepared[rec.exception_id] = _Prepared(body, counts, entities)
+            pending[rec.exception_id] = counts
+            if ir.fingerprint:
+                last = idx.last_resolution(ir.fingerprint)
+                if last is not None and last.resolution:
+                    out.last_resolution[ir.fingerprint] = f"{last.resolution.get('summary')} ({last.exception_id})"
+            if k <= 0 or len(idx) == 0:
+                continue
+            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, ir.fingerprint)
+            hits = idx.search(q, k, fast=True)
+            out.similar[rec.exception_id] = tuple(
+                SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in hits
+            )
+        return out
+
+    # ------------------------------------------------------------------ queries
+
+    def embedder(self, settings: EmbeddingSettings | None) -> Embedder | None:
+        """One embedder per distinct configuration, reused across calls (models load once)."""
+        if settings is None or settings.provider == "none":
+            return None
+        key = (settings.provider, settings.baseUrl, settings.model, settings.apiKeyRef)
+        emb = self._embedders.get(key)
+        if emb is None:
+            emb = embedder_for(settings, threads=self.threads)
+            assert emb is not None
+            self._embedders[key] = emb
+        return emb
+
+    async def similar(
+        self,
+        tenant_id: str,
+        exception_id: str,
+        *,
+        k: int = 5,
+        filters: Filters = Filters(),
+        embeddings: EmbeddingSettings | None = None,
+        domain: CompiledDomainPack | None = None,
+    ) -> SimilarResult:
+        """Cases of `tenant_id` like its exception `exception_id`, best first. An empty or missing index
+        gives no hits, not an error; an unknown exception raises NotIndexed."""
+        emb = None
+        try:
+            emb = self.embedder(embeddings)
+        except EmbedderError:
+            emb = None  # a broken embedder configuration degrades to lexical + structured search
+        model = emb.name if emb is not None else None
+        idx = await self.index(tenant_id, model)
+        case = idx.case(exception_id)
+        if case is None:
+            row = await self.store.get_exception(tenant_id, exception_id)
+            if row is None:
+                raise NotIndexed(f"no exception {exception_id!r} for tenant {tenant_id!r}")
+            rec = ExceptionRecord.model_validate(row["record"], strict=False)
+            case = StoredCase(0, tenant_id, exception_id, row["exception_type"], row["source_system"],
+                              row.get("severity"), row["status"], None, row.get("fingerprint"),
+                              entity_keys(rec, domain), render(rec, domain), None, row["received_at"], None)
+        q = idx.query_for(case, model)
+        embed_ms = 0.0
+        source = "none"
+        nearest: list[tuple[str, float]] | None = None
+        if emb is not None:
+            pg = await pgvector_available(self.store)
+            source = "pgvector" if pg else "resident"
+            vec = q.vector
+            if vec is None and pg:
+                stored = await self.store.get_vector(tenant_id, emb.name, exception_id)
+                vec = stored.vector if stored is not None else None
+            if vec is None:
+                t0 = time.perf_counter()
+                try:
+                    vec = (await emb.embed([case.body]))[0]
+                except EmbedderError:
+                    vec, source = None, "none"
+                embed_ms = (time.perf_counter() - t0) * 1000
+            if vec is not None:
+                q = Query(q.exception_id, q.exception_type, q.source_system, q.terms, q.entities, q.fingerprint, vec)
+                if pg:
+                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, max(60, 3 * k) + 1)
+        t0 = time.perf_counter()
+        hits = idx.search(q, k, filters, model, nearest)
+        search_ms = (time.perf_counter() - t0) * 1000
+        for h in hits:  # every hit is one of this tenant's cases
+            found = idx.case(h.exception_id)
+            if found is None or found.tenant_id != tenant_id:
+                raise RuntimeError("memory: a hit outside the tenant")
+        return SimilarResult(exception_id, hits, model, source, embed_ms, search_ms, len(idx))
+
+    async def recurrence(self, tenant_id: str, fingerprint: str, threshold: int) -> dict[str, Any]:
+        """Fingerprint counts, first/last seen, the recurring flag and the last resolution of the fingerprint."""
+        stats = (await self.store.fingerprint_stats(tenant_id, [fingerprint])).get(fingerprint)
+        last = (await self.store.last_resolutions(tenant_id, [fingerprint])).get(fingerprint)
+        count = stats[0] if stats else 0
+        return {
+            "fingerprint": fingerprint,
+            "count": count,
+            "firstSeen": stats[1] if stats else None,
+            "lastSeen": stats[2] if stats else None,
+            "lastExceptionId": stats[3] if stats else None,
+            "recurring": count >= threshold,
+            "threshold": threshold,
+            "lastResolution": None if last is None else {"exceptionId": last.exception_id, **(last.resolution or {})},
+        }

@@ -1,0 +1,398 @@
+"""Similar-case memory: the indexed cases, their embeddings and the background indexer's progress.
+
+The case row of a new exception is written by `write_batch` in the exception's own transaction (see
+`insert_cases`), so no processed exception is ever missing from the index. Later changes (status, resolution)
+replace the row — delete and insert — so `memory_cases.id` only grows and any process can follow the index by
+reading `id > last seen`; embeddings are appended to `memory_vectors` the same way. Every query is
+tenant-scoped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from breakdesk.store._base import StoreBase, bulk_insert, chunked, translate, utcnow
+from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
+
+_C = memory_cases.c
+_V = memory_vectors.c
+_M = memory_tenants.c
+_X = exceptions.c
+
+
+@dataclass(slots=True, kw_only=True)
+class CaseDoc:
+    """One exception as the memory indexes it (built by `breakdesk.memory.text.case_doc`)."""
+
+    exception_id: str
+    exception_type: str
+    source_system: str
+    status: str
+    received_at: datetime
+    body: str
+    entities: dict[str, str] = field(default_factory=dict)
+    severity: str | None = None
+    domain: str | None = None
+    fingerprint: str | None = None
+    resolution: dict[str, Any] | None = None
+    resolved_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCase:
+    """A `memory_cases` row as read back."""
+
+    id: int
+    tenant_id: str
+    exception_id: str
+    exception_type: str
+    source_system: str
+    severity: str | None
+    status: str
+    domain: str | None
+    fingerprint: str | None
+    entities: dict[str, str]
+    body: str
+    resolution: dict[str, Any] | None
+    received_at: datetime
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVector:
+    id: int
+    exception_id: str
+    case_id: int
+    vector: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryState:
+    """The background indexer's progress for one tenant."""
+
+    scanned_at: datetime | None
+    scanned_id: str | None
+    model: str | None
+    embedded_upto: int
+
+
+def _case_params(tenant_id: str, d: CaseDoc, now: datetime) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "exception_id": d.exception_id,
+        "exception_type": d.exception_type,
+        "source_system": d.source_system,
+        "severity": d.severity,
+        "status": d.status,
+        "domain": d.domain,
+        "fingerprint": d.fingerprint,
+        "entities": d.entities,
+        "body": d.body,
+        "resolution": d.resolution,
+        "received_at": d.received_at,
+        "resolved_at": d.resolved_at,
+        "indexed_at": now,
+    }
+
+
+async def insert_cases(conn: AsyncConnection, tenant_id: str, docs: Sequence[CaseDoc], now: datetime) -> None:
+    """Index new exceptions inside the caller's (write_batch's) transaction: one executemany."""
+    if docs:
+        await bulk_insert(conn, memory_cases, [_case_params(tenant_id, d, now) for d in docs])
+
+
+def _stored(row: Any) -> StoredCase:
+    m = row._mapping
+    return StoredCase(
+        id=int(m["id"]),
+        tenant_id=m["tenant_id"],
+        exception_id=m["exception_id"],
+        exception_type=m["exception_type"],
+        source_system=m["source_system"],
+        severity=m["severity"],
+        status=m["status"],
+        domain=m["domain"],
+        fingerprint=m["fingerprint"],
+        entities=dict(m["entities"] or {}),
+        body=m["body"],
+        resolution=m["resolution"],
+        received_at=m["received_at"],
+        resolved_at=m["resolved_at"],
+    )
+
+
+_PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
+
+
+class CaseRepo(StoreBase):
+    """Tenant-scoped reads and writes of the memory tables."""
+
+    _pgvector: bool | None = None
+
+    # ------------------------------------------------------------------ cases
+
+    async def cases_after(self, tenant_id: str, after_id: int, limit: int = 5000) -> list[StoredCase]:
+        """Cases indexed after `after_id`, in id order (how a resident index catches up)."""
+        stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.id > after_id).order_by(_C.id).limit(limit)
+        async with self._read() as conn:
+            return [_stored(r) for r in (await conn.execute(stmt)).all()]
+
+    async def get_case(self, tenant_id: str, exception_id: str) -> StoredCase | None:
+        stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id == exception_id)
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return _stored(row) if row is not None else None
+
+    async def count_cases(self, tenant_id: str) -> int:
+        stmt = select(func.count()).select_from(memory_cases).where(_C.tenant_id == tenant_id)
+        async with self._read() as conn:
+            return int((await conn.execute(stmt)).scalar() or 0)
+
+    async def last_resolutions(self, tenant_id: str, fingerprints: Sequence[str]) -> dict[str, StoredCase]:
+        """Fingerprint -> its most recently resolved case (for recurrence evidence)."""
+        out: dict[str, StoredCase] = {}
+        wanted = sorted({f for f in fingerprints if f})
+        async with self._read() as conn:
+            for part in chunked(wanted):
+                stmt = (
+                    select(memory_cases)
+                    .where(_C.tenant_id == tenant_id, _C.fingerprint.in_(part), _C.resolution.is_not(None))
+                    .order_by(_C.resolved_at, _C.id)
+                )
+                for row in (await conn.execute(stmt)).all():
+                    case = _stored(row)
+                    out[case.fingerprint or ""] = case  # ordered ascending: the last one wins
+        return out
+
+    async def replace_cases(
+        self, tenant_id: str, docs: Sequence[CaseDoc], *, scanned: tuple[datetime, str] | None = None
+    ) -> None:
+        """Insert or replace cases (delete + insert: new ids) and record the scan position, atomically."""
+        now = utcnow()
+        async with self._write() as conn:
+            ids = [d.exception_id for d in docs]
+            for part in chunked(ids):
+                await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part)))
+            await insert_cases(conn, tenant_id, docs, now)
+            if scanned is not None:
+                await self._save_state(conn, tenant_id, now, scanned_at=scanned[0], scanned_id=scanned[1])
+
+    async def changed_exceptions(
+        self, tenant_id: str, after: tuple[datetime, str] | None, limit: int = 500
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """Exceptions changed after the keyset position `after` (updated_at, exception_id), each with the
+        status its case was indexed with (None: not indexed). Served by ix_exceptions_tenant_updated."""
+        stmt = (
+            select(exceptions, _C.status.label("indexed_status"))
+            .select_from(
+                exceptions.outerjoin(
+                    memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)
+                )
+            )
+            .where(_X.tenant_id == tenant_id)
+        )
+        if after is not None:
+            at, last_id = after
+            stmt = stmt.where(or_(_X.updated_at > at, and_(_X.updated_at == at, _X.exception_id > last_id)))
+        stmt = stmt.order_by(_X.updated_at, _X.exception_id).limit(limit)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        out = []
+        for r in rows:
+            m = dict(r._mapping)
+            indexed = m.pop("indexed_status")
+            out.append((m, indexed))
+        return out
+
+    # ------------------------------------------------------------------ indexer state
+
+    async def memory_state(self, tenant_id: str) -> MemoryState | None:
+        stmt = select(memory_tenants).where(_M.tenant_id == tenant_id)
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return MemoryState(m["scanned_at"], m["scanned_id"], m["model"], int(m["embedded_upto"]))
+
+    async def save_memory_state(self, tenant_id: str, **values: Any) -> None:
+        async with self._write() as conn:
+            await self._save_state(conn, tenant_id, utcnow(), **values)
+
+    async def _save_state(self, conn: AsyncConnection, tenant_id: str, now: datetime, **values: Any) -> None:
+        ins = (postgresql.insert if self._pg else sqlite.insert)(memory_tenants)
+        row = {"tenant_id": tenant_id, "embedded_upto": 0, "updated_at": now}
+        row.update(values)
+        await conn.execute(
+            ins.values(**row).on_conflict_do_update(
+                index_elements=[_M.tenant_id], set_={**values, "updated_at": now}
+            )
+        )
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def cases_to_embed(self, tenant_id: str, after_id: int, limit: int = 256) -> list[StoredCase]:
+        """Cases past the embedding watermark, in id order (replaced cases reappear with a new id)."""
+        return await self.cases_after(tenant_id, after_id, limit)
+
+    async def save_vectors(
+        self,
+        tenant_id: str,
+        model: str,
+        items: Sequence[tuple[str, int, np.ndarray]],
+        embedded_upto: int,
+    ) -> None:
+        """Store (exception_id, case_id, vector) rows for `model`, replacing older ones, and advance the
+        watermark in the same transaction (a crash re-embeds at most one batch)."""
+        now = utcnow()
+        async with self._write() as conn:
+            ids = [eid for eid, _, _ in items]
+            for part in chunked(ids):
+                await conn.execute(
+                    delete(memory_vectors).where(
+                        _V.tenant_id == tenant_id, _V.model == model, _V.exception_id.in_(part)
+                    )
+                )
+            rows = [
+                {
+                    "tenant_id": tenant_id,
+                    "exception_id": eid,
+                    "case_id": case_id,
+                    "model": model,
+                    "dims": int(vec.shape[0]),
+                    "vector": self._encode_vector(vec),
+                    "embedded_at": now,
+                }
+                for eid, case_id, vec in items
+            ]
+            await bulk_insert(conn, memory_vectors, rows)
+            await self._save_state(conn, tenant_id, now, model=model, embedded_upto=embedded_upto)
+
+    async def reset_embeddings(self, tenant_id: str, model: str) -> None:
+        """Switch the tenant's embedding model: vectors of other models go, the watermark restarts."""
+        async with self._write() as conn:
+            await conn.execute(delete(memory_vectors).where(_V.tenant_id == tenant_id, _V.model != model))
+            await self._save_state(conn, tenant_id, utcnow(), model=model, embedded_upto=0)
+
+    async def vectors_after(
+        self, tenant_id: str, model: str, after_id: int, limit: int = 5000
+    ) -> list[StoredVector]:
+        stmt = (
+            select(_V.id, _V.exception_id, _V.case_id, _V.vector)
+            .where(_V.tenant_id == tenant_id, _V.model == model, _V.id > after_id)
+            .order_by(_V.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [StoredVector(int(i), e, int(c), self._decode_vector(v)) for i, e, c, v in rows]
+
+    async def get_vector(self, tenant_id: str, model: str, exception_id: str) -> StoredVector | None:
+        stmt = select(_V.id, _V.exception_id, _V.case_id, _V.vector).where(
+            _V.tenant_id == tenant_id, _V.model == model, _V.exception_id == exception_id
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else StoredVector(int(row[0]), row[1], int(row[2]), self._decode_vector(row[3]))
+
+    def _encode_vector(self, vec: np.ndarray) -> Any:
+        arr = np.asarray(vec, dtype="<f4")
+        return arr.tolist() if self._pg else arr.tobytes()
+
+    def _decode_vector(self, value: Any) -> np.ndarray:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return np.frombuffer(bytes(value), dtype="<f4").astype(np.float32)
+        return np.asarray(value, dtype=np.float32)
+
+    # ------------------------------------------------------------------ pgvector (PostgreSQL only)
+
+    async def pgvector_search(
+        self, tenant_id: str, model: str, query: np.ndarray, limit: int
+    ) -> list[tuple[str, float]]:
+        """(exception_id, cosine similarity) of the tenant's nearest vectors, best first."""
+        dims = int(query.shape[0])
+        literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
+        sql = text(
+            f"SELECT exception_id, 1 - ((vector::vector({dims})) <=> CAST(:q AS vector({dims}))) AS sim "
+            f"FROM memory_vectors WHERE tenant_id = :t AND model = :m "
+            f"ORDER BY (vector::vector({dims})) <=> CAST(:q AS vector({dims})) LIMIT :n"
+        )
+        async with self._read() as conn:
+            version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
+            if version and tuple(int(p) for p in str(version).split(".")[:2]) >= (0, 8):
+                # keep scanning the HNSW graph until enough rows pass the tenant filter
+                await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            rows = (await conn.execute(sql, {"q": literal, "t": tenant_id, "m": model, "n": limit})).all()
+        return [(str(e), float(s)) for e, s in rows]
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def forget_cases(self, tenant_id: str, exception_ids: Sequence[str]) -> int:
+        """Remove cases and their vectors (retention); returns the number of cases removed."""
+        removed = 0
+        async with self._write() as conn:
+            for part in chunked(list(exception_ids)):
+                res = await conn.execute(
+                    delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part))
+                )
+                removed += res.rowcount or 0
+                await conn.execute(
+                    delete(memory_vectors).where(_V.tenant_id == tenant_id, _V.exception_id.in_(part))
+                )
+        return removed
+
+
+# ---------------------------------------------------------------------- pgvector (PostgreSQL only)
+
+
+async def pgvector_available(store: CaseRepo) -> bool:
+    """True on PostgreSQL when the `vector` extension is installed (created here when it is available
+    and we may); False everywhere else, and then vectors are searched in process."""
+    if not store._pg:
+        return False
+    if store._pgvector is not None:
+        return store._pgvector
+    ok = False
+    try:
+        async with store._read() as conn:
+            installed = (
+                await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
+            ).first()
+            available = (
+                await conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"))
+            ).first()
+        ok = installed is not None
+        if not ok and available is not None:
+            async with store._write() as conn:
+                await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+            ok = True
+    except Exception:  # no privilege, or no extension: the in-process index serves instead
+        ok = False
+    store._pgvector = ok
+    return ok
+
+async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
+    """An HNSW index over one model's vectors (a partial expression index: dimensions differ by model).
+    Created on first use, not by a migration, because the extension is optional."""
+    name = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + f"_{int(dims)}"
+    literal = model.replace("'", "''")
+    try:
+        async with store._write() as conn:
+            await conn.execute(
+                text(
+                    f'CREATE INDEX IF NOT EXISTS "{name}" ON memory_vectors USING hnsw '
+                    f"((vector::vector({int(dims)})) vector_cosine_ops) WHERE model = '{literal}'"
+                )
+            )
+    except SQLAlchemyError as exc:
+        raise translate(exc) from exc

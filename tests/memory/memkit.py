@@ -1,0 +1,67 @@
+"""Helpers for the memory tests: tenants on the example finance pack and small hand-made cases."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from breakdesk.catalog import Catalog
+from breakdesk.packs.loader import read_file
+from breakdesk.pipeline.orchestrator import Orchestrator
+from breakdesk.pipeline.types import Submission
+from breakdesk.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
+
+
+async def make_tenant(store: Store, policy_changes: dict[str, Any] | None = None) -> str:
+    """A fresh tenant bound to the example finance pack (acme-capital's policy, re-targeted)."""
+    tid = f"t-{uuid.uuid4().hex[:10]}"
+    await store.create_tenant(tid, tid)
+    cat = Catalog(store)
+    data, src = read_file(ROOT / "packs/finance/domain.yaml")
+    await cat.publish(tid, data, src, "test", activate=True)
+    pdata, psrc = read_file(ROOT / "packs/finance/tenants/acme-capital.yaml")
+    pdata = {**pdata, "tenantId": tid, **(policy_changes or {})}
+    await cat.publish(tid, pdata, psrc, "test", activate=True)
+    return tid
+
+
+def sf(eid: str, counterparty: str, reason: str, message: str, settle: str, **extra: Any) -> dict[str, Any]:
+    """A SETTLEMENT_FAIL submission."""
+    return {
+        "exceptionId": eid,
+        "exceptionType": "SETTLEMENT_FAIL",
+        "sourceSystem": extra.pop("source", "custody-feed"),
+        "rawPayload": {"settleId": settle, "orderId": f"ORD-{settle}", "counterparty": counterparty,
+                       "failReason": reason, "message": message, "notional": 125000.0, "ageDays": 1, **extra},
+    }
+
+
+def cb(eid: str, account: str, ccy: str, message: str, value_date: str) -> dict[str, Any]:
+    return {
+        "exceptionId": eid,
+        "exceptionType": "CASH_BREAK",
+        "sourceSystem": "nostro-recon",
+        "rawPayload": {"accountId": account, "currency": ccy, "valueDate": value_date, "breakAmount": 120.5,
+                       "message": message},
+    }
+
+
+SMALL = [
+    sf("E-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "Counterparty short of securities at DTC", "ST-1"),
+    sf("E-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "Counterparty short of securities, delivery pending", "ST-2"),
+    sf("E-3", "Barclays Capital Inc.", "SSI_MISMATCH", "Standing settlement instructions outdated", "ST-3"),
+    sf("E-4", "UBS Securities LLC", "LATE_AFFIRMATION", "Client affirmed after the cut-off", "ST-4"),
+    cb("E-5", "NOSTRO-USD-001", "USD", "Unbooked bank fee on the statement", "2025-03-10"),
+    cb("E-6", "NOSTRO-EUR-002", "EUR", "Coupon income received before booking", "2025-03-11"),
+]
+
+
+async def process(store: Store, tenant: str, items: list[dict[str, Any]], **kw: Any) -> Any:
+    orch = Orchestrator(store, **kw)
+    subs = [Submission(d, T0 + timedelta(seconds=i), i) for i, d in enumerate(items)]
+    return await orch.process(tenant, subs)

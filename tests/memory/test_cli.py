@@ -1,0 +1,40 @@
+"""`breakdesk similar` and `breakdesk memory index` on a SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from memkit import SMALL, make_tenant, process
+from typer.testing import CliRunner
+
+from breakdesk.cli import _register, app
+from breakdesk.store import Store
+
+
+def test_similar_and_index_commands(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+
+    async def setup() -> str:
+        store = await Store.open(url)
+        try:
+            t = await make_tenant(store)
+            await process(store, t, SMALL)
+            return t
+        finally:
+            await store.close()
+
+    tenant = asyncio.run(setup())
+    _register()
+    runner = CliRunner()
+    out = runner.invoke(app, ["similar", "E-1", "--tenant", tenant, "-k", "2", "--json", "--db", url])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["items"][0]["exceptionId"] == "E-2" and data["items"][0]["why"]
+    out = runner.invoke(app, ["similar", "E-404", "--tenant", tenant, "--db", url])
+    assert out.exit_code == 1
+    out = runner.invoke(app, ["similar", "E-1", "--tenant", "other-tenant", "--db", url])
+    assert out.exit_code == 1  # another tenant's id is simply unknown
+    out = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url])
+    assert out.exit_code == 0 and tenant in out.output

