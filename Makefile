@@ -16,7 +16,7 @@ $(VENV)/.base: $(BIN)/activate pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(BIN)/activate pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,semantic]'
 	touch $@ $(VENV)/.base
 
 run: $(VENV)/.base

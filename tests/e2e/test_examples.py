@@ -138,9 +138,12 @@ async def test_audit_chain_and_event_counts(runs: Runs, tenant: str) -> None:
         assert total == len(STAGES) * rep.processed + rep.recurrences
         assert sum(r["recurrence_count"] for r in rows) == rep.recurrences
         entries = await all_audit(store, tenant)
-        decided = [e for e in entries if e.action.endswith(".decided")]
-        assert len(decided) == total
+        # one audit entry per pipeline pass (all its stage decisions) and one per recurrence
+        decided = [e for e in entries if e.action == "pipeline.decided"]
+        recorded = [e for e in entries if e.action == "recurrence.recorded"]
+        assert len(decided) == rep.processed and len(recorded) == rep.recurrences
         assert {e.subject for e in decided} == {r["exception_id"] for r in rows}
+        assert [[s["stage"] for s in e.detail["stages"]] for e in decided] == [list(STAGES)] * len(decided)
         assert result.checked == len(entries)
 
 

@@ -15,7 +15,15 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
-    from breakdesk.cli import pack_cmds, pack_import, run_cmds, store_cmds  # noqa: F401
+    from breakdesk.cli import (  # noqa: F401
+        api_cmds,
+        memory_cmds,
+        pack_cmds,
+        pack_import,
+        run_cmds,
+        store_cmds,
+        tool_cmds,
+    )
 
 
 def main() -> None:

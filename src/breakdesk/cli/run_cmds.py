@@ -57,8 +57,12 @@ async def run_file(
     batch_size: int,
     progress: Progress | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    *,
+    execution: Any | None = None,
+    dry_run: bool = True,
 ) -> BatchReport:
-    orch = Orchestrator(store)
+    """`execution` (an ExecutionService) runs ready plans after each batch unless `dry_run`."""
+    orch = Orchestrator(store, execution=execution)
     await orch.active_packs(tenant)
     total = BatchReport()
     size = path.stat().st_size
@@ -67,7 +71,7 @@ async def run_file(
 
     async def flush() -> None:
         if batch:
-            total.merge(await orch.process(tenant, batch))
+            total.merge(await orch.process(tenant, batch, dry_run=dry_run))
             batch.clear()
 
     last = 0
@@ -132,17 +136,24 @@ def run(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 500,
     max_line_mb: Annotated[float, typer.Option("--max-line-mb", min=0.001, max=64, help="Reject longer lines.")] = 1.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Record plans without calling tools (the tenant's dryRun also does).")
+    ] = False,
     db: UrlOpt = None,
 ) -> None:
-    """Process a file of exceptions through the pipeline and print a summary."""
+    """Process a file of exceptions through the pipeline, run the ready plans' tools, print a summary."""
+    from breakdesk.cli.tool_cmds import services
+
     started = time.perf_counter()
 
     async def go(store: Any) -> BatchReport:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
-        ) as progress:
-            return await run_file(store, file, tenant, batch_size, progress, int(max_line_mb * 1048576))
+        async with services(store) as svc:
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, transient=False,
+            ) as progress:
+                return await run_file(store, file, tenant, batch_size, progress, int(max_line_mb * 1048576),
+                                      execution=svc.execution, dry_run=dry_run)
 
     try:
         report = run_with_store(go, db)
@@ -213,8 +224,10 @@ def demo(
         "demo.db"
     ),
 ) -> None:
-    """Set up demo tenants with the example packs, process the example exceptions, show the results."""
+    """Set up demo tenants with the example packs, process the example exceptions, run their tools against
+    the bundled demo tool server, show the results."""
     from breakdesk.catalog import Catalog
+    from breakdesk.cli.tool_cmds import demo_tool_environment, services
     from breakdesk.packs.loader import read_file
 
     domains = sorted(packs_dir.glob("*/domain.yaml"))
@@ -227,40 +240,45 @@ def demo(
 
     async def go() -> list[tuple[str, str, BatchReport, float]]:
         results = []
-        async with opened(url) as store:
-            cat = Catalog(store)
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=console,
-            ) as progress:
-                for dom_file in domains:
-                    dom_data, dom_src = read_file(dom_file)
-                    examples = examples_dir / f"{dom_file.parent.name}.jsonl"
-                    for pol_file in sorted((dom_file.parent / "tenants").glob("*.yaml")):
-                        pol_data, pol_src = read_file(pol_file)
-                        tid = pol_data["tenantId"]
-                        await store.create_tenant(tid, pol_data.get("name") or tid)
-                        await cat.publish(tid, dom_data, dom_src, "demo", activate=True)
-                        await cat.publish(tid, pol_data, pol_src, "demo", activate=True)
-                        if examples.exists():
-                            t0 = time.perf_counter()
-                            rep = await run_file(store, examples, tid, 500, progress)
-                            results.append((dom_file.parent.name, tid, rep, time.perf_counter() - t0))
+        # --- tools: the example packs' tools run against the demo tool server, started in-process
+        with demo_tool_environment() as (settings, _server):
+            async with opened(url) as store, services(store, settings) as svc:
+                # --- end tools
+                cat = Catalog(store)
+                with Progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console,
+                ) as progress:
+                    for dom_file in domains:
+                        dom_data, dom_src = read_file(dom_file)
+                        examples = examples_dir / f"{dom_file.parent.name}.jsonl"
+                        for pol_file in sorted((dom_file.parent / "tenants").glob("*.yaml")):
+                            pol_data, pol_src = read_file(pol_file)
+                            tid = pol_data["tenantId"]
+                            await store.create_tenant(tid, pol_data.get("name") or tid)
+                            await cat.publish(tid, dom_data, dom_src, "demo", activate=True)
+                            await cat.publish(tid, pol_data, pol_src, "demo", activate=True)
+                            if examples.exists():
+                                t0 = time.perf_counter()
+                                rep = await run_file(store, examples, tid, 500, progress,
+                                                     execution=svc.execution, dry_run=False)
+                                results.append((dom_file.parent.name, tid, rep, time.perf_counter() - t0))
         return results
 
     results = asyncio.run(go())
-    table = Table("tenant", "processed", "auto", "approval", "escalated", "info", "merged/dup/bad", "exc/s",
-                  title="Demo: the same exceptions under different tenant policies")
+    table = Table("tenant", "processed", "resolved", "approval", "escalated", "failed", "info", "merged/dup/bad",
+                  "exc/s", title="Demo: the same exceptions under different tenant policies")
     for dom, tid, rep, secs in results:
         table.add_row(
-            f"{tid} ({dom})", str(rep.processed), str(rep.by_status.get("IN_PROGRESS", 0)),
+            f"{tid} ({dom})", str(rep.processed), str(rep.by_status.get("RESOLVED", 0)),
             str(rep.by_status.get("PENDING_APPROVAL", 0)), str(rep.by_status.get("ESCALATED", 0)),
-            str(rep.by_status.get("TRIAGED", 0)), f"{rep.recurrences}/{rep.duplicates}/{len(rep.rejected)}",
-            f"{rep.processed / secs:,.0f}" if secs else "-",
+            str(rep.by_status.get("FAILED", 0)), str(rep.by_status.get("TRIAGED", 0)),
+            f"{rep.recurrences}/{rep.duplicates}/{len(rep.rejected)}", f"{rep.processed / secs:,.0f}" if secs else "-",
         )
     console.print(table)
-    console.print("auto = plan ready to run; approval = waiting for a person; info = nothing to do; "
-                  "merged = recurrences folded into an open exception; bad = rejected lines\n", style="dim")
+    console.print("resolved = playbook tools ran and succeeded (demo tool server); approval = waiting for a person; "
+                  "escalated = handed to a person; info = nothing to do; merged = recurrences folded into an open "
+                  "exception; bad = rejected lines\n", style="dim")
 
     # One exception two tenants decided differently, and its timeline: *why* a decision was made.
     async def contrast() -> tuple[str, str, list[tuple[str, dict[str, Any]]], list[dict[str, Any]]] | None:
@@ -292,3 +310,7 @@ def demo(
     if pick:
         console.print(f"  .venv/bin/breakdesk show {pick[1]} --tenant {pick[0]}")
     console.print("  .venv/bin/breakdesk audit verify")
+    # --- tools: approvals resume execution; their tools need the demo tool server running
+    console.print("  .venv/bin/breakdesk approvals list --tenant acme-capital")
+    console.print("  .venv/bin/breakdesk demo-tools   # in another terminal, before approving: "
+                  "approvals resume the playbook's tool calls", highlight=False)

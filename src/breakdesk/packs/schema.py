@@ -365,6 +365,22 @@ class Retention(PackModel):
     days: int = Field(365, ge=1, le=36500)
 
 
+class EmbeddingSettings(PackModel):
+    """Which embedder the similar-case memory uses for this tenant (`none`: lexical + structured only)."""
+
+    provider: Literal["none", "minilm", "openai"] = "none"
+    baseUrl: str | None = Field(None, max_length=2048, description="openai: the API base, e.g. http://host:8080/v1")
+    model: str | None = Field(None, max_length=200, description="openai: the embedding model name.")
+    apiKeyRef: str | None = Field(None, pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$", description="openai: env:NAME")
+    batchSize: int = Field(64, ge=1, le=2048, description="Cases embedded per request / model call.")
+
+    @model_validator(mode="after")
+    def _openai_needs_endpoint(self) -> EmbeddingSettings:
+        if self.provider == "openai" and not (self.baseUrl and self.model):
+            raise ValueError("provider openai needs baseUrl and model")
+        return self
+
+
 class TenantPolicy(PackModel):
     kind: Literal["TenantPolicy"] = "TenantPolicy"
     tenantId: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")]
@@ -380,6 +396,7 @@ class TenantPolicy(PackModel):
     retention: Retention = Field(default_factory=Retention)
     dryRun: bool = Field(False, description="Record plans without calling tools.")
     similarCases: int = Field(5, ge=0, le=50, description="How many similar past cases triage shows.")
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     tests: list[PackTestCase] = Field(default_factory=list)
 
 

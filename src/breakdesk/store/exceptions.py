@@ -178,12 +178,21 @@ class ExceptionRepo(StoreBase):
     # ------------------------------------------------------------------ batch write
 
     async def write_batch(
-        self, tenant_id: str, writes: Sequence[ExceptionWrite], *, complete_queue_ids: Sequence[int] = ()
+        self,
+        tenant_id: str,
+        writes: Sequence[ExceptionWrite],
+        *,
+        complete_queue_ids: Sequence[int] = (),
+        approvals: Sequence[Any] = (),
+        cases: Sequence[Any] = (),
     ) -> BatchResult:
         """Store a batch of pipeline results atomically: rows, events, audit chain, fingerprints, keys.
 
         `complete_queue_ids` marks intake-queue items DONE in the same transaction, so an item is never
-        both processed and still pending.
+        both processed and still pending. `approvals` (`breakdesk.store.approvals.Approval`) are the approval
+        requests of the batch's PENDING_APPROVAL exceptions, stored with them. `cases`
+        (`breakdesk.store.cases.CaseDoc`) index the new exceptions for similar-case search in the same
+        transaction, so no processed exception is missing from the memory.
         """
         plan = _plan(tenant_id, writes)
         now = utcnow()
@@ -225,6 +234,14 @@ class ExceptionRepo(StoreBase):
                 ]
                 await bulk_insert(conn, idempotency_keys, keys)
                 await self._upsert_fingerprints(conn, tenant_id, writes)
+                if approvals:
+                    from breakdesk.store.approvals import insert_approvals  # the approvals mixin imports us
+
+                    await insert_approvals(conn, tenant_id, approvals)
+                if cases:
+                    from breakdesk.store.cases import insert_cases  # the memory mixin sits beside this one
+
+                    await insert_cases(conn, tenant_id, cases, now)
                 audits = [a for w in writes for a in w.audits]
                 new_head = await self._append_audit(conn, tenant_id, head, audits)
                 if complete_queue_ids:
@@ -560,14 +577,15 @@ class ExceptionRepo(StoreBase):
         if status is None:
             return
         fc = fingerprints.c
+        own_fp = select(_X.fingerprint).where(where).scalar_subquery()
         if status in TERMINAL_STATUSES:
+            # An exception is only ever the open one of its own fingerprint: the key lookup avoids a scan.
             await conn.execute(
                 update(fingerprints)
-                .where(fc.tenant_id == tenant_id, fc.open_exception_id == exception_id)
+                .where(fc.tenant_id == tenant_id, fc.fingerprint == own_fp, fc.open_exception_id == exception_id)
                 .values(open_exception_id=None)
             )
         else:
-            own_fp = select(_X.fingerprint).where(where).scalar_subquery()
             await conn.execute(
                 update(fingerprints)
                 .where(fc.tenant_id == tenant_id, fc.fingerprint == own_fp)

@@ -8,18 +8,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from breakdesk.store._base import translate
+from breakdesk.store.apikeys import ApiAccessRepo
+from breakdesk.store.approvals import ApprovalRepo
 from breakdesk.store.auditlog import AuditRepo
+from breakdesk.store.cases import CaseRepo
 from breakdesk.store.engine import database_url, make_engine
 from breakdesk.store.errors import StoreError
 from breakdesk.store.exceptions import ExceptionRepo
+from breakdesk.store.executions import ExecutionRepo
+from breakdesk.store.metrics import MetricsRepo
 from breakdesk.store.migrate import is_current, upgrade_engine
 from breakdesk.store.packs import PackRepo
 from breakdesk.store.queue import QueueRepo
 from breakdesk.store.tenants import TenantRepo
 
 
-class Store(TenantRepo, PackRepo, ExceptionRepo, AuditRepo, QueueRepo):
-    """Persistence for Breakdesk. Every method except `list_tenants` and `claim` takes the tenant first.
+class Store(
+    TenantRepo, PackRepo, ExecutionRepo, ApprovalRepo, ExceptionRepo, AuditRepo, QueueRepo, ApiAccessRepo, MetricsRepo,
+    CaseRepo,
+):
+    """Persistence for Breakdesk. Every method except `list_tenants`, `claim`, `pending_intake` and the API's
+    credential lookups (`get_api_key`, platform keys and failures) takes the tenant first.
 
     Open with `await Store.open(url)`; it migrates the schema unless told not to.
     """

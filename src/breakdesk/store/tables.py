@@ -1,8 +1,9 @@
-"""SQLAlchemy Core tables. Migration 0001 creates exactly this schema (a test compares the two).
+"""SQLAlchemy Core tables. Migrations 0001-0004 create exactly this schema (a test compares the two).
 
 Every table carries `tenant_id` and every index but the intake queue's cross-tenant claim index leads
 with it, so each tenant's data is a contiguous index range and a query that forgot the tenant filter
-would also be a slow one.
+would also be a slow one. The API's credential tables are the deliberate exception: an API key is looked
+up by its own id before anyone knows the tenant, and platform keys and some failed logins have no tenant.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, REAL
 
 from breakdesk.store.types import BigId, Document, ExactJSON, UTCDateTime
 
@@ -120,10 +124,15 @@ exceptions = Table(
     PrimaryKeyConstraint("tenant_id", "exception_id", name="pk_exceptions"),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_exceptions_tenant_idempotency_key"),
     Index("ix_exceptions_tenant_status_received", "tenant_id", "status", "received_at"),
-    Index("ix_exceptions_tenant_type", "tenant_id", "exception_type"),
-    Index("ix_exceptions_tenant_severity", "tenant_id", "severity"),
     Index("ix_exceptions_tenant_fingerprint", "tenant_id", "fingerprint"),
-    Index("ix_exceptions_tenant_received", "tenant_id", "received_at"),
+    # 0002: every list filter is paired with the list's sort key and its exception_id tie-break, so a
+    # filtered, sorted page is one index range scan that stops after `limit` rows.
+    Index("ix_exceptions_tenant_received_id", "tenant_id", "received_at", "exception_id"),
+    Index("ix_exceptions_tenant_type_received", "tenant_id", "exception_type", "received_at", "exception_id"),
+    Index("ix_exceptions_tenant_severity_received", "tenant_id", "severity", "received_at", "exception_id"),
+    Index("ix_exceptions_tenant_source_received", "tenant_id", "source_system", "received_at", "exception_id"),
+    Index("ix_exceptions_tenant_updated", "tenant_id", "updated_at", "exception_id"),
+    Index("ix_exceptions_tenant_priority", "tenant_id", "priority", "exception_id"),
 )
 
 exception_events = Table(
@@ -138,6 +147,14 @@ exception_events = Table(
     Column("decision", Document),
     Column("payload", Document, nullable=False),
     UniqueConstraint("tenant_id", "exception_id", "seq", name="uq_exception_events_tenant_exception_seq"),
+    # 0002: human severity overrides, for the override-rate KPI; partial, so pipeline events cost nothing.
+    Index(
+        "ix_exception_events_tenant_override",
+        "tenant_id",
+        "exception_id",
+        sqlite_where=text("stage = 'human.override'"),
+        postgresql_where=text("stage = 'human.override'"),
+    ),
     # No foreign key to `exceptions`: the store only appends events to an exception it has just inserted or
     # found in the same transaction. On PostgreSQL the per-row RI check against this fast-growing parent
     # can keep a sequential-scan plan cached from when the table was empty (measured: 10x slower batches).
@@ -232,4 +249,231 @@ intake_queue = Table(
     CheckConstraint("state IN ('PENDING', 'DONE', 'REJECTED')", name="ck_intake_queue_state"),
     Index("ix_intake_queue_state_id", "state", "id"),
     Index("ix_intake_queue_tenant_state", "tenant_id", "state"),
+)
+
+# ---------------------------------------------------------------------------------------- 0002: the HTTP API
+
+ROLE = 32
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    # NULL only for platform-admin keys, which belong to no tenant.
+    Column("tenant_id", String(TENANT), ForeignKey("tenants.tenant_id", name="fk_api_keys_tenant")),
+    Column("role", String(ROLE), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("secret_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_by", String(200)),
+    Column("last_used_at", UTCDateTime),
+    CheckConstraint(
+        "role IN ('viewer', 'operator', 'approver', 'admin', 'platform-admin')", name="ck_api_keys_role"
+    ),
+    CheckConstraint("(tenant_id IS NULL) = (role = 'platform-admin')", name="ck_api_keys_platform"),
+    Index("ix_api_keys_tenant_created", "tenant_id", "created_at"),
+)
+
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # The tenant the credential belongs to or the request targeted; NULL when neither is known. No foreign
+    # key: recording a failure must never fail, whatever tenant id a caller made up.
+    Column("tenant_id", String(TENANT)),
+    Column("at", UTCDateTime, nullable=False),
+    Column("credential", String(120), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("path", String(KEY), nullable=False),
+    Column("client", String(100), nullable=False),
+    Index("ix_auth_failures_tenant_id", "tenant_id", "id"),
+)
+
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_api_idempotency_tenant"),
+        nullable=False,
+    ),
+    Column("idempotency_key", String(KEY), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", Document, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("tenant_id", "idempotency_key", name="pk_api_idempotency"),
+)
+
+# ------------------------------------------------------------------- 0003: approvals and tool executions
+
+APPROVAL_ID = 40
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_approvals_tenant"),
+        nullable=False,
+    ),
+    Column("approval_id", String(APPROVAL_ID), nullable=False),
+    Column("exception_id", String(EXC_ID), nullable=False),
+    # NULL: the request covers the whole plan; otherwise the one step that pauses for a person.
+    Column("step_index", Integer),
+    Column("step_id", String(200)),
+    # "plan" or "step:<index>": at most one PENDING request per scope (partial unique index below).
+    Column("scope", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("plan", Document, nullable=False),
+    Column("evidence", Document, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("allowed_roles", Document, nullable=False),
+    Column("approvals_needed", Integer, nullable=False),
+    Column("approvers", Document, nullable=False),
+    Column("edits", Document),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Column("decided_by", String(200)),
+    Column("comment", Text),
+    PrimaryKeyConstraint("tenant_id", "approval_id", name="pk_approvals"),
+    CheckConstraint(
+        "status IN ('PENDING', 'APPROVED', 'REJECTED', 'EXPIRED')", name="ck_approvals_status"
+    ),
+    Index("ix_approvals_tenant_status_requested", "tenant_id", "status", "requested_at"),
+    Index("ix_approvals_tenant_exception", "tenant_id", "exception_id"),
+    # Cross-tenant, like the intake queue's claim index: the TTL scheduler scans every tenant's due requests.
+    Index("ix_approvals_status_expires", "status", "expires_at"),
+    Index(
+        "ux_approvals_pending_scope",
+        "tenant_id",
+        "exception_id",
+        "scope",
+        unique=True,
+        sqlite_where=text("status = 'PENDING'"),
+        postgresql_where=text("status = 'PENDING'"),
+    ),
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_executions_tenant"),
+        nullable=False,
+    ),
+    Column("exception_id", String(EXC_ID), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    # "step" (the playbook step itself) or "compensate" (its compensation tool).
+    Column("phase", String(16), nullable=False),
+    # 0: the step's decision without a call (SKIPPED, MANUAL, NEEDS_APPROVAL, refused); 1..n: HTTP attempts.
+    Column("attempt", Integer, nullable=False),
+    Column("step_id", String(200), nullable=False),
+    Column("tool", String(200)),
+    Column("status", String(16), nullable=False),
+    # The row that settles the step (its last attempt, or its decision): resume skips settled steps.
+    Column("final", Boolean, nullable=False),
+    Column("idempotency_key", String(KEY)),
+    Column("args", Document),
+    Column("output", Document),
+    Column("status_code", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    # STARTED rows only: after this instant a runner that has not settled the attempt is presumed dead.
+    Column("deadline", UTCDateTime),
+    PrimaryKeyConstraint("tenant_id", "exception_id", "step_index", "phase", "attempt", name="pk_executions"),
+    CheckConstraint(
+        "status IN ('STARTED', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'MANUAL', 'NEEDS_APPROVAL', 'UNKNOWN')",
+        name="ck_executions_status",
+    ),
+    CheckConstraint("phase IN ('step', 'compensate')", name="ck_executions_phase"),
+    Index("ix_executions_tenant_started", "tenant_id", "started_at"),
+)
+
+# ---------------------------------------------------------------------------- 0004: similar-case memory
+
+#: Embeddings: little-endian float32 bytes on SQLite; real[] on PostgreSQL, which pgvector casts to `vector`.
+Embedding = LargeBinary().with_variant(ARRAY(REAL), "postgresql")
+
+memory_cases = Table(
+    "memory_cases",
+    metadata,
+    # Replacing a case (new status, resolution) deletes and re-inserts it: ids only grow, so every process
+    # follows the index by reading `id > last seen`.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_memory_cases_tenant"),
+        nullable=False,
+    ),
+    Column("exception_id", String(EXC_ID), nullable=False),
+    Column("exception_type", String(200), nullable=False),
+    Column("source_system", String(200), nullable=False),
+    Column("severity", String(16)),
+    Column("status", String(32), nullable=False),
+    Column("domain", String(200)),
+    Column("fingerprint", String(128)),
+    # Key entity ids ("orderId": "ORD-1"): structured boosts and the "why similar" explanation.
+    Column("entities", Document, nullable=False),
+    # The text rendering: type description, salient payload fields, messages, and the resolution once resolved.
+    Column("body", Text, nullable=False),
+    # Resolution summary (playbook, steps and outcomes, human comments) once the exception is resolved.
+    Column("resolution", Document),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime),
+    Column("indexed_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "exception_id", name="uq_memory_cases_tenant_exception"),
+    Index("ix_memory_cases_tenant_id", "tenant_id", "id"),
+    Index("ix_memory_cases_tenant_fingerprint", "tenant_id", "fingerprint"),
+)
+
+memory_vectors = Table(
+    "memory_vectors",
+    metadata,
+    # Append-only like memory_cases: a re-embedded case gets a new row, so readers follow `id > last seen`.
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_memory_vectors_tenant"),
+        nullable=False,
+    ),
+    Column("exception_id", String(EXC_ID), nullable=False),
+    Column("case_id", BigId, nullable=False),  # the memory_cases row (the text version) that was embedded
+    Column("model", String(200), nullable=False),
+    Column("dims", Integer, nullable=False),
+    Column("vector", Embedding, nullable=False),
+    Column("embedded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "exception_id", "model", name="uq_memory_vectors_tenant_exception_model"),
+    Index("ix_memory_vectors_tenant_model_id", "tenant_id", "model", "id"),
+)
+
+memory_tenants = Table(
+    "memory_tenants",
+    metadata,
+    Column(
+        "tenant_id",
+        String(TENANT),
+        ForeignKey("tenants.tenant_id", name="fk_memory_tenants_tenant"),
+        primary_key=True,
+    ),
+    # The background indexer's progress, so a restart resumes where it stopped:
+    # the last exception change it looked at (keyset on exceptions.updated_at, exception_id) ...
+    Column("scanned_at", UTCDateTime),
+    Column("scanned_id", String(EXC_ID)),
+    # ... and, for the embedding model in use, the highest memory_cases.id embedded.
+    Column("model", String(200)),
+    Column("embedded_upto", BigId, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
