@@ -22,7 +22,7 @@ from breakdesk.packs.loader import load_pack_text, model_from_data
 from breakdesk.packs.schema import DomainPack
 from breakdesk.packs.workspace import compile_domain_file
 from breakdesk.pipeline.context import condition_context
-from breakdesk.pipeline.stages import needed_vars
+from breakdesk.pipeline.stages import needed_fields, needed_vars
 from breakdesk.pipeline.triage import resolve_severity
 from breakdesk.rules.cel import compile_condition
 
@@ -97,10 +97,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"finance pack: {len(domain.spec.severityRules)} severity rules, {len(rules)} candidates for POSITION_BREAK")
     print(f"rule evaluation (prepared context): median {per_rule:.2f} µs per rule")
 
-    needed = needed_vars(domain, _neutral(domain), "POSITION_BREAK", "triage")
+    neutral = _neutral(domain)
+    needed = needed_vars(domain, neutral, "POSITION_BREAK", "triage")
+    fields = needed_fields(domain, neutral, "POSITION_BREAK")
 
     def resolve() -> None:
-        c = condition_context(record, needed)
+        c = condition_context(record, needed, fields)
         resolve_severity(record, c, domain, None)
 
     full = _median_us(resolve, 5000)

@@ -242,6 +242,7 @@ class CompiledTenantPolicy:
     routes: tuple[CompiledRoute, ...]
     #: Memo of derived lookups (e.g. which CEL variables a phase reads per type); derived data only.
     var_cache: dict[Any, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+    field_cache: dict[Any, dict[str, frozenset[str] | None]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tenant_id(self) -> str:

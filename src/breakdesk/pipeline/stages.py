@@ -11,7 +11,7 @@ from typing import Any
 
 from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
-from breakdesk.pipeline.context import condition_context
+from breakdesk.pipeline.context import condition_context, fields_read
 from breakdesk.pipeline.feedback import feedback, final_status
 from breakdesk.pipeline.policy import decide_policy
 from breakdesk.pipeline.resolution import plan_resolution
@@ -27,6 +27,27 @@ from breakdesk.pipeline.types import (
     StageEvent,
     TriageResult,
 )
+from breakdesk.rules.cel import Condition
+
+
+def _phase_conditions(
+    domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str, phase: str
+) -> list[Condition]:
+    conds: list[Condition] = []
+    if phase == "triage":
+        conds.extend(rule.condition for rule in domain.severity_rules(etype))
+        conds.extend(ov.condition for ov in tenant.overrides_for_type.get(etype, ()) if ov.condition is not None)
+    else:
+        for pb in domain.playbooks_for(etype):
+            if pb.condition is not None:
+                conds.append(pb.condition)
+            for step in pb.steps:
+                if step.when is not None:
+                    conds.append(step.when)
+                conds.extend(step.args.expressions)
+        conds.extend(r.condition for r in tenant.approval_rules if r.condition is not None)
+        conds.extend(r.condition for r in tenant.routes if r.condition is not None)
+    return conds
 
 
 def needed_vars(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str, phase: str) -> frozenset[str]:
@@ -36,30 +57,40 @@ def needed_vars(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype:
     if cached is not None:
         return cached
     names: set[str] = set()
-    if phase == "triage":
-        for rule in domain.severity_rules(etype):
-            names |= rule.condition.variables
-        for ov in tenant.overrides_for_type.get(etype, ()):
-            if ov.condition is not None:
-                names |= ov.condition.variables
-    else:
-        for pb in domain.playbooks_for(etype):
-            if pb.condition is not None:
-                names |= pb.condition.variables
-            for step in pb.steps:
-                if step.when is not None:
-                    names |= step.when.variables
-                for expr in step.args.expressions:
-                    names |= expr.variables
-        for arule in tenant.approval_rules:
-            if arule.condition is not None:
-                names |= arule.condition.variables
-        for route in tenant.routes:
-            if route.condition is not None:
-                names |= route.condition.variables
+    for cond in _phase_conditions(domain, tenant, etype, phase):
+        names |= cond.variables
     result = frozenset(names)
     tenant.var_cache[key] = result
     return result
+
+
+def needed_fields(
+    domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str
+) -> dict[str, frozenset[str] | None]:
+    """For the map variables, which top-level keys any condition of the type reads (None: possibly all).
+
+    Converting maps into CEL values is the main cost of a context, so a context carries only the keys that
+    can be read. Sound: a key set is used only when every mention of the map is a `.field` access."""
+    cache_key = (etype, "fields")
+    cached = tenant.field_cache.get(cache_key)
+    if cached is not None:
+        return cached
+    conds = _phase_conditions(domain, tenant, etype, "triage") + _phase_conditions(domain, tenant, etype, "policy")
+    out: dict[str, frozenset[str] | None] = {}
+    for root in ("normalizedContext", "rawPayload"):
+        keys: set[str] = set()
+        exact = True
+        for cond in conds:
+            if root not in cond.variables:
+                continue
+            found = fields_read(cond.source, root)
+            if found is None:
+                exact = False
+                break
+            keys |= found
+        out[root] = frozenset(keys) if exact else None
+    tenant.field_cache[cache_key] = out
+    return out
 
 
 @dataclass(slots=True)
@@ -102,7 +133,8 @@ def decide(
         needed = needed_vars(domain, tenant, record.exception_type, "triage") | needed_vars(
             domain, tenant, record.exception_type, "policy"
         )
-        ctx = condition_context(record, needed, recurrence=recurrences)
+        ctx = condition_context(record, needed, needed_fields(domain, tenant, record.exception_type),
+                                recurrence=recurrences)
         ctx.set_variable_resolver(decided.get)
         tri = triage(ir, ctx, domain, tenant, recurrence, similar)
         out.triage = tri
