@@ -226,3 +226,7 @@ def test_docs_show_the_permission_matrix_in_force() -> None:
         ("route table", routes_markdown(app)),
     ):
         assert table in text, f"docs/security.md is out of date: paste this {name}:\n\n{table}\n"
+    from breakdesk.api.settings import ApiSettings as Settings
+
+    missing = [f"BREAKDESK_{n.upper()}" for n in Settings.model_fields if f"`BREAKDESK_{n.upper()}`" not in text]
+    assert not missing, f"docs/security.md does not document {missing}"

@@ -170,6 +170,7 @@ async def test_secrets_are_sent_but_never_stored_or_logged(
     ])])
     await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom))
     buf = io.StringIO()
+    structlog.reset_defaults()  # another test in this process may have configured a WARNING-level filter
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buf))
     try:
         eid, _ = await submit(orch, tenant_id, "R-SECRET")

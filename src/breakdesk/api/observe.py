@@ -7,6 +7,7 @@ Starlette's BaseHTTPMiddleware and keeps label cardinality bounded (route templa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import sys
@@ -22,6 +23,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from breakdesk.api.problems import KINDS, MEDIA_TYPE, problem_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: Request ids need to be unique, not secret: a random per-process prefix and a counter cost nothing per
+#: request (a uuid4 is a getrandom system call each).
+_ID_PREFIX = uuid.uuid4().hex[:22]
+_ID_COUNTER = itertools.count(1)
 _configured = False
 
 
@@ -135,7 +140,7 @@ class ObserveMiddleware:
                 except ValueError:
                     length = -1
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started_response = False

@@ -26,6 +26,10 @@ class ApiSettings(BaseModel):
 
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite ./breakdesk.db.")
     auto_migrate: bool = Field(True, description="Apply migrations on start (else /readyz reports them).")
+    db_pool_size: int = Field(
+        32, ge=1, le=1000, description="Database connections kept open (concurrent requests share them)."
+    )
+    db_max_overflow: int = Field(32, ge=0, le=1000, description="Extra connections allowed under bursts.")
 
     jwt_enabled: bool | None = Field(None, description="Accept JWT bearer tokens; default: when a key is set.")
     jwt_hs256_secret: SecretStr | None = Field(None, description="Shared secret for HS256 (32+ bytes).")

@@ -18,7 +18,6 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from breakdesk.api.observe import ApiMetrics, get_logger
 from breakdesk.api.settings import ApiSettings
@@ -126,7 +125,7 @@ class IntakeWorker:
             return
         self._last_depth = now
         with contextlib.suppress(StoreError):
-            self.metrics.queue_depth.set(await self.store.pending_intake())
+            self.metrics.queue_depth.set(await self.store.pending_intake(None))
 
     async def _tenant_batch(self, tenant_id: str, items: Sequence[QueueItem]) -> None:
         try:
@@ -190,6 +189,3 @@ class IntakeWorker:
         except StoreError as exc:
             self.log.warning("worker.reject_failed", tenant=tenant_id, queue_id=queue_id, detail=str(exc))
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -127,9 +127,12 @@ class MetricsRepo(StoreBase):
             by_type=groups["type"],
         )
 
-    async def pending_intake(self) -> int:
-        """Queue items waiting for the pipeline across all tenants (the Prometheus queue-depth gauge)."""
+    async def pending_intake(self, tenant_id: str | None) -> int:
+        """Queue items waiting for the pipeline: one tenant's, or with None every tenant's (the platform-level
+        Prometheus queue-depth gauge)."""
         stmt = select(func.count()).select_from(intake_queue).where(intake_queue.c.state == "PENDING")
+        if tenant_id is not None:
+            stmt = stmt.where(intake_queue.c.tenant_id == tenant_id)
         async with self._read() as conn:
             return int((await conn.execute(stmt)).scalar_one())
 

@@ -27,8 +27,9 @@ class Store(
     TenantRepo, PackRepo, ExecutionRepo, ApprovalRepo, ExceptionRepo, AuditRepo, QueueRepo, ApiAccessRepo, MetricsRepo,
     CaseRepo,
 ):
-    """Persistence for Breakdesk. Every method except `list_tenants`, `claim`, `pending_intake` and the API's
-    credential lookups (`get_api_key`, platform keys and failures) takes the tenant first.
+    """Persistence for Breakdesk. Every method except `list_tenants`, `claim` and `get_api_key` takes the tenant
+    first; for the API's platform-level reads (platform keys, unattributed auth failures, the queue-depth
+    gauge) that tenant may be None.
 
     Open with `await Store.open(url)`; it migrates the schema unless told not to.
     """
