@@ -7,8 +7,6 @@ a domain version. All problems are collected before anything is raised.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,8 +15,8 @@ from typing import Any
 
 import fastjsonschema
 import jsonschema
-import orjson
 
+from breakdesk.domain.digest import stable_digest
 from breakdesk.domain.models import UNCLASSIFIED, Severity
 from breakdesk.packs.problems import PackError, PackProblem, json_path
 from breakdesk.packs.schema import (
@@ -71,11 +69,7 @@ def _unknown_roots(cond: Condition, allowed: frozenset[str]) -> list[str]:
 
 
 def digest(data: Any) -> str:
-    try:
-        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # e.g. integers beyond 64 bits, which orjson refuses
-        raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(raw).hexdigest()
+    return stable_digest(data)
 
 
 # ---------------------------------------------------------------------------------------- compiled objects

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
 from typing import Any
 
-import orjson
-
+from breakdesk.domain.digest import stable_digest
 from breakdesk.domain.models import (
     UNCLASSIFIED,
     AgentDecision,
@@ -109,12 +106,7 @@ def fingerprint_of(
             parts = [exception_type, source, *[ctx.get(k) for k in keys]]
         else:  # nothing identifies the problem: the payload itself does, so only exact repeats recur
             parts = [exception_type, source, payload]
-    try:
-        raw = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # e.g. integers beyond 64 bits (20-digit account numbers sent as numbers)
-        raw = json.dumps(parts, sort_keys=True, default=str).encode()
-    digest = hashlib.sha256(raw).hexdigest()
-    return digest[:32], fields
+    return stable_digest(parts)[:32], fields
 
 
 def intake(

@@ -8,8 +8,6 @@ an exception's events, projection and audit entries commit together or not at al
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections import Counter
@@ -18,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from breakdesk.approvals.requests import request_for_decision
+from breakdesk.domain.digest import stable_digest
 from breakdesk.domain.ids import new_exception_id
 from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
@@ -157,13 +154,6 @@ def record_json(
         "auditTrail": [e.model_dump(mode="json", by_alias=True) for e in rec.audit_trail],
     }
 
-
-def _digest(value: Any) -> str:
-    try:
-        raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        raw = json.dumps(value, sort_keys=True, default=str).encode()
-    return hashlib.sha256(raw).hexdigest()
 
 
 def execution_context(write: ExceptionWrite) -> ExecutionContext:
@@ -400,7 +390,7 @@ class Orchestrator:
             decision = _decision_dict(event.decision)
             rows.append(EventRow(exception_id, event.stage, at, decision, event.payload))
             stages.append({"stage": event.stage, **(decision or {})})
-        detail: dict[str, Any] = {"stages": stages, "eventsDigest": _digest([(r.stage, r.decision, r.payload)
+        detail: dict[str, Any] = {"stages": stages, "eventsDigest": stable_digest([(r.stage, r.decision, r.payload)
                                                                           for r in rows])}
         if packs is not None:
             detail["packs"] = [packs.domain.ref, packs.tenant.ref]
