@@ -47,6 +47,9 @@ def api_settings(**overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "access_log": False,
         "worker_enabled": False,
+        # Plans stay plans unless a test runs tools against its own tool server (tests/api/test_approvals_api.py):
+        # the mini pack's tool URLs point nowhere.
+        "execution_enabled": False,
         "auth_failure_burst": 10_000,
         "auth_failure_rps": 1000.0,
         "rate_limit_rps": 10_000.0,

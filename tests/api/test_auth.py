@@ -61,7 +61,7 @@ async def test_api_key_is_stored_hashed_and_identifies_tenant_and_role(api: Api)
         "tenantId": t.tenant_id,
         "role": "operator",
         "permissions": ["self.read", "tenant.read", "exceptions.read", "intake.read", "metrics.read",
-                        "exceptions.submit", "exceptions.act", "run.what-if"],
+                        "approvals.read", "tools.read", "exceptions.submit", "exceptions.act", "run.what-if"],
     }
 
 

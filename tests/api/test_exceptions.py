@@ -327,7 +327,8 @@ async def test_detail_has_record_timeline_evidence_and_audit(api: Api) -> None:
     assert all(e["decision"]["confidence"] >= 0 for e in d["timeline"])
     assert any(ev["stage"] == "triage" and "big-break" in ev["message"] for ev in d["evidence"])
     assert {a["subject"] for a in d["audit"]} == {eid}
-    assert d["audit"] and all(a["action"].endswith(".decided") for a in d["audit"])
+    # a HIGH break waits for a person: the decision and the approval request it raised are audited
+    assert [a["action"] for a in d["audit"]] == ["pipeline.decided", "approval.requested"]
     assert not d["eventsTruncated"] and not d["auditTruncated"]
     missing = await api.client.get(url(t, "/exceptions/EX-NOPE"), headers=t.headers("viewer"))
     assert missing.status_code == 404 and missing.json()["detail"] == "no such exception"

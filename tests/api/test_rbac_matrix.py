@@ -62,6 +62,10 @@ def body_for(method: str, path: str, tenant_id: str) -> tuple[Any, dict[str, str
         pack = mini_domain()
         pack["version"] = "1.0.0"
         return pack, {}
+    if path.endswith("/approve"):
+        return {"comment": "checked in the matrix"}, {}
+    if path.endswith("/reject"):
+        return {"comment": "not in the matrix"}, {}
     if path == "/v1/run":
         return {
             "tenantId": tenant_id,
@@ -79,9 +83,15 @@ async def resources(api: Api, t: Tenant) -> dict[str, str]:
     )
     assert r.status_code == 200, r.text
     item = r.json()["items"][0]
+    r = await api.client.post(  # a HIGH break with a write step: waits for approval
+        f"/v1/tenants/{t.tenant_id}/exceptions?wait=true", json=[break_item("A-2", 5000)], headers=t.headers("operator")
+    )
+    assert r.status_code == 200 and r.json()["items"][0]["status"] == "PENDING_APPROVAL", r.text
+    approvals, _ = await api.store.list_approvals(t.tenant_id)
     victim, _ = await create_api_key(api.store, t.tenant_id, Role.VIEWER, "victim", "tests")
     return {
         "exceptionId": item["exceptionId"],
+        "approvalId": approvals[0].approval_id,
         "queueId": str(item["queueId"]),
         "keyId": victim.key_id,
         "kind": "domain",
@@ -117,6 +127,7 @@ async def snapshot(api: Api, tenant_id: str) -> tuple[Any, ...]:
         sorted((r["exception_id"], r["status"], str(r["updated_at"])) for r in rows),
         [(k.key_id, k.revoked_at) for k in await api.store.list_api_keys(tenant_id)],
         [p.ref for p in await api.store.list_pack_versions(tenant_id)],
+        [(a.approval_id, a.status, len(a.approvers)) for a in (await api.store.list_approvals(tenant_id))[0]],
         len(await api.store.activation_history(tenant_id)),
         (await api.store.get_tenant(tenant_id)).settings,  # type: ignore[union-attr]
     )
@@ -168,7 +179,7 @@ async def test_foreign_tenant_credentials_get_the_nonexistent_tenant_404_everywh
                 else:  # platform routes
                     assert r.status_code == 403, f"{where} -> {r.status_code} {r.text}"
                 echoed = r.text.replace(fill(path, a.tenant_id, params), "")  # `instance` echoes the caller's path
-                for field in ("exceptionId", "keyId"):
+                for field in ("exceptionId", "keyId", "approvalId"):
                     assert params[field] not in echoed, f"{where} leaks {field}"
                 checked += 1
         assert checked >= 28 * len(credentials)

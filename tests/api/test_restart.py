@@ -52,7 +52,10 @@ async def test_sigkill_mid_processing_then_restart_processes_each_exactly_once(d
         _, key = await create_api_key(store, tenant_id, Role.OPERATOR, "crash test", "tests")
         # Small batches keep the worker busy long enough to be caught mid-way; a short lease lets the
         # restarted worker reclaim what the killed one had claimed.
-        settings = {"worker_batch_size": "50", "worker_lease_seconds": "2", "worker_poll_seconds": "0.05"}
+        # Tools stay uncalled (the mini pack's URLs point nowhere): this is about intake, while execution's own
+        # crash-resume is tests/tools/test_crash_resume.py.
+        settings = {"worker_batch_size": "50", "worker_lease_seconds": "2", "worker_poll_seconds": "0.05",
+                    "execution_enabled": "false"}
         server = LiveServer(db_url, tmp_path / "server.log", **settings).start()
         try:
             items = [

@@ -1,16 +1,20 @@
 """The FastAPI application factory.
 
 `create_app(settings)` checks the configuration at once (a JWT setup without a usable key raises `ConfigError`
-before any port is bound); the lifespan opens the store, starts the intake worker and, on shutdown, lets the
-worker finish its batch and flushes the failed-authentication buffer. Logging is configured by the process
+before any port is bound); the lifespan opens the store, wires the tool executor, execution and approval
+services, starts the intake worker and the approval/resume scheduler and, on shutdown, lets the worker finish
+its batch and running executions settle (bounded), and flushes the failed-authentication buffer. Logging is configured by the process
 entry point (`breakdesk serve` calls `observe.configure_logging`), not here: an app factory must not rewire
 process-wide logging under its host.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -27,15 +31,28 @@ from breakdesk.api.limits import RateLimiter, TenantCache
 from breakdesk.api.observe import ApiMetrics, ObserveMiddleware, get_logger
 from breakdesk.api.problems import EXCEPTION_HANDLERS, Problem
 from breakdesk.api.rbac import min_role
-from breakdesk.api.routes import exceptions, packs, system, tenants
-from breakdesk.api.schemas import ActionRequest, ApiKeyCreate, LimitsIn, RunRequest, Submission, TenantCreate
+from breakdesk.api.routes import approvals, exceptions, executions, packs, similar, system, tenants
+from breakdesk.api.schemas import (
+    ActionRequest,
+    ApiKeyCreate,
+    ApproveRequest,
+    LimitsIn,
+    RejectRequest,
+    RunRequest,
+    Submission,
+    TenantCreate,
+)
 from breakdesk.api.settings import ApiSettings
-from breakdesk.api.worker import IntakeWorker
+from breakdesk.api.worker import BackgroundRuns, IntakeWorker
+from breakdesk.approvals.scheduler import Scheduler
+from breakdesk.approvals.service import ApprovalService
 from breakdesk.catalog import Catalog
+from breakdesk.pipeline.execution import ExecutionService
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.store import Store, StoreError, database_url, make_engine
 from breakdesk.store._base import translate
 from breakdesk.store.migrate import upgrade_engine
+from breakdesk.tools.executor import ToolExecutor
 
 #: Request bodies read by the handlers themselves (see api/body.py), described in the OpenAPI components.
 BODY_SCHEMAS: dict[str, Any] = {
@@ -45,6 +62,8 @@ BODY_SCHEMAS: dict[str, Any] = {
     "LimitsIn": LimitsIn,
     "ApiKeyCreate": ApiKeyCreate,
     "RunRequest": RunRequest,
+    "ApproveRequest": ApproveRequest,
+    "RejectRequest": RejectRequest,
     "Problem": Problem,
 }
 
@@ -145,9 +164,25 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
             catalog=Catalog(s),
         )
         ctx.accept = AcceptQueue(s)
+        ctx.executor = ToolExecutor()
+        execution = ExecutionService(s, ctx.executor, packs=orchestrator.active_packs)  # one pack cache
+        ctx.approvals = ApprovalService(s, execution)
+        if settings.execution_enabled:
+            orchestrator.execution = ctx.execution = execution
+            ctx.runs = BackgroundRuns(execution)
+        stop_scheduler = asyncio.Event()
+        scheduler_task: asyncio.Task[None] | None = None
         if settings.worker_enabled:
             ctx.worker = IntakeWorker(s, orchestrator, settings, metrics, ctx.inline_queue_ids)
             ctx.worker.start()
+            scheduler = Scheduler(
+                s, ctx.approvals, ctx.execution,
+                interval=settings.scheduler_interval_seconds,
+                stalled_after=timedelta(seconds=settings.stalled_after_seconds),
+            )
+            scheduler_task = asyncio.get_running_loop().create_task(
+                scheduler.run(stop_scheduler), name="breakdesk-scheduler"
+            )
         app.state.ctx = ctx
         log.info("api.started", database=s.dialect, worker=settings.worker_enabled, jwt=jwt_verifier is not None)
         try:
@@ -155,8 +190,15 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
         finally:
             app.state.ctx = None
             await ctx.accept.close()
+            stop_scheduler.set()
+            if scheduler_task is not None:
+                with contextlib.suppress(Exception):
+                    await scheduler_task
             if ctx.worker is not None:
                 await ctx.worker.stop()
+            if ctx.runs is not None:
+                await ctx.runs.close()
+            await ctx.executor.aclose()
             await failures.close()
             await ctx.auth.close()
             if own_store:
@@ -183,6 +225,9 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
     app.include_router(tenants.router)
     app.include_router(exceptions.router)
     app.include_router(packs.router)
+    app.include_router(approvals.router)
+    app.include_router(executions.router)
+    app.include_router(similar.router)
     app.add_middleware(
         ObserveMiddleware,
         metrics=metrics,

@@ -48,6 +48,10 @@ class ApiContext:
     catalog: Catalog
     accept: Any = None  # breakdesk.api.intake.AcceptQueue: group commit of accepted submissions
     worker: Any = None  # breakdesk.api.worker.IntakeWorker when enabled
+    execution: Any = None  # breakdesk.pipeline.execution.ExecutionService (None: plans stay plans)
+    approvals: Any = None  # breakdesk.approvals.service.ApprovalService
+    executor: Any = None  # breakdesk.tools.executor.ToolExecutor (breaker states)
+    runs: Any = None  # breakdesk.api.worker.BackgroundRuns: executions resumed by approvals
     inline_queue_ids: set[int] = field(default_factory=set)
 
     async def limits_for(self, tenant_id: str | None) -> TenantLimits:

@@ -7,10 +7,10 @@ it); requests forbid unknown fields so a typo is a 422 rather than a silently ig
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from breakdesk.domain.models import Severity
@@ -25,8 +25,12 @@ def _iso_8601_only(value: Any) -> Any:
     return value
 
 
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 #: A date-time query parameter: ISO 8601 only; without a zone it is taken as UTC.
-QueryDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+QueryDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_as_utc)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN, description="Letters, digits, '_', '-', '.'.")]
@@ -463,6 +467,146 @@ class RunResult(Wire):
     domain_pack: str
     tenant_policy: str
     items: list[RunItem]
+
+
+# ------------------------------------------------------------------------------------ approvals, execution
+
+
+class VoteOut(Wire):
+    actor: str
+    roles: list[str]
+    at: str
+    comment: str
+    decision: Literal["approve", "reject"]
+    plan_digest: str | None = Field(None, description="The plan (with edits) the vote was cast on.")
+    edits: dict[str, Any] | None = None
+
+
+class ApprovalOut(Wire):
+    approval_id: str
+    exception_id: str
+    scope: str = Field(description="`plan` (the whole plan) or `step:<index>` (one step).")
+    step_index: int | None
+    step_id: str | None
+    status: Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED"]
+    plan: dict[str, Any]
+    evidence: dict[str, Any]
+    requested_by: str
+    requested_at: datetime
+    allowed_roles: list[str]
+    approvals_needed: int
+    expires_at: datetime
+    votes: list[VoteOut]
+    edits: dict[str, Any] | None
+    decided_at: datetime | None
+    decided_by: str | None
+    comment: str | None
+
+
+class ApprovalPage(Wire):
+    items: list[ApprovalOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class ApproveRequest(Wire):
+    comment: str = Field("", max_length=5000)
+    edits: dict[str, dict[str, Any]] | None = Field(
+        None, description="Step id → replacement arguments (validated against the tool's schema); the approved "
+        "plan runs with them and the change is recorded as a learning fact."
+    )
+
+
+class RejectRequest(Wire):
+    comment: str = Field(min_length=1, max_length=5000, description="Why (required; recorded for learning).")
+    close: bool = Field(False, description="Close the exception instead of escalating it to a person.")
+
+
+class StepOutcomeOut(Wire):
+    index: int
+    step_id: str
+    tool: str | None
+    status: str
+    reason: str
+    attempts: int
+
+
+class ExecutionOutcomeOut(Wire):
+    status: str = Field(description="The exception's status after the run.")
+    executed: bool = Field(description="False when nothing ran (paused, in flight elsewhere, nothing to do).")
+    reason: str
+    steps: list[StepOutcomeOut]
+
+
+class ApprovalDecisionOut(Wire):
+    outcome: Literal["approved", "vote-recorded", "rejected"]
+    approval: ApprovalOut
+    execution: ExecutionOutcomeOut | None = Field(
+        description="The resumed run when `?wait=true`; null when it was handed to the background executor."
+    )
+    execution_scheduled: bool = Field(description="True when the approval resumed the plan in the background.")
+
+
+class ExecutionRecordOut(Wire):
+    step_index: int
+    step_id: str
+    phase: str
+    attempt: int
+    tool: str | None
+    status: str
+    final: bool
+    idempotency_key: str | None
+    args: Any = None
+    output: Any = None
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class ExecutionJournal(Wire):
+    exception_id: str
+    status: str
+    items: list[ExecutionRecordOut]
+
+
+class BreakerOut(Wire):
+    tool: str
+    state: Literal["closed", "half-open", "open"]
+    failures: int
+    opened_at: float | None = Field(description="Epoch seconds when the breaker opened.")
+    retry_after_seconds: float | None = Field(description="Seconds until a trial call is let through.")
+
+
+class BreakerList(Wire):
+    items: list[BreakerOut] = Field(description="Breakers that have seen a call; other tools are closed.")
+
+
+# -------------------------------------------------------------------------------------------- similar cases
+
+
+class SimilarCaseOut(Wire):
+    exception_id: str
+    score: float
+    why: str = Field(description="Why it is similar: shared entities, type, matched terms.")
+    exception_type: str
+    status: str
+    severity: str | None
+    resolution: str | None = Field(description="How it was resolved, when it was.")
+    lexical: float
+    semantic: float | None
+    matched_terms: list[str]
+    shared_entities: list[str]
+
+
+class SimilarCases(Wire):
+    exception_id: str
+    model: str | None = Field(description="Embedding model of the vector side; null when lexical only.")
+    vector_source: str
+    indexed_cases: int
+    query_embedding_ms: float
+    search_ms: float
+    items: list[SimilarCaseOut]
 
 
 # ------------------------------------------------------------------------------- submission (docs only)

@@ -60,6 +60,15 @@ class ApiSettings(BaseModel):
     )
     worker_poll_seconds: float = Field(0.5, gt=0, le=60, description="Idle poll interval (new work wakes it).")
     worker_max_attempts: int = Field(5, ge=1, le=1000, description="Attempts before an item is dead-lettered.")
+    execution_enabled: bool = Field(
+        True, description="Run approved plans' tools (else plans are recorded and left IN_PROGRESS)."
+    )
+    scheduler_interval_seconds: float = Field(
+        15.0, gt=0, le=3600, description="How often the worker expires approvals and resumes stalled runs."
+    )
+    stalled_after_seconds: float = Field(
+        120.0, gt=0, le=86_400, description="An IN_PROGRESS run untouched this long is resumed by the scheduler."
+    )
 
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     access_log: bool = Field(True, description="One JSON log line per request.")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from breakdesk.api.observe import ApiMetrics, get_logger
 from breakdesk.api.settings import ApiSettings
+from breakdesk.pipeline.execution import ExecutionService
 from breakdesk.pipeline.orchestrator import BatchReport, NoActivePacks, Orchestrator
 from breakdesk.pipeline.types import Submission
 from breakdesk.store import Conflict, NotFound, QueueItem, Store, StoreError
@@ -172,7 +173,7 @@ class IntakeWorker:
         subs = [
             Submission(item.payload, item.received_at, line=n, queue_id=item.id) for n, item in enumerate(items)
         ]
-        return await self.orchestrator.process(tenant_id, subs)
+        return await self.orchestrator.process(tenant_id, subs, dry_run=False)
 
     async def _settle(self, tenant_id: str, items: Sequence[QueueItem], report: BatchReport) -> None:
         for outcome in report.items:
@@ -189,3 +190,45 @@ class IntakeWorker:
         except StoreError as exc:
             self.log.warning("worker.reject_failed", tenant=tenant_id, queue_id=queue_id, detail=str(exc))
 
+
+
+class BackgroundRuns:
+    """Executions an approval resumed, run after the response is sent: an approver's request must not wait
+    for tool calls (timeouts, retries). A run lost to a crash is not lost work: the scheduler resumes
+    IN_PROGRESS exceptions nobody touched for `stalled_after_seconds`, and the journal never repeats a
+    completed step."""
+
+    def __init__(self, execution: ExecutionService) -> None:
+        self.execution = execution
+        self.log = get_logger("breakdesk.api.runs")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, tenant_id: str, exception_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._run(tenant_id, exception_id), name=f"breakdesk-run-{exception_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, tenant_id: str, exception_id: str) -> None:
+        try:
+            outcome = await self.execution.run(tenant_id, exception_id)
+            self.log.info("run.finished", tenant=tenant_id, exception=exception_id, status=outcome.status,
+                          executed=outcome.executed, reason=outcome.reason)
+        except Exception as exc:  # the scheduler resumes it; the API must not lose its loop to a tool
+            self.log.warning("run.failed", tenant=tenant_id, exception=exception_id,
+                             error=f"{type(exc).__name__}: {exc}")
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Let running executions finish (bounded); what is cut off is resumed by the next scheduler."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)

@@ -15,28 +15,12 @@ from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.runtime import run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
-from breakdesk.memory import Filters, Memory, NotIndexed, SimilarResult
+from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
-from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
+from breakdesk.memory.lookup import similar_for
 
 memory_app = typer.Typer(help="Similar-case memory: indexing and embeddings.", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
-
-
-async def similar_for(
-    store: Any, tenant: str, exception_id: str, k: int | None, filters: Filters
-) -> SimilarResult:
-    """Similar cases with the tenant's policy applied (k and embedder); works without active packs too."""
-    settings, domain, size = None, None, k
-    try:
-        packs = await Orchestrator(store, memory=False).active_packs(tenant)
-        settings, domain = packs.tenant.spec.embeddings, packs.domain
-        size = k if k is not None else packs.tenant.spec.similarCases
-    except NoActivePacks:
-        pass
-    return await Memory.shared(store).similar(
-        tenant, exception_id, k=size if size is not None else 5, filters=filters, embeddings=settings, domain=domain
-    )
 
 
 @app.command("similar")

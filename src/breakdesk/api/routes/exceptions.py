@@ -257,9 +257,9 @@ async def _process_inline(ctx: ApiContext, tenant_id: str, items: list[dict[str,
 async def _process_retrying(ctx: ApiContext, tenant_id: str, subs: list[Submission]) -> BatchReport:
     """A concurrent writer of the same keys makes the first attempt conflict; the second one dedupes."""
     try:
-        return await ctx.orchestrator.process(tenant_id, subs)
+        return await ctx.orchestrator.process(tenant_id, subs, dry_run=False)
     except Conflict:
-        return await ctx.orchestrator.process(tenant_id, subs)
+        return await ctx.orchestrator.process(tenant_id, subs, dry_run=False)
 
 
 # ------------------------------------------------------------------------------------------------ reads
