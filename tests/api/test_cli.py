@@ -64,3 +64,21 @@ def test_platform_keys_and_refusals(db_url: str) -> None:
     assert code == 2 and "unknown role" in err
     code, _, err = invoke("apikey", "create", "--role", "viewer", "--tenant", f"nobody-{uuid.uuid4().hex[:6]}", "--db", db_url)
     assert code == 2 and "does not exist" in err
+
+
+def test_pack_publish_of_a_broken_file_names_the_problem_and_writes_nothing(db_url: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    assert invoke("tenant", "create", tenant, "--db", db_url)[0] == 0
+    bad = Path(str(tmp_path)) / "broken.yaml"
+    bad.write_text("kind: DomainPack\nname: x\nversion: [1\n", encoding="utf-8")
+    code, _, err = invoke("pack", "publish", str(bad), "--tenant", tenant, "--db", db_url)
+    assert code == 2
+    assert "broken.yaml:$: invalid YAML at line 4" in err and "1 problem(s)" in err
+
+    async def versions() -> int:
+        async with await Store.open(db_url) as store:
+            return len(await store.list_pack_versions(tenant))
+
+    assert asyncio.run(versions()) == 0

@@ -24,6 +24,15 @@ async def opened(url: str | None = None) -> Any:
         await store.close()
 
 
+def run_or_fail(fn: Callable[[], T]) -> T:
+    """Run `fn`; pack problems are printed (file, JSON path, reason) and exit with code 2."""
+    try:
+        return fn()
+    except PackError as exc:
+        print_problems(exc.problems)
+        fail(f"{len(exc.problems)} problem(s)")
+
+
 def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None) -> T:
     """Open the store (migrating it), run `fn`, close; store and pack errors exit with code 2."""
 
@@ -32,10 +41,7 @@ def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None) 
             return await fn(store)
 
     try:
-        return asyncio.run(main())
-    except PackError as exc:
-        print_problems(exc.problems)
-        fail(f"{len(exc.problems)} problem(s)")
+        return run_or_fail(lambda: asyncio.run(main()))
     except (NotFound, Conflict) as exc:
         fail(str(exc))
     except StoreError as exc:

@@ -12,7 +12,7 @@ from rich.table import Table
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.pack_cmds import pack_app
-from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.runtime import run_or_fail, run_with_store
 
 UrlOpt = Annotated[
     str | None,
@@ -82,17 +82,6 @@ def pack_publish(
     console.print(f"[green]✓[/] published {pub.kind} pack {pub.version.ref} for {tid}")
     if pub.activated:
         console.print(f"[green]✓[/] activated {pub.activated.name}@{pub.activated.version}")
-
-
-def run_or_fail(fn):  # type: ignore[no-untyped-def]
-    from breakdesk.cli.common import print_problems
-    from breakdesk.packs.problems import PackError
-
-    try:
-        return fn()
-    except PackError as exc:
-        print_problems(exc.problems)
-        raise typer.Exit(2) from None
 
 
 @pack_app.command("activate")
