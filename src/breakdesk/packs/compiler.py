@@ -173,6 +173,8 @@ class CompiledDomainPack:
     tools: Mapping[str, CompiledTool]
     playbooks: Mapping[str, CompiledPlaybook]
     playbooks_for_type: Mapping[str, tuple[CompiledPlaybook, ...]]
+    #: What intake derives from this pack alone (per exception type, and for detection); filled on first use.
+    type_cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -237,6 +239,9 @@ class CompiledTenantPolicy:
     #: Memo of derived lookups (e.g. which CEL variables a phase reads per type); derived data only.
     var_cache: dict[Any, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
     field_cache: dict[Any, dict[str, frozenset[str] | None]] = field(default_factory=dict, compare=False, repr=False)
+    #: Per exception type: what the pipeline's stages derive from this policy and its domain alone (which
+    #: variables the shared CEL context needs, the type's lineage, ...); filled on first use, derived data only.
+    type_cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tenant_id(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from breakdesk.domain.models import Actionability, AgentDecision, ResolutionStatus, ev
+from breakdesk.domain.models import Actionability, ResolutionStatus, decision, ev
 from breakdesk.pipeline.types import Outcome, Plan, PolicyResult, RecurrenceInfo, TriageResult
 
 
@@ -43,15 +43,13 @@ def feedback(
         learning.append({"kind": "rule-gap", "message": "severity fell back to the pack default"})
     evidence = [ev("outcome", message=f"status {status.value}; time to triage {ttt:.1f} ms")]
     evidence.extend(ev("learning", message=str(item)) for item in learning)
-    decision = AgentDecision(
-        decision=f"status {status.value}",
-        confidence=tri.confidence,
-        evidence=tuple(evidence),
-        next_step={
-            ResolutionStatus.ESCALATED: "human_review",
-            ResolutionStatus.PENDING_APPROVAL: "await_approval",
-            ResolutionStatus.IN_PROGRESS: "execute",
-            ResolutionStatus.TRIAGED: "monitor",
-        }.get(status, "none"),
-    )
-    return Outcome(status.value, ttt, ttr, False, tuple(learning), decision)
+    made = decision(f"status {status.value}", tri.confidence, tuple(evidence), _NEXT_STEP.get(status, "none"))
+    return Outcome(status.value, ttt, ttr, False, tuple(learning), made)
+
+
+_NEXT_STEP = {
+    ResolutionStatus.ESCALATED: "human_review",
+    ResolutionStatus.PENDING_APPROVAL: "await_approval",
+    ResolutionStatus.IN_PROGRESS: "execute",
+    ResolutionStatus.TRIAGED: "monitor",
+}

@@ -8,13 +8,15 @@ from typing import Any
 from breakdesk.domain.digest import stable_digest
 from breakdesk.domain.models import (
     UNCLASSIFIED,
-    AgentDecision,
     Evidence,
     ExceptionRecord,
+    decision,
     ev,
+    new_record,
     parse_timestamp,
 )
 from breakdesk.packs.compiler import CompiledDomainPack
+from breakdesk.pipeline.context import fields_read
 from breakdesk.pipeline.types import IntakeResult, Submission
 from breakdesk.rules.cel import make_context
 
@@ -47,19 +49,25 @@ def _str_field(data: dict[str, Any], key: str) -> str | None:
 
 
 def _too_deep(value: Any, limit: int = MAX_PAYLOAD_DEPTH) -> bool:
+    """Whether anything sits deeper than `limit` (the top-level value is at depth 0). Only containers are
+    walked: a scalar is too deep exactly when its container is at `limit` and not empty."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if depth >= limit:
+            if depth > limit or children:
+                return True
+            continue
+        for v in children:
+            if isinstance(v, dict | list):
+                stack.append((v, depth + 1))
     return False
 
 
 def _lookup(payload: dict[str, Any], dotted: str) -> Any:
+    if "." not in dotted:
+        return payload.get(dotted)
     cur: Any = payload
     for part in dotted.split("."):
         if not isinstance(cur, dict) or part not in cur:
@@ -81,24 +89,94 @@ def _to_json_safe(value: Any) -> Any:
     return value
 
 
+class _TypeIntake:
+    """What intake derives from the pack for one exception type (memoized in `CompiledDomainPack.type_cache`)."""
+
+    __slots__ = ("entity_keys", "fingerprint_fields", "relevant", "relevant_plan")
+
+    def __init__(self, domain: CompiledDomainPack, exception_type: str) -> None:
+        et = domain.types.get(exception_type)
+        self.fingerprint_fields: tuple[str, ...] = tuple(et.fingerprintFields) if et else ()
+        keys: list[str] = []  # entity keys in entity order, repeats kept (they are part of the fingerprint)
+        relevant: set[str] = set(self.fingerprint_fields)
+        if et is not None:
+            for ent in et.entities:
+                spec = domain.spec.entities.get(ent)
+                if spec:
+                    keys.extend(spec.keys)
+                    relevant.update(spec.keys)
+        self.entity_keys: tuple[str, ...] = tuple(keys)
+        #: Absent fields worth reporting (fingerprint and entity keys); None for a type not in the taxonomy.
+        self.relevant: frozenset[str] | None = frozenset(relevant) if et is not None else None
+        #: The intake fields worth reporting when absent, with their rawPayload key, in field order.
+        self.relevant_plan: tuple[tuple[str, str | None], ...] = tuple(
+            (name, key) for name, key, _ in domain.intake_plan if name in relevant
+        ) if et is not None else ()
+
+
+def _type_intake(domain: CompiledDomainPack, exception_type: str) -> _TypeIntake:
+    key = ("intake", exception_type)
+    found = domain.type_cache.get(key)
+    if found is None:
+        found = domain.type_cache[key] = _TypeIntake(domain, exception_type)
+    return found
+
+
+def _plain_plan(domain: CompiledDomainPack) -> tuple[tuple[str, str], ...] | None:
+    """(field, rawPayload key) of every intake field when all are plain `${rawPayload.key}` reads (the usual
+    pack), else None: then normalizing is one pass of dictionary reads."""
+    key = ("plain-plan",)
+    if key not in domain.type_cache:
+        plan = domain.intake_plan
+        domain.type_cache[key] = (
+            tuple((name, k) for name, k, _ in plan if k is not None) if all(k is not None for _, k, _ in plan) else None
+        )
+    return domain.type_cache[key]
+
+
+def _detection_keys(domain: CompiledDomainPack) -> frozenset[str] | None:
+    """rawPayload keys detection rules and CEL field mappings can read (None: possibly any), so the
+    detection context converts only those: converting a whole payload into CEL values is the main cost."""
+    key = ("detection-keys",)
+    if key in domain.type_cache:
+        return domain.type_cache[key]
+    sources = [d.condition.source for d in domain.detection if "rawPayload" in d.condition.variables]
+    for _, plain_key, tmpl in domain.intake_plan:
+        if plain_key is None and tmpl.path is None:
+            sources.extend(e.source for e in tmpl.expressions if "rawPayload" in e.variables)
+    keys: set[str] = set()
+    exact = True
+    for src in sources:
+        found = fields_read(src, "rawPayload")
+        if found is None:
+            exact = False
+            break
+        keys |= found
+    result = frozenset(keys) if exact else None
+    domain.type_cache[key] = result
+    return result
+
+
+def _base_context(base_vars: dict[str, Any], keys: frozenset[str] | None) -> Any:
+    if keys is None:
+        return make_context(base_vars)
+    payload = base_vars["rawPayload"]
+    return make_context({**base_vars, "rawPayload": {k: payload[k] for k in keys if k in payload}})
+
+
 def fingerprint_of(
     domain: CompiledDomainPack, exception_type: str, source: str, ctx: dict[str, Any], payload: dict[str, Any]
 ) -> tuple[str, list[str]]:
     """Fingerprint = type + the type's fingerprint fields; default: type + source + key entity ids."""
-    et = domain.types.get(exception_type)
-    fields: list[str] = list(et.fingerprintFields) if et else []
+    ti = _type_intake(domain, exception_type)
+    fields: list[str] = list(ti.fingerprint_fields)
     parts: list[Any]
     if fields and any(ctx.get(f) is not None for f in fields):
         parts = [exception_type, *[ctx.get(f) for f in fields]]
     elif fields:  # none of the identifying fields is present: only exact repeats of the payload recur
         parts = [exception_type, source, payload]
     else:
-        keys: list[str] = []
-        if et:
-            for ent in et.entities:
-                spec = domain.spec.entities.get(ent)
-                if spec:
-                    keys.extend(k for k in spec.keys if k in ctx)
+        keys = [k for k in ti.entity_keys if k in ctx]
         if not keys:
             keys = sorted(k for k in ctx if k.endswith(("Id", "_id", "ID")))
         fields = keys
@@ -188,17 +266,13 @@ def intake(
                 ev("classification", message=f"type {given_type[:80]!r} is not in the taxonomy", ref=None)
             )
         if domain.detection:
-            ctx = make_context(base_vars)
+            ctx = _base_context(base_vars, _detection_keys(domain))
         for det in domain.detection:
             res = det.condition.evaluate(ctx)
             if res.matched:
                 etype, type_source, type_conf = det.exception_type, "detected", det.confidence
                 evidence.append(
-                    Evidence(
-                        kind="classification",
-                        message=f"type {etype} detected by rule {det.id}: {det.condition.source}",
-                        ref=det.id,
-                    )
+                    ev("classification", f"type {etype} detected by rule {det.id}: {det.condition.source}", det.id)
                 )
                 break
         if type_source == "unclassified":
@@ -210,7 +284,17 @@ def intake(
         ctx = None
     normalized: dict[str, Any] = {}
     missing: list[str] = []
-    for name, key, tmpl in domain.intake_plan:
+    ti = _type_intake(domain, etype)
+    plain = _plain_plan(domain)
+    if plain is not None:
+        get = payload.get
+        for name, pkey in plain:
+            value = get(pkey)
+            if value is not None:
+                normalized[name] = value
+        # absent (not merely null) fields, in field order: only the ones worth reporting are looked for
+        missing = [name for name, rkey in ti.relevant_plan if rkey not in payload]
+    for name, key, tmpl in domain.intake_plan if plain is None else ():
         if key is not None:  # `${rawPayload.<key>}`: a plain read of JSON data, the common case
             value = payload.get(key, _ABSENT)
             if value is _ABSENT:
@@ -223,7 +307,7 @@ def intake(
                 value = tmpl.lookup(base_vars)
             else:
                 if ctx is None:
-                    ctx = make_context(base_vars)
+                    ctx = _base_context(base_vars, _detection_keys(domain))
                 value = tmpl.render(ctx)
         except ValueError:
             missing.append(name)
@@ -232,35 +316,15 @@ def intake(
             normalized[name] = _to_json_safe(value)
     # Report only the absent fields that matter for this type (its fingerprint and its entities' keys):
     # intake.fields spans the whole domain, so most fields are legitimately absent for any one type.
-    et = domain.types.get(etype)
-    if et is not None and missing:
-        relevant = set(et.fingerprintFields)
-        for ent in et.entities:
-            spec_ent = domain.spec.entities.get(ent)
-            if spec_ent:
-                relevant.update(spec_ent.keys)
+    relevant = ti.relevant
+    if relevant is not None and missing:
         absent = [m for m in missing if m in relevant]
         if absent:
             evidence.append(ev("intake", message=f"key fields absent from the payload: {', '.join(absent)}"))
 
     fp, fp_fields = fingerprint_of(domain, etype, source, normalized, payload)
-    record = ExceptionRecord(
-        exception_id=exception_id,
-        tenant_id=tenant_id,
-        source_system=source,
-        exception_type=etype,
-        timestamp=ts,
-        raw_payload=payload,
-        normalized_context=normalized,
-    )
+    record: ExceptionRecord = new_record(exception_id, tenant_id, source, etype, ts, payload, normalized)
     next_step = "escalate" if etype == UNCLASSIFIED else "triage"
-    decision = AgentDecision(
-        decision=f"{etype} ({type_source})",
-        confidence=type_conf,
-        evidence=(
-            *evidence,
-            ev("fingerprint", message=f"fingerprint over {', '.join(fp_fields) or 'payload'}", ref=fp),
-        ),
-        next_step=next_step,
-    )
-    return IntakeResult(record, decision, type_source, type_conf, fp, idem, source_id)
+    evidence.append(ev("fingerprint", message=f"fingerprint over {', '.join(fp_fields) or 'payload'}", ref=fp))
+    made = decision(f"{etype} ({type_source})", type_conf, tuple(evidence), next_step)
+    return IntakeResult(record, made, type_source, type_conf, fp, idem, source_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
@@ -93,6 +92,89 @@ def needed_fields(
     return out
 
 
+_PLAIN_ROOTS = ("normalizedContext", "rawPayload")
+#: Never converted into the context: decided during the pass (severity, confidence; a resolver serves them), or
+#: not read before execution (`steps`: conditions and arguments that read it are decided at execution).
+_RESOLVED = frozenset({"severity", "confidence", "steps"})
+
+
+@dataclass(frozen=True, slots=True)
+class TypePlan:
+    """What one pass over an exception of one type needs from its packs, derived once per (policy, type).
+
+    The CEL context carries `variables`; of the maps, only the `fields` keys conditions read, plus the keys
+    in `lookups` (read only by `${root.key}` arguments, answered from the plain data) when their value is
+    not a plain scalar."""
+
+    domain: CompiledDomainPack = field(repr=False, compare=False)
+    variables: frozenset[str] = frozenset()
+    fields: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    lookups: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Values decided during the pass (severity, confidence) that policy-time conditions read: served by a
+    #: resolver, installed only when some condition needs one (it is consulted on every variable read).
+    decided: frozenset[str] = frozenset()
+
+
+def _plan_time_reads(
+    domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str
+) -> tuple[list[Condition], list[Condition]]:
+    """(conditions CEL evaluates during a pass, `root.key` argument reads served from plain data).
+
+    What reads `steps` is decided at execution, over the execution's own context, so it is not here."""
+    conds = _phase_conditions(domain, tenant, etype, "triage")
+    reads: list[Condition] = []
+    for pb in domain.playbooks_for(etype):
+        if pb.condition is not None:
+            conds.append(pb.condition)
+        for step in pb.steps:
+            if step.when is not None and not step.when_reads_steps:
+                conds.append(step.when)
+            for expr in step.args.expressions:
+                if "steps" in expr.variables:
+                    continue
+                (reads if expr.field is not None and expr.field[0] in _PLAIN_ROOTS else conds).append(expr)
+    conds.extend(r.condition for r in tenant.approval_rules if r.condition is not None)
+    conds.extend(r.condition for r in tenant.routes if r.condition is not None)
+    return conds, reads
+
+
+def type_plan(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: str) -> TypePlan:
+    """The memoized `TypePlan` of `etype` under this policy and domain."""
+    plan = tenant.type_cache.get(etype)
+    if plan is not None and plan.domain is domain:
+        return plan
+    conds, reads = _plan_time_reads(domain, tenant, etype)
+    names: set[str] = set()
+    for cond in conds:
+        names |= cond.variables
+    fields: dict[str, frozenset[str] | None] = {}
+    for root in _PLAIN_ROOTS:
+        if root not in names:
+            continue
+        keys: set[str] = set()
+        exact = True
+        for cond in conds:
+            if root in cond.variables:
+                found = fields_read(cond.source, root)
+                if found is None:
+                    exact = False
+                    break
+                keys |= found
+        fields[root] = frozenset(keys) if exact else None
+    lookups: dict[str, frozenset[str]] = {}
+    for root in _PLAIN_ROOTS:
+        if root in fields and fields[root] is None:
+            continue  # the whole map is converted anyway
+        keys_read = {e.field[1] for e in reads if e.field is not None and e.field[0] == root}
+        keys_read -= fields.get(root) or frozenset()
+        if keys_read:
+            lookups[root] = frozenset(keys_read)
+    plan = TypePlan(domain, frozenset(names - _RESOLVED), fields, lookups,
+                    frozenset(names & {"severity", "confidence"}))
+    tenant.type_cache[etype] = plan
+    return plan
+
+
 @dataclass(slots=True)
 class Decided:
     """Everything the pipeline decided for one exception, plus the events to persist in order."""
@@ -127,23 +209,20 @@ def decide(
         record = ir.record
         recurrences = recurrence.count if recurrence else 0
         # One CEL context serves triage, policy and planning: converting the record into CEL values is the
-        # dominant cost, so it happens once. Values decided along the way (severity, confidence) are served
-        # by a resolver, which does not invalidate the converted variables.
-        decided: dict[str, Any] = {}
-        needed = needed_vars(domain, tenant, record.exception_type, "triage") | needed_vars(
-            domain, tenant, record.exception_type, "policy"
-        )
-        ctx = condition_context(record, needed, needed_fields(domain, tenant, record.exception_type),
-                                recurrence=recurrences)
-        ctx.set_variable_resolver(decided.get)
+        # dominant cost, so it happens once, for the variables and map keys conditions of this type read.
+        # Values decided along the way (severity, confidence) are served by a resolver, which does not
+        # invalidate the converted variables.
+        tp = type_plan(domain, tenant, record.exception_type)
+        ctx = condition_context(record, tp.variables, tp.fields, tp.lookups, recurrence=recurrences)
+        data = {"normalizedContext": record.normalized_context, "rawPayload": record.raw_payload}
         tri = triage(ir, ctx, domain, tenant, recurrence, similar)
         out.triage = tri
         out.events.append(StageEvent("triage", tri.decision, {"severity": tri.severity.value,
                                                                "priority": tri.priority,
                                                                "matchedRules": list(tri.matched_rules)}))
         stage = "policy"
-        decided["severity"] = tri.severity.value
-        decided["confidence"] = tri.confidence
+        if tp.decided:
+            ctx.set_variable_resolver({"severity": tri.severity.value, "confidence": tri.confidence}.get)
         pctx = ctx
         pol = decide_policy(ir, tri, pctx, domain, tenant)
         out.policy = pol
@@ -158,7 +237,7 @@ def decide(
         sup1 = check_policy(ir, tri, pol, tenant)
         out.events.append(StageEvent("supervisor", sup1.decision, {"after": "policy"}))
         stage = "resolution"
-        res = plan_resolution(pctx, domain, tenant, pol, dry_run)
+        res = plan_resolution(pctx, domain, tenant, pol, dry_run, data=data)
         out.plan = res.plan
         out.events.append(StageEvent("resolution", res.decision, {"plan": res.plan.as_dict()}))
         stage = "supervisor"

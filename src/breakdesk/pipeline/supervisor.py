@@ -6,7 +6,7 @@ earlier stage or a clever payload cannot turn a guarded case into an automatic o
 
 from __future__ import annotations
 
-from breakdesk.domain.models import UNCLASSIFIED, Actionability, AgentDecision, Severity, ev
+from breakdesk.domain.models import UNCLASSIFIED, Actionability, Severity, decision, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.types import IntakeResult, Plan, PolicyResult, SupervisorResult, TriageResult
 
@@ -17,16 +17,11 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 def _result(reasons: list[str], approval: bool, escalate: bool, confidence: float, after: str) -> SupervisorResult:
     if reasons:
         verdict = "escalate" if escalate else "require approval"
-        decision = AgentDecision(
-            decision=f"supervisor after {after}: {verdict}",
-            confidence=confidence,
-            evidence=tuple(ev("supervisor", message=r) for r in reasons),
-            next_step="escalate" if escalate else "await_approval",
-        )
+        made = decision(f"supervisor after {after}: {verdict}", confidence,
+                        tuple([ev("supervisor", r) for r in reasons]), "escalate" if escalate else "await_approval")
     else:
-        decision = AgentDecision(decision=f"supervisor after {after}: ok", confidence=confidence,
-                                 evidence=(), next_step="continue")
-    return SupervisorResult(approval, escalate, tuple(reasons), decision)
+        made = decision(f"supervisor after {after}: ok", confidence, (), "continue")
+    return SupervisorResult(approval, escalate, tuple(reasons), made)
 
 
 def check_policy(

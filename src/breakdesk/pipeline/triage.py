@@ -7,9 +7,10 @@ counts 1.0, by the type's default 0.9 and by the pack's default 0.7 (explicit > 
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
-from breakdesk.domain.models import UNCLASSIFIED, AgentDecision, Evidence, ExceptionRecord, Severity, ev
+from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord, Severity, decision, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.types import IntakeResult, RecurrenceInfo, SimilarCase, TriageResult
 
@@ -83,23 +84,43 @@ def resolve_severity(
     return severity, source, matched, evidence
 
 
+_WHY = {
+    "rule": None,  # names the matched rules
+    "override": "the tenant policy overrides it",
+    "type-default": "it is the default for this type",
+    "pack-default": "it is the pack default",
+}
+
+
+def _what(domain: CompiledDomainPack, exception_type: str) -> str:
+    """The summary's description of a type (memoized per pack: it depends on the taxonomy only)."""
+    key = ("what", exception_type)
+    found = domain.type_cache.get(key)
+    if found is None:
+        et = domain.types.get(exception_type)
+        if et is None:
+            found = "An exception no rule could classify"
+        else:
+            found = et.description.rstrip(".") if et.description else f"A {exception_type} exception"
+        domain.type_cache[key] = found
+    return found
+
+
+def _minute(ts: Any) -> str:
+    """`f"{ts:%Y-%m-%d %H:%M}"` without strftime for the four-digit years every real timestamp has."""
+    if 1000 <= ts.year <= 9999:
+        return f"{ts.year}-{ts.month:02d}-{ts.day:02d} {ts.hour:02d}:{ts.minute:02d}"
+    return f"{ts:%Y-%m-%d %H:%M}"
+
+
 def _summary(
     record: ExceptionRecord, domain: CompiledDomainPack, severity: Severity, source: str, matched: list[str], hint: str
 ) -> str:
-    et = domain.types.get(record.exception_type)
-    if et is None:
-        what = "An exception no rule could classify"
-    else:
-        what = et.description.rstrip(".") if et.description else f"A {record.exception_type} exception"
-    why = {
-        "rule": f"rule(s) {', '.join(matched)} matched",
-        "override": "the tenant policy overrides it",
-        "type-default": "it is the default for this type",
-        "pack-default": "it is the pack default",
-    }[source]
-    facts = ", ".join(f"{k}={_short(v)}" for k, v in list(record.normalized_context.items())[:6])
+    what = _what(domain, record.exception_type)
+    why = _WHY[source] or f"rule(s) {', '.join(matched)} matched"
+    facts = ", ".join(f"{k}={_short(v)}" for k, v in islice(record.normalized_context.items(), 6))
     text = (
-        f"{record.exception_type} from {record.source_system} at {record.timestamp:%Y-%m-%d %H:%M} UTC: {what}. "
+        f"{record.exception_type} from {record.source_system} at {_minute(record.timestamp)} UTC: {what}. "
         f"Severity {severity} because {why}."
     )
     if facts:
@@ -110,11 +131,19 @@ def _summary(
 
 
 def _short(v: Any) -> str:
-    s = str(v)
+    s = v if type(v) is str else str(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
 
 def root_cause_hint(domain: CompiledDomainPack, exception_type: str) -> str:
+    key = ("hint", exception_type)
+    found = domain.type_cache.get(key)
+    if found is None:
+        found = domain.type_cache[key] = _root_cause_hint(domain, exception_type)
+    return found
+
+
+def _root_cause_hint(domain: CompiledDomainPack, exception_type: str) -> str:
     et = domain.types.get(exception_type)
     if et is None:
         return ""
@@ -144,11 +173,8 @@ def triage(
         flag = "recurring" if occurrences >= threshold else "seen before"
         last = f"; last resolution: {recurrence.last_resolution}" if recurrence.last_resolution else ""
         evidence.append(
-            Evidence(
-                kind="recurrence",
-                message=f"{flag}: occurrence {occurrences} of this fingerprint (threshold {threshold}){last}",
-                ref=recurrence.last_exception_id,
-            )
+            ev("recurrence", f"{flag}: occurrence {occurrences} of this fingerprint (threshold {threshold}){last}",
+               recurrence.last_exception_id)
         )
     for case in similar:
         how = f", resolved by {case.resolution}" if case.resolution else ""
@@ -160,10 +186,7 @@ def triage(
     hint = root_cause_hint(domain, record.exception_type)
     summary = _summary(record, domain, severity, source, matched, hint)
     priority = priority_score(severity, seen_before, intake_result.type_source)
-    decision = AgentDecision(
-        decision=f"severity {severity}, priority {priority}",
-        confidence=confidence,
-        evidence=(*evidence, ev("summary", message=summary)),
-        next_step="escalate" if record.exception_type == UNCLASSIFIED else "policy",
-    )
-    return TriageResult(severity, source, tuple(matched), priority, confidence, hint, summary, decision)
+    evidence.append(ev("summary", summary))
+    made = decision(f"severity {severity}, priority {priority}", confidence, tuple(evidence),
+                    "escalate" if record.exception_type == UNCLASSIFIED else "policy")
+    return TriageResult(severity, source, tuple(matched), priority, confidence, hint, summary, made)

@@ -38,6 +38,9 @@ class EvalResult:
     error: str | None = None
 
 
+_MATCHED = EvalResult(True)
+_NOT_MATCHED = EvalResult(False)
+
 MAX_SOURCE_LENGTH = 4096
 
 
@@ -49,6 +52,27 @@ def _syntax_error(source: str, exc: Exception) -> CelSyntaxError:
     return CelSyntaxError(source, text.splitlines()[0] if text else type(exc).__name__)
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_MISSING = object()
+
+
+def is_plain_scalar(value: Any) -> bool:
+    """True when CEL would hand `value` back unchanged (str, bool, float, null, int64), so reading it from the
+    plain data gives exactly what evaluating over a CEL context would; containers and oddities are left to CEL."""
+    t = type(value)
+    if t is str:
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")  # lone surrogates: CEL refuses them, so must the fast path
+        except UnicodeEncodeError:
+            return False
+        return True
+    if t is float or t is bool or value is None:
+        return True
+    return t is int and _I64_MIN <= value <= _I64_MAX
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A compiled CEL boolean condition."""
@@ -56,6 +80,8 @@ class Condition:
     source: str
     program: Any
     variables: frozenset[str]
+    #: For a source that is exactly `root.key`: (root, key). Such reads of plain data need no CEL context.
+    field: tuple[str, str] | None = None
 
     def evaluate(self, ctx: Any) -> EvalResult:
         """Evaluate against a `cel.Context` (or dict). Never raises for data problems."""
@@ -65,8 +91,10 @@ class Condition:
             return EvalResult(False, f"missing field {exc.args[0]!r}" if exc.args else "missing field")
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
             return EvalResult(False, _short(exc))
-        if isinstance(value, bool):
-            return EvalResult(value)
+        if value is True:
+            return _MATCHED
+        if value is False:
+            return _NOT_MATCHED
         return EvalResult(False, f"condition produced {type(value).__name__}, not a boolean")
 
     def value(self, ctx: Any) -> tuple[Any, str | None]:
@@ -77,6 +105,21 @@ class Condition:
             return None, f"missing field {exc.args[0]!r}" if exc.args else "missing field"
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError, OverflowError) as exc:
             return None, _short(exc)
+
+    def value_from(self, data: dict[str, Any] | None, ctx: Any) -> tuple[Any, str | None]:
+        """`value`, except that a `root.key` read is answered from `data` (the plain values the context was
+        built from) when the key is absent or holds a plain scalar: same result and error text as CEL, without
+        converting that value into the context. Anything else is evaluated by CEL over `ctx`."""
+        f = self.field
+        if f is not None and data is not None:
+            root = data.get(f[0])
+            if type(root) is dict:
+                v = root.get(f[1], _MISSING)
+                if v is _MISSING:
+                    return None, f"missing field {f[1]!r}"
+                if is_plain_scalar(v):
+                    return v, None
+        return self.value(ctx)
 
 
 def _short(exc: Exception) -> str:
@@ -99,7 +142,12 @@ def compile_condition(source: str) -> Condition:
         variables = frozenset(program.variables())
     except Exception as exc:  # the parser raises ValueError; be defensive about anything else it may raise
         raise _syntax_error(source, exc) from None
-    return Condition(source=source, program=program, variables=variables)
+    m = _FIELD_READ.match(source)
+    field = (m.group(1), m.group(2)) if m and len(variables) == 1 and m.group(1) in variables else None
+    return Condition(source=source, program=program, variables=variables, field=field)
+
+
+_FIELD_READ = re.compile(r"^\s*([A-Za-z_]\w*)\s*\.\s*([A-Za-z_]\w*)\s*$")
 
 
 def make_context(variables: dict[str, Any]) -> Any:

@@ -120,12 +120,15 @@ class Template:
                 out.extend(t.expressions)
         return out
 
-    def render(self, ctx: Any) -> Any:
-        """Render against a CEL context; raises RenderError naming the missing field."""
+    def render(self, ctx: Any, data: dict[str, Any] | None = None) -> Any:
+        """Render against a CEL context; raises RenderError naming the missing field.
+
+        `data`, when given, holds the plain values the context was built from: `${root.key}` placeholders
+        are then read from it (`Condition.value_from`), so the context need not carry what only they read."""
         if self.kind == "literal":
             return self.value
         if self.kind == "expr":
-            val, err = self.value.value(ctx)
+            val, err = self.value.value_from(data, ctx)
             if err:
                 raise RenderError(f"${{{self.value.source}}}: {err}")
             return val
@@ -135,14 +138,14 @@ class Template:
                 if isinstance(part, str):
                     out.append(part)
                 else:
-                    val, err = part.value(ctx)
+                    val, err = part.value_from(data, ctx)
                     if err:
                         raise RenderError(f"${{{part.source}}}: {err}")
                     out.append(_text(val))
             return "".join(out)
         if self.kind == "list":
-            return [t.render(ctx) for t in self.value]
-        return {k: t.render(ctx) for k, t in self.value.items()}
+            return [t.render(ctx, data) for t in self.value]
+        return {k: t.render(ctx, data) for k, t in self.value.items()}
 
 
 def _text(val: Any) -> str:
