@@ -205,13 +205,28 @@ async def bench_durable_step(store: Store, base: str, runs: int, steps: int, wri
     cpu_one: list[float] = []
     cpu_many: list[float] = []
     cpu_raw: list[float] = []
+    writes: list[tuple[float, float]] = []  # (wall, CPU) of each journal transaction during the `many` runs
+    record = store.record_executions
+    timing = False
+
+    async def timed_record(tenant_id: str, entries: Any) -> Any:
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            return await record(tenant_id, entries)
+        finally:
+            if timing:
+                writes.append((time.perf_counter() - t, time.process_time() - c))
+
+    store.record_executions = timed_record  # measure what each step commits
     async with ToolExecutor() as ex, httpx.AsyncClient(trust_env=False) as raw:
         svc = ExecutionService(store, ex)
         for a, b in zip(one, many, strict=True):
             t0, c0 = time.perf_counter(), time.process_time()
             o1 = await svc.run(TENANT, a)
             t1, c1 = time.perf_counter(), time.process_time()
+            timing = True
             o2 = await svc.run(TENANT, b)
+            timing = False
             t2, c2 = time.perf_counter(), time.process_time()
             for j in range(steps - 1):  # raw calls in the same interval, for a like-for-like baseline
                 r0, rc = time.perf_counter(), time.process_time()
@@ -223,13 +238,16 @@ async def bench_durable_step(store: Store, base: str, runs: int, steps: int, wri
             t_many.append(t2 - t1)
             cpu_one.append(c1 - c0)
             cpu_many.append(c2 - c1)
+    del store.record_executions  # back to the class's method
     per_step = (statistics.median(t_many) - statistics.median(t_one)) / (steps - 1)
     raw_p50 = statistics.median(raw_t)
     cpu_step = (statistics.mean(cpu_many) - statistics.mean(cpu_one)) / (steps - 1)  # CPU clock is coarse: mean
     return {"run_1_step_p50": statistics.median(t_one) * 1000, f"run_{steps}_steps_p50": statistics.median(t_many) * 1000,
             "per_step_p50": per_step * 1000, "raw_p50": raw_p50 * 1000, "overhead_p50": (per_step - raw_p50) * 1000,
             "cpu_step": cpu_step * 1000, "cpu_raw": statistics.mean(cpu_raw) * 1000,
-            "cpu_overhead": (cpu_step - statistics.mean(cpu_raw)) * 1000}
+            "cpu_overhead": (cpu_step - statistics.mean(cpu_raw)) * 1000,
+            "writes_per_run": len(writes) / len(many), "write_p50": statistics.median(w for w, _ in writes) * 1000,
+            "write_cpu": statistics.mean(c for _, c in writes) * 1000}
 
 
 async def bench_concurrent(store: Store, n: int, concurrency: int) -> dict[str, Any]:
@@ -284,6 +302,8 @@ async def run(args: argparse.Namespace) -> None:
                               f"overhead {d['overhead_p50']:.3f} ms")
                         print(f"  CPU of this process per extra step {d['cpu_step']:.3f} ms = raw call "
                               f"{d['cpu_raw']:.3f} ms + overhead {d['cpu_overhead']:.3f} ms")
+                        print(f"  journal transactions per {args.steps}-step run {d['writes_per_run']:.1f}, "
+                              f"each p50 {d['write_p50']:.3f} ms (CPU {d['write_cpu']:.3f} ms)")
                     c = await bench_concurrent(store, args.executions, args.concurrency)
                     print(f"\n[{label}] {c['executions']} playbook executions submitted at once "
                           f"(3 steps: read, non-idempotent write, read; service concurrency {c['concurrency']}):")

@@ -22,6 +22,7 @@ from tool_harness import (
     uid,
 )
 
+from breakdesk.approvals.requests import TTL_ENV, tenant_ttl
 from breakdesk.approvals.scheduler import Scheduler
 from breakdesk.approvals.service import (
     ApprovalConflict,
@@ -29,6 +30,9 @@ from breakdesk.approvals.service import (
     ApprovalNotFound,
     InvalidDecision,
 )
+from breakdesk.packs.loader import model_from_data
+from breakdesk.packs.problems import PackError
+from breakdesk.packs.schema import TenantPolicy
 from breakdesk.store import Store
 from breakdesk.store.approvals import Approval
 from breakdesk.tools.executor import ToolExecutor
@@ -44,7 +48,7 @@ class Clock:
 
 async def gated(stack: Stack, server: ToolServer, tenant: str, *, needed: int = 1,
                 roles: list[str] | None = None, steps: list[dict[str, Any]] | None = None,
-                tools: dict[str, Any] | None = None) -> dict[str, str]:
+                tools: dict[str, Any] | None = None, **policy: Any) -> dict[str, str]:
     """A tenant whose every plan needs `needed` approvals; returns the tool-server names of its tools."""
     names = {"act": uid("act"), "notify": uid("notify")}
     tools = tools or {
@@ -53,7 +57,7 @@ async def gated(stack: Stack, server: ToolServer, tenant: str, *, needed: int = 
     }
     dom = domain_pack(tools, [playbook("pb", steps or [step("act", "act"), step("notify", "notify")])])
     rule = {"id": "everything", "approverRoles": roles or ["approver"], "approvalsNeeded": needed}
-    await setup_tenant(stack.store, tenant, dom, tenant_policy(tenant, dom, approvalRules=[rule]))
+    await setup_tenant(stack.store, tenant, dom, tenant_policy(tenant, dom, approvalRules=[rule], **policy))
     return names
 
 
@@ -236,6 +240,81 @@ async def test_an_expired_but_unswept_request_cannot_be_approved(executor: ToolE
     clock.now += timedelta(days=2)
     with pytest.raises(ApprovalConflict, match="expired"):
         await stack.approvals.approve(tenant_id, a.approval_id, "bob", ["approver"])
+
+
+async def test_the_tenant_ttl_wins_over_the_process_default(executor: ToolExecutor, store: Store,
+                                                             tool_server: ToolServer, tenant_id: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TTL_ENV, "600")  # the process default: 10 hours
+    clock = Clock()
+    stack = make_stack(store, executor, clock=clock)
+    await gated(stack, tool_server, tenant_id, approvals={"ttlMinutes": 45})
+    eid, a = await pending(stack, tenant_id)
+    assert a.expires_at == clock.now + timedelta(minutes=45)
+    audit = [e for e in await store.get_audit(tenant_id, subject=eid) if e.action == "approval.requested"]
+    assert audit[-1].detail["expiresAt"] == a.expires_at.isoformat()
+    scheduler = Scheduler(store, stack.approvals, stack.execution, clock=clock, tenants=[tenant_id])
+    clock.now += timedelta(minutes=44)
+    assert (await scheduler.tick()).expired == []
+    clock.now += timedelta(minutes=1)
+    assert [x.approval_id for x in (await scheduler.tick()).expired] == [a.approval_id]
+    assert await status(store, tenant_id, eid) == "ESCALATED"
+
+
+async def test_without_a_tenant_ttl_the_environment_default_applies(executor: ToolExecutor, store: Store,
+                                                                    tool_server: ToolServer, tenant_id: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TTL_ENV, "90")
+    clock = Clock()
+    stack = make_stack(store, executor, clock=clock)
+    await gated(stack, tool_server, tenant_id)
+    _, a = await pending(stack, tenant_id)
+    assert a.expires_at == clock.now + timedelta(minutes=90)
+
+
+async def test_a_step_request_made_at_execution_uses_the_tenant_ttl(executor: ToolExecutor, store: Store,
+                                                                     tool_server: ToolServer,
+                                                                     tenant_id: str) -> None:
+    """The executor's own requests (a step whose arguments were only known at run time) follow the policy
+    that is current when they are made."""
+    clock = Clock()
+    stack = make_stack(store, executor, clock=clock)
+    look, act = uid("look"), uid("act")
+    tools = {"look": tool(f"{tool_server.base}/ok/{look}", effect="read"),
+             "act": tool(f"{tool_server.base}/ok/{act}", idempotent=False)}
+    dom = domain_pack(tools, [playbook("pb", [
+        step("look", "look"),
+        step("act", "act", requiresApproval=True, args={"ref": "${steps.look.output.name}"}),
+    ])])
+    await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom, approvals={"ttlMinutes": 15}))
+    eid, _ = await submit(stack.orch, tenant_id, "R-STEP-TTL")
+    plan_req = (await stack.approvals.list_approvals(tenant_id, exception_id=eid))[0][0]
+    assert plan_req.expires_at == clock.now + timedelta(minutes=15)
+    clock.now += timedelta(minutes=5)
+    first = await stack.approvals.approve(tenant_id, plan_req.approval_id, "bob", ["approver"])
+    assert first.execution is not None and first.execution.status == "PENDING_APPROVAL"
+    step_req = next(x for x in (await stack.approvals.list_approvals(tenant_id, exception_id=eid))[0]
+                    if x.status == "PENDING")
+    assert step_req.scope == "step:1" and step_req.expires_at == clock.now + timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("minutes", [0, -5, 525_601, "soon"])
+def test_the_tenant_ttl_is_validated(minutes: Any) -> None:
+    dom = domain_pack({"t": tool("http://127.0.0.1/x")}, [playbook("pb", [step("t", "t")])])
+    with pytest.raises(PackError, match="ttlMinutes"):
+        model_from_data(tenant_policy("acme", dom, approvals={"ttlMinutes": minutes}), "policy.yaml")
+
+
+def test_tenant_ttl_reads_the_policy_else_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    dom = domain_pack({"t": tool("http://127.0.0.1/x")}, [playbook("pb", [step("t", "t")])])
+    monkeypatch.delenv(TTL_ENV, raising=False)
+    plain = model_from_data(tenant_policy("acme", dom), "p.yaml")
+    short = model_from_data(tenant_policy("acme", dom, approvals={"ttlMinutes": 5}), "p.yaml")
+    assert isinstance(plain, TenantPolicy) and isinstance(short, TenantPolicy)
+    assert tenant_ttl(plain) == tenant_ttl(None) == timedelta(hours=24)
+    assert tenant_ttl(short) == timedelta(minutes=5)
+    monkeypatch.setenv(TTL_ENV, "30")
+    assert tenant_ttl(plain) == timedelta(minutes=30) and tenant_ttl(short) == timedelta(minutes=5)
 
 
 # ------------------------------------------------------------------------------------------ concurrency

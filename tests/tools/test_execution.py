@@ -275,3 +275,28 @@ async def test_scheduler_resumes_stalled_runs_but_never_dry_ones(
     assert (await scheduler.tick()).resumed == []
     assert tool_server.counts[n] == 1
     assert (await store.get_exception(tenant_id, dry) or {})["status"] == "IN_PROGRESS"
+
+
+async def test_concurrent_runs_share_one_read_of_the_current_packs(
+    stack_sqlite: Stack, executor: Any, tool_server: ToolServer, tenant_id: str
+) -> None:
+    """Every run re-checks the tenant's current packs; runs that start together must not each re-read the
+    catalog (a worker's batch would otherwise cost one catalog read per exception at every refresh)."""
+    store = stack_sqlite.store
+    name = uid()
+    dom = domain_pack({"look": tool(f"{tool_server.base}/ok/{name}")}, [playbook("pb", [step("look", "look")])])
+    await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom))
+    orch = Orchestrator(store)
+    ids = [(await submit(orch, tenant_id, f"R-PK-{i}"))[0] for i in range(12)]
+    reads = 0
+
+    async def packs_for(tenant: str) -> Any:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0)  # a real read yields to the loop: the other runs arrive meanwhile
+        return await orch.active_packs(tenant)
+
+    svc = ExecutionService(store, executor, packs=packs_for)
+    outcomes = await svc.run_many(tenant_id, ids)
+    assert [o.status for o in outcomes] == ["RESOLVED"] * 12 and reads == 1
+    assert tool_server.counts[name] == 12

@@ -28,7 +28,7 @@ from breakdesk.api.auth import Authenticator, FailureLog, JwtVerifier
 from breakdesk.api.deps import ApiContext, Require
 from breakdesk.api.intake import AcceptQueue
 from breakdesk.api.limits import RateLimiter, TenantCache
-from breakdesk.api.observe import ApiMetrics, ObserveMiddleware, get_logger
+from breakdesk.api.observe import ApiMetrics, ObserveMiddleware, freeze_startup_heap, get_logger
 from breakdesk.api.problems import EXCEPTION_HANDLERS, Problem
 from breakdesk.api.rbac import min_role
 from breakdesk.api.routes import approvals, exceptions, executions, packs, similar, system, tenants
@@ -184,6 +184,8 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
                 scheduler.run(stop_scheduler), name="breakdesk-scheduler"
             )
         app.state.ctx = ctx
+        if own_store:  # a server process; a caller that passes its store (tests, embedding) owns its heap
+            freeze_startup_heap()
         log.info("api.started", database=s.dialect, worker=settings.worker_enabled, jwt=jwt_verifier is not None)
         try:
             yield

@@ -5,6 +5,11 @@ constant time. Argon2 is deliberately slow, so a key that verified is remembered
 its id and compared by SHA-256 digest with `hmac.compare_digest`; revoking a key drops it from this cache at
 once in the revoking process, and everywhere else after at most `api_key_cache_seconds`.
 
+Under load the cache must never expire for everyone at once: concurrent misses of one key share a single
+lookup and argon2 check, and a busy key is re-read from the store in the background once half its time is
+up (the row only: the argon2 result stands while the stored hash is unchanged), so its callers never wait.
+The renewed entry again lasts from the moment the row was read, which keeps the revocation bound.
+
 Every rejected credential is recorded (who, why, where from — never the secret) and counted; a client that
 keeps failing is slowed down with 429 before any more argon2 work is spent on it.
 """
@@ -18,11 +23,11 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -39,6 +44,8 @@ from breakdesk.api.settings import ApiSettings, ConfigError
 from breakdesk.store import Store
 from breakdesk.store._base import utcnow
 from breakdesk.store.apikeys import ApiKey, AuthFailure
+
+T = TypeVar("T")
 
 KEY_PREFIX = "bdk"
 _KEY_RE = re.compile(r"^bdk_([0-9a-f]{16})_([A-Za-z0-9_-]{32,128})$")
@@ -309,6 +316,18 @@ class _CachedKey:
     digest: bytes
     principal: Principal
     expires: float
+    secret_hash: str  # the stored hash the digest verified against: a refresh re-checks only the row
+    refresh_after: float = 0.0
+    refreshing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """The outcome of one store read + argon2 check, shared by the concurrent requests that waited for it."""
+
+    reason: str | None  # None when the key is good; else why it is refused (failure reason)
+    stored: ApiKey | None = None
+    principal: Principal | None = None
 
 
 class Authenticator:
@@ -319,16 +338,20 @@ class Authenticator:
         metrics: ApiMetrics,
         failures: FailureLog,
         jwt_verifier: JwtVerifier | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.settings = settings
         self.metrics = metrics
         self.failures = failures
         self.jwt = jwt_verifier
         self.throttle = RateLimiter(max_keys=50_000)
         self._keys: dict[str, _CachedKey] = {}
+        self._inflight: dict[tuple[str, bytes], asyncio.Task[_Lookup]] = {}
         self._last_touch: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the verified-key cache (on revocation)."""
@@ -391,30 +414,83 @@ class Authenticator:
             raise self._fail(request, hint, "api-key:malformed", "malformed API key")
         key_id, secret = parsed
         digest = hashlib.sha256(presented.strip().encode()).digest()
-        now = time.monotonic()
+        now = self.clock()
         cached = self._keys.get(key_id)
         if cached is not None and cached.expires > now and hmac.compare_digest(cached.digest, digest):
+            if now >= cached.refresh_after and not cached.refreshing:
+                self._spawn(self._refresh(key_id, cached))
             self._touch(cached.principal, now)
             return cached.principal
         self._check_throttle(request)
+        flight = (key_id, digest)
+        lookup = self._inflight.get(flight)
+        if lookup is None:  # the first of any concurrent misses; the others wait for its result
+            lookup = self._inflight[flight] = self._spawn(self._lookup(key_id, secret, digest, now))
+            lookup.add_done_callback(lambda _t: self._inflight.pop(flight, None))
+        result = await asyncio.shield(lookup)  # a caller that goes away does not cancel the others' lookup
+        if result.principal is None:
+            tenant = result.stored.tenant_id if result.stored is not None else None
+            raise self._fail(request, tenant or hint, f"api-key:{key_id}", result.reason or "invalid API key")
+        self._touch(result.principal, now)
+        return result.principal
+
+    async def _lookup(self, key_id: str, secret: str, digest: bytes, now: float) -> _Lookup:
+        """Read the key's row and check the secret (once for all concurrent requests presenting it)."""
         stored = await self.store.get_api_key(key_id)
         if stored is None:
             await asyncio.to_thread(_verify, _DUMMY_HASH, secret)  # same cost as a real check: ids stay opaque
-            raise self._fail(request, hint, f"api-key:{key_id}", "unknown API key")
+            return _Lookup("unknown API key")
         if not await asyncio.to_thread(_verify, stored.secret_hash, secret):
-            raise self._fail(request, stored.tenant_id or hint, f"api-key:{key_id}", "wrong API key secret")
+            return _Lookup("wrong API key secret", stored)
+        verdict = self._verdict(stored)
+        if verdict.principal is not None:
+            self._remember(key_id, digest, stored.secret_hash, verdict.principal, now)
+        return verdict
+
+    @staticmethod
+    def _verdict(stored: ApiKey) -> _Lookup:
+        """What a stored row whose secret matched allows (revocation and role checked at every read)."""
         if stored.revoked:
-            raise self._fail(request, stored.tenant_id or hint, f"api-key:{key_id}", "revoked API key")
+            return _Lookup("revoked API key", stored)
         role = Role.parse(stored.role)
         if role is None:
-            raise self._fail(request, stored.tenant_id or hint, f"api-key:{key_id}", "API key has an unknown role")
-        principal = Principal("api-key", key_id, stored.name, stored.tenant_id, role)
-        if self.settings.api_key_cache_seconds > 0:
-            self._keys[key_id] = _CachedKey(digest, principal, now + self.settings.api_key_cache_seconds)
-            if len(self._keys) > 100_000:
-                self._keys.pop(next(iter(self._keys)))
-        self._touch(principal, now)
-        return principal
+            return _Lookup("API key has an unknown role", stored)
+        return _Lookup(None, stored, Principal("api-key", stored.key_id, stored.name, stored.tenant_id, role))
+
+    def _remember(self, key_id: str, digest: bytes, secret_hash: str, principal: Principal, read_at: float) -> None:
+        ttl = self.settings.api_key_cache_seconds
+        if ttl <= 0:
+            return
+        self._keys[key_id] = _CachedKey(digest, principal, read_at + ttl, secret_hash, read_at + ttl / 2)
+        if len(self._keys) > 100_000:
+            self._keys.pop(next(iter(self._keys)))
+
+    async def _refresh(self, key_id: str, entry: _CachedKey) -> None:
+        """Re-read a cached key's row before its entry runs out; drop the entry if the key was revoked,
+        deleted, re-hashed or lost its role. A failed read leaves the entry to expire on its own."""
+        entry.refreshing = True
+        read_at = self.clock()  # the renewed entry counts from before the read: the bound stays ttl
+        try:
+            stored = await self.store.get_api_key(key_id)
+        except Exception:
+            get_logger("breakdesk.api.auth").warning("apikey.refresh_failed", key_id=key_id)
+            entry.refreshing = False
+            return
+        if self._keys.get(key_id) is not entry:  # forgotten (revoked here) or replaced meanwhile
+            return
+        verdict = self._verdict(stored) if stored is not None and stored.secret_hash == entry.secret_hash else None
+        if verdict is None or verdict.principal is None:
+            self._keys.pop(key_id, None)
+            return
+        self._remember(key_id, entry.digest, entry.secret_hash, verdict.principal, read_at)
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task `close()` waits for; its error is marked retrieved (the awaiting requests report it)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(_settled)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _bearer(self, request: Request, token: str, hint: str | None) -> Principal:
         assert self.jwt is not None
@@ -433,9 +509,7 @@ class Authenticator:
         if principal.kind != "api-key" or now - self._last_touch.get(principal.subject, -1e9) < 60:
             return
         self._last_touch[principal.subject] = now
-        task = asyncio.get_running_loop().create_task(self._write_touch(principal, utcnow()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._write_touch(principal, utcnow()))
 
     async def _write_touch(self, principal: Principal, at: datetime) -> None:
         try:
@@ -448,6 +522,11 @@ class Authenticator:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         self._tasks.clear()
+
+
+def _settled(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _verify(secret_hash: str, secret: str) -> bool:

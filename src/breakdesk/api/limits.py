@@ -7,6 +7,7 @@ shortly without a database read per request.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -121,25 +122,52 @@ class RateLimiter:
 
 
 class TenantCache:
-    """Tenants by id, cached for `ttl` seconds (misses too, so made-up ids do not each cost a query)."""
+    """Tenants by id, cached for `ttl` seconds (misses too, so made-up ids do not each cost a query).
+
+    Every request reads its tenant, so an expiry must not send all concurrent requests to the database at
+    once: concurrent misses of one tenant share one read, and an entry in use is re-read in the background
+    once half its time is up (the entry in hand is still within `ttl`, so staleness stays bounded by it).
+    """
 
     def __init__(self, store: Store, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._ttl = ttl
         self._clock = clock
         self._items: OrderedDict[str, tuple[float, Tenant | None]] = OrderedDict()
+        self._reads: dict[str, asyncio.Task[Tenant | None]] = {}
 
     async def get(self, tenant_id: str) -> Tenant | None:
         now = self._clock()
         hit = self._items.get(tenant_id)
         if hit is not None and hit[0] > now:
+            if hit[0] - now < self._ttl / 2 and tenant_id not in self._reads:
+                self._read(tenant_id)  # refresh ahead; this request goes on with the entry in hand
             return hit[1]
+        read = self._reads.get(tenant_id) or self._read(tenant_id)
+        return await asyncio.shield(read)  # a caller that goes away does not cancel the others' read
+
+    def _read(self, tenant_id: str) -> asyncio.Task[Tenant | None]:
+        task = asyncio.get_running_loop().create_task(self._fetch(tenant_id, self._clock()))
+        self._reads[tenant_id] = task
+        task.add_done_callback(lambda t: self._done(tenant_id, t))
+        return task
+
+    async def _fetch(self, tenant_id: str, read_at: float) -> Tenant | None:
         tenant = await self._store.get_tenant(tenant_id)
-        self._items[tenant_id] = (now + self._ttl, tenant)
-        self._items.move_to_end(tenant_id)
-        if len(self._items) > 10_000:
-            self._items.popitem(last=False)
+        if self._reads.get(tenant_id) is asyncio.current_task():  # not invalidated while reading
+            self._items[tenant_id] = (read_at + self._ttl, tenant)
+            self._items.move_to_end(tenant_id)
+            if len(self._items) > 10_000:
+                self._items.popitem(last=False)
         return tenant
 
+    def _done(self, tenant_id: str, task: asyncio.Task[Tenant | None]) -> None:
+        if self._reads.get(tenant_id) is task:
+            del self._reads[tenant_id]
+        if not task.cancelled():
+            task.exception()  # a failed read is reported to its waiters; a refresh's failure is dropped
+
     def invalidate(self, tenant_id: str) -> None:
+        """Forget the tenant now (its settings changed in this process); a read in flight is not stored."""
         self._items.pop(tenant_id, None)
+        self._reads.pop(tenant_id, None)

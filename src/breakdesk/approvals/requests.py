@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from breakdesk.domain.ids import new_exception_id
+from breakdesk.packs.schema import TenantPolicy
 from breakdesk.store.approvals import Approval
 
 TTL_ENV = "BREAKDESK_APPROVAL_TTL_MINUTES"
@@ -30,6 +31,13 @@ def default_ttl() -> timedelta:
     except ValueError:
         minutes = 0.0
     return timedelta(minutes=minutes) if minutes > 0 else DEFAULT_TTL
+
+
+def tenant_ttl(policy: TenantPolicy | None) -> timedelta:
+    """The TTL of a request created now for this tenant: its policy's `approvals.ttlMinutes` when set, else
+    the process default. Read at creation, so a policy change affects new requests, never pending ones."""
+    minutes = policy.approvals.ttlMinutes if policy is not None else None
+    return timedelta(minutes=minutes) if minutes else default_ttl()
 
 
 def new_approval_id(now: datetime) -> str:
@@ -87,8 +95,11 @@ def step_request(
     return replace(base, step_index=step_index, step_id=step_id)
 
 
-def request_for_decision(decided: Any, tenant_id: str, requested_by: str, now: datetime) -> Approval:
-    """The plan approval request of an exception the pipeline left PENDING_APPROVAL (a `stages.Decided`)."""
+def request_for_decision(
+    decided: Any, tenant_id: str, requested_by: str, now: datetime, ttl: timedelta | None = None
+) -> Approval:
+    """The plan approval request of an exception the pipeline left PENDING_APPROVAL (a `stages.Decided`);
+    `ttl` is the tenant's (`tenant_ttl`), else the process default applies."""
     pol, tri, plan = decided.policy, decided.triage, decided.plan
     record = decided.intake.record
     reasons = list(pol.approval_reasons) if pol else []
@@ -109,4 +120,5 @@ def request_for_decision(decided: Any, tenant_id: str, requested_by: str, now: d
         roles=list(pol.approvers) if pol else ["approver"],
         needed=pol.approvals_needed if pol else 1,
         now=now,
+        ttl=ttl,
     )

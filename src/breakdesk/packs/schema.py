@@ -340,6 +340,18 @@ class ApprovalRule(PackModel):
     approvalsNeeded: int = Field(1, ge=1, le=10)
 
 
+class ApprovalSettings(PackModel):
+    """How this tenant's approval requests behave once created (which ones are created is `approvalRules`)."""
+
+    ttlMinutes: int | None = Field(
+        None,
+        ge=1,
+        le=525_600,
+        description="Minutes a request waits for a decision before it expires and escalates the exception "
+        "(1 minute to 1 year). Unset: $BREAKDESK_APPROVAL_TTL_MINUTES, else 24 hours.",
+    )
+
+
 class TenantGuardrails(PackModel):
     noAutoActionIfSeverityIn: list[Severity] | None = Field(
         None, description="Severities that never auto-execute (added to the domain pack's list; guardrails only tighten)."
@@ -391,6 +403,7 @@ class TenantPolicy(PackModel):
     approvedPlaybooks: list[Name] = Field(default_factory=list)
     tools: ToolPolicy = Field(default_factory=ToolPolicy)
     approvalRules: list[ApprovalRule] = Field(default_factory=list)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     guardrails: TenantGuardrails = Field(default_factory=TenantGuardrails)
     notifications: list[NotificationRoute] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from breakdesk.approvals.requests import plan_request, step_request
+from breakdesk.approvals.requests import plan_request, step_request, tenant_ttl
 from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledPlaybook, CompiledStep, CompiledTenantPolicy
 from breakdesk.pipeline.context import condition_vars
@@ -144,6 +144,7 @@ class ExecutionService:
         self.grace = grace
         self.packs_ttl = packs_ttl
         self._packs_cache: dict[str, tuple[float, Any]] = {}
+        self._packs_reads: dict[str, asyncio.Task[Any]] = {}
         self._semaphore = asyncio.Semaphore(concurrency)
         self.writer = GroupWriter(store)
         self._active: set[tuple[str, str]] = set()
@@ -181,14 +182,30 @@ class ExecutionService:
 
     async def _current_packs(self, tenant_id: str) -> Any:
         """The tenant's active packs, re-read at most every `packs_ttl` seconds: policy changes reach runs
-        within that time, and a thousand concurrent runs do not each re-read the catalog."""
+        within that time, and a thousand concurrent runs do not each re-read the catalog. Runs that find the
+        entry out of date together share one read (else every expiry costs one catalog read per run)."""
         now = time.monotonic()
         hit = self._packs_cache.get(tenant_id)
         if hit is not None and now - hit[0] < self.packs_ttl:
             return hit[1]
+        read = self._packs_reads.get(tenant_id)
+        if read is None:
+            read = self._packs_reads[tenant_id] = asyncio.get_running_loop().create_task(
+                self._read_packs(tenant_id, now)
+            )
+            read.add_done_callback(lambda t: self._packs_read_done(tenant_id, t))
+        return await asyncio.shield(read)  # a run that stops does not cancel the others' read
+
+    async def _read_packs(self, tenant_id: str, now: float) -> Any:
         packs = await self.packs_for(tenant_id)
         self._packs_cache[tenant_id] = (now, packs)
         return packs
+
+    def _packs_read_done(self, tenant_id: str, task: asyncio.Task[Any]) -> None:
+        if self._packs_reads.get(tenant_id) is task:
+            del self._packs_reads[tenant_id]
+        if not task.cancelled():
+            task.exception()  # the runs that awaited it report the error
 
     async def run_many(
         self, tenant_id: str, exception_ids: Iterable[str | ExecutionContext]
@@ -485,7 +502,7 @@ class _Run:
                 request = plan_request(
                     tenant_id=self.tenant_id, exception_id=self.exception_id, plan=self.plan,
                     evidence={"reasons": ["the plan requires approval and none was granted"]},
-                    requested_by=self.svc.actor, roles=roles, needed=needed, now=self.now,
+                    requested_by=self.svc.actor, roles=roles, needed=needed, now=self.now, ttl=self._ttl(),
                 )
                 await self.pause(request, "the plan requires an approval before any tool runs", None)
             for ps, cstep in zip(self.plan["steps"], pb.steps, strict=True):
@@ -558,6 +575,10 @@ class _Run:
         eff = effective_tool(tenant, tool)
         await self._call(ps, cstep, eff, args, recs)
 
+    def _ttl(self) -> timedelta:
+        """The tenant's approval TTL under its current policy (requests made by this run expire after it)."""
+        return tenant_ttl(self.tenant.spec if self.tenant is not None else None)
+
     def _step_covered(self, ps: dict[str, Any], edited: dict[str, Any] | None) -> bool:
         """A step that always needs a person is covered by its own approval, or by the plan approval when
         the approver saw its arguments (or wrote them)."""
@@ -587,6 +608,7 @@ class _Run:
         request = step_request(
             tenant_id=self.tenant_id, exception_id=self.exception_id, step_index=ps["index"], step_id=ps["stepId"],
             plan=shown, evidence=evidence, requested_by=self.svc.actor, roles=roles, needed=needed, now=self.now,
+            ttl=self._ttl(),
         )
         await self.pause(request, f"step {ps['stepId']} needs approval", ps)
 
