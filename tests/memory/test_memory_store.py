@@ -124,3 +124,31 @@ async def test_a_failing_memory_never_stops_the_pipeline(store: Store, tenant_fa
     report = await process(store, t, SMALL[:2], memory=Broken())
     assert report.processed == 2 and await store.count_cases(t) == 0
     assert (await MemoryIndexer(store, Memory(store)).catch_up(t)).indexed == 2  # caught up later
+
+
+async def test_resident_indexes_are_bounded_least_recently_used_first(store: Store, tenant_factory: Any) -> None:
+    a, b, c = await tenant_factory(), await tenant_factory(), await tenant_factory()
+    for tenant, items in ((a, SMALL), (b, SMALL[:3]), (c, SMALL[:2])):
+        await process(store, tenant, items, memory=False)
+        await MemoryIndexer(store, Memory(store)).catch_up(tenant)
+    mem = Memory(store, max_resident_cases=8)
+    await mem.index(a)
+    await mem.index(b)  # 6 + 3 > 8: a, the least recently used, is dropped
+    assert mem.resident_cases() == 3
+    await mem.index(c)
+    assert mem.resident_cases() == 5
+    await mem.index(a)  # 6 + 5 > 8: b goes, c (used after b) stays
+    assert mem.resident_cases() == 8
+    res = await mem.similar(b, "E-1", k=2)  # a dropped index reloads from the store on its next use
+    assert res.hits and res.indexed_cases == 3 and mem.resident_cases() <= 8 + 3
+
+
+async def test_no_similar_cases_asked_means_no_resident_index(store: Store, tenant_factory: Any) -> None:
+    t = await tenant_factory({"similarCases": 0})
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short of securities", "ST-7")],
+                  memory=mem)
+    assert await store.count_cases(t) == 7  # still indexed in the exception's transaction
+    assert evidence(await store.get_events(t, "E-7"), "similar-case") == []
+    assert mem.resident_cases() == 0  # nothing loaded or searched on the hot path

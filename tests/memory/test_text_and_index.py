@@ -9,7 +9,16 @@ import pytest
 
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.index import Filters, Query, TenantIndex
-from breakdesk.memory.text import render, stem, term_counts, terms
+from breakdesk.memory.text import (
+    analyze,
+    describe,
+    key_fields,
+    render,
+    semantic_text,
+    stem,
+    term_counts,
+    terms,
+)
 from breakdesk.store.cases import StoredCase
 
 NOW = datetime(2025, 3, 14, tzinfo=UTC)
@@ -125,3 +134,73 @@ def test_vectors_fuse_with_lexical_and_explain() -> None:
 
 def test_empty_index_returns_nothing() -> None:
     assert TenantIndex("t1").search(q("anything"), 5) == []
+
+
+def test_key_fields_are_short_categorical_values_and_ids_not_prose_numbers_or_dates() -> None:
+    r = rec({"settleId": "ST-1", "counterparty": "Jefferies LLC", "failReason": "SSI_MISMATCH",
+             "message": "Counterparty changed custodian", "notional": 1e6, "tradeDate": "2025-03-12",
+             "mismatchFields": ["quantity", "price"], "isHighAlert": False})
+    fields = key_fields(r, None)
+    assert fields == {"counterparty": "Jefferies LLC", "failReason": "SSI_MISMATCH", "isHighAlert": "no",
+                      "mismatchFields": "price, quantity", "settleId": "ST-1"}
+    body, same = describe(r, None)
+    assert same == fields and body == render(r, None)
+    assert "mismatch fields: price, quantity" in body  # lists sorted: the source's order says nothing
+
+
+def test_text_terms_leave_out_the_header_and_the_key_field_lines() -> None:
+    body, fields = describe(rec({"counterparty": "Jefferies LLC", "message": "Broker short of stock"}), None)
+    counts = analyze(body, fields)
+    assert set(counts) == {"broker", "short", "stock"}  # not "settlement", "custody", "jefferies", "counterparty"
+    # the embedder reads the message and categorical values in words, not codes and ids
+    sem = semantic_text(body + "\nsettle id: ST-9", {**fields, "settleId": "ST-9"})
+    assert "Broker short of stock" in sem and "counterparty: Jefferies LLC" in sem and "ST-9" not in sem
+
+
+def fields_index() -> TenantIndex:
+    """Same type; the family (F1..F3) shares counterparty and reason with the query and words its cause
+    differently; D1 repeats the query's message word for word for another counterparty and reason; D2
+    shares only the (rare) instrument."""
+    idx = TenantIndex("t1")
+    family = {"counterparty": "Jefferies LLC", "failReason": "INSUFFICIENT_SECURITIES"}
+    cases = [
+        ("F1", "Counterparty short of securities at the depository", {**family, "isin": "US0001"}),
+        ("F2", "Delivering party lacked inventory", {**family, "isin": "US0002"}),
+        ("F3", "Not enough stock to deliver", {**family, "isin": "US0003"}),
+        ("D1", "Broker failed to deliver the shares on time", {"counterparty": "UBS AG",
+                                                               "failReason": "LATE_AFFIRMATION", "isin": "US0004"}),
+        ("D2", "Settlement instructions outdated", {"counterparty": "Barclays", "failReason": "SSI_MISMATCH",
+                                                    "isin": "US0099"}),
+    ]
+    for i in range(40):  # other settlement fails, so that field values have realistic frequencies
+        cases.append((f"X{i}", f"Instruction pending reason {i % 5}", {
+            "counterparty": f"Bank {i % 8}", "failReason": f"REASON_{i % 4}", "isin": f"US1{i:03d}"}))
+    for i, (eid, msg, ents) in enumerate(cases, 1):
+        idx.add(case(eid, msg, cid=i, entities=ents))
+    return idx
+
+
+def test_shared_counterparty_and_reason_outrank_a_verbatim_message_or_a_rare_coincidence() -> None:
+    idx = fields_index()
+    query = q("Broker failed to deliver the shares on time",
+              entities={"counterparty": "Jefferies LLC", "failReason": "INSUFFICIENT_SECURITIES", "isin": "US0099"})
+    hits = idx.search(query, 5)
+    assert {h.exception_id for h in hits[:3]} == {"F1", "F2", "F3"}
+    assert set(hits[0].shared_entities) == {"counterparty=Jefferies LLC", "failReason=INSUFFICIENT_SECURITIES"}
+    assert "shares counterparty=Jefferies LLC" in hits[0].why or "shares failReason" in hits[0].why
+    assert {h.exception_id for h in hits[3:]} == {"D1", "D2"}  # then the verbatim message and the coincidence
+    assert all(0.0 <= h.score <= 1.0 for h in hits) and hits[0].score > hits[3].score
+
+
+def test_a_misspelling_inside_an_indexed_case_still_matches() -> None:
+    idx = small_index()
+    idx.add(case("E", "cash break unbooked bank fee on the nostro statment", cid=5, etype="CASH_BREAK"))
+    hits = idx.search(q("unbooked bank fee on the nostro statement", etype="CASH_BREAK"), 2)
+    assert {h.exception_id for h in hits} == {"D", "E"}
+    assert "statment" in next(h for h in hits if h.exception_id == "E").matched_terms
+
+
+def test_cases_of_the_same_type_are_found_when_nothing_else_is_shared() -> None:
+    idx = small_index()
+    hits = idx.search(q("completely different words", etype="CASH_BREAK"), 3)
+    assert [h.exception_id for h in hits] == ["D"] and hits[0].why.startswith("same type CASH_BREAK")

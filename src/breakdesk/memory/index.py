@@ -4,51 +4,72 @@ Why resident: the pipeline asks for similar cases for every exception it triages
 query costs 1-5 ms at 20k cases once it is restricted to one tenant (measured with SQLite FTS5: the tenant
 restriction intersects a posting list as long as the tenant's case count), against a budget of ~0.1 ms per
 exception on the hot path. So the database keeps the cases (`memory_cases`, written in the exception's own
-transaction) and every process that searches keeps an in-memory index it follows by case id. Searching then
-costs tens of microseconds for the lexical part, and the lexical index is immediate: a case is searchable as
-soon as its transaction commits and the searching process next syncs (before every search batch).
+transaction) and every process that searches keeps an in-memory index it follows by case id. The lexical
+index is immediate: a case is searchable as soon as its transaction commits and the searching process next
+syncs (before every search batch).
 
-Search = candidates from three lists, fused by reciprocal rank and re-ranked:
+A search scores every case that shares something with the query on three signals (`breakdesk.memory.text`
+says why a case is read through two lenses):
 
-- lexical: BM25 over the case's terms (light stemming; query terms unknown to the index are corrected to a
-  known term one edit away, so typos still match);
-- vector: cosine similarity of embeddings, when the tenant has an embedder;
-- structured: cases sharing key entity ids or the fingerprint.
+- key fields: exact `field=value` matches (counterparty, LEI, account, payer, reason codes, the exception's
+  own ids, the fingerprint), each weighted by its IDF among cases of the query's type (saturating, so that
+  one rare coincidence does not outweigh several shared facts), as the share of the query's matchable
+  evidence. On the labeled set this is most of what "the same problem" means;
+- text: BM25 over the message words (light stemming), which separates causes among cases with the same
+  fields. Typos on either side still match: an unknown query word is corrected to the most common known
+  word one edit away, and a known word also matches its rarer one-edit variants in the index;
+- vector: cosine similarity of embeddings, when the tenant has an embedder.
 
-The re-ranking score mixes normalised BM25, cosine and structured boosts (same type, same source, shared
-entity ids, same fingerprint); every hit says why it matched.
+The scores are fused as a weighted sum of normalised scores plus boosts for the same type and source (the
+vector list also brings in candidates that share no word); when fewer than k cases share anything, the
+latest cases of the same type fill in. Every hit says why it matched. The hot path (`Memory.for_batch`)
+uses the same search without vectors; the weights were tuned with `python -m bench.memory`.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from breakdesk.memory.text import key_tokens, term_counts
+from breakdesk.memory.text import analyze, field_token, key_tokens
 from breakdesk.memory.vectors import VectorIndex
 from breakdesk.store.cases import StoredCase
 
 K1 = 1.2
 B = 0.75
-RRF_K = 60
-MAX_QUERY_TERMS = 24
+#: Query words scored, most discriminating first (bounded work per query).
+MAX_QUERY_TERMS = 16
+#: Words and field values in more than this share of a tenant's cases say little and cost the most to score
+#: (applies once a tenant has more than `SMALL_INDEX` cases).
+MAX_DF_SHARE = 0.2
+SMALL_INDEX = 50
+#: A one-edit variant counts as a misspelling of a word when it is this much rarer than the word.
+VARIANT_DF_RATIO = 0.25
+#: Query weight of a corrected or misspelt match.
+TYPO_WEIGHT = 0.8
+#: Candidates taken from each list (lexical+fields, vector) before the final ranking.
 CANDIDATES = 60
-#: Terms in more than this share of a tenant's cases say little and cost the most to score.
-MAX_DF_SHARE = 0.5
-#: Query weight of terms with digits (identifiers, codes): one shared security id should not outweigh the
-#: words that describe the problem.
-ID_WEIGHT = 0.5
-#: Hot path: at most this many query terms, each in at most this share of the cases (bounded work per query).
-FAST_TERMS, FAST_DF_SHARE = 8, 0.05
-#: Re-ranking weights (see `_rerank`); the lexical weight absorbs the vector weight when there are no vectors.
-W_LEX, W_VEC, W_TYPE, W_SOURCE, W_ENTITY, W_FP = 0.50, 0.30, 0.10, 0.03, 0.12, 0.05
+#: Field IDF saturates here: every shared value held by fewer than ~1 in 3 cases of the type counts the same.
+#: A rarer shared value (an instrument, a claim's procedure code) is more often a coincidence or the
+#: particular instance than the kind of problem, so what counts is how many ordinary facts two cases share
+#: (counterparty, reason, depository, payer...) — on the labeled set, lower caps did better down to ~1.
+FIELD_IDF_CAP = 1.0
+#: Field values in most cases of the type (`status=FAILED` among fails) are skipped: they cost postings
+#: and separate nothing.
+MIN_FIELD_IDF = 0.3
+#: Fusion weights: normalised text score (BM25 / best BM25), share of the query's field evidence matched,
+#: cosine (when the tenant has vectors), same type, same source. Tuned on tests/data/retrieval (bench.memory):
+#: fields carry most of "the same problem", text separates causes among cases with the same fields. With
+#: vectors the cosine takes over most of that second role (paraphrases share meaning, not words), so the
+#: text weight halves.
+W_TEXT, W_FIELD, W_VEC, W_TYPE, W_SOURCE = 0.10, 0.40, 1.00, 0.30, 0.10
+W_TEXT_WITH_VECTORS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +93,20 @@ class Filters:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """What a search looks for: a case's analysed text, key ids, vector (optional) and its own id."""
+    """What a search looks for: a case's text terms (term → weight), key fields, vector (optional), own id."""
 
     exception_id: str | None
     exception_type: str
     source_system: str
-    terms: Mapping[str, int]
+    terms: Mapping[str, float]
     entities: Mapping[str, str]
     fingerprint: str | None = None
     vector: np.ndarray | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
+    """One similar case, its fused score (0..1) and why it is similar. A tuple: the hot path makes many."""
+
     exception_id: str
     score: float
     why: str
@@ -113,23 +135,47 @@ class Hit:
         }
 
 
-@dataclass(slots=True)
 class _Postings:
-    docs: array = field(default_factory=lambda: array("i"))
-    tfs: array = field(default_factory=lambda: array("f"))
-    np_docs: np.ndarray | None = None
-    np_tfs: np.ndarray | None = None
+    """The cases (slots) containing one term or field value; for words, their term frequencies and the
+    BM25 term weights derived from them (cached: the hot path reuses them across a whole batch)."""
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.np_docs is None or self.np_docs.shape[0] != len(self.docs):
-            self.np_docs = np.frombuffer(self.docs, dtype=np.int32).copy() if self.docs else np.zeros(0, np.int32)
-            self.np_tfs = np.frombuffer(self.tfs, dtype=np.float32).copy() if self.tfs else np.zeros(0, np.float32)
-        assert self.np_tfs is not None
-        return self.np_docs, self.np_tfs
+    __slots__ = ("_bm25", "_bm25_key", "_np_docs", "docs", "tfs")
+
+    def __init__(self, weighted: bool) -> None:
+        self.docs = array("i")
+        self.tfs: array | None = array("f") if weighted else None
+        self._np_docs: np.ndarray | None = None
+        self._bm25: np.ndarray | None = None
+        self._bm25_key = (0, 0.0)
+
+    def add(self, slot: int, tf: float = 1.0) -> None:
+        self.docs.append(slot)
+        if self.tfs is not None:
+            self.tfs.append(tf)
+
+    def slots(self) -> np.ndarray:
+        if self._np_docs is None or self._np_docs.shape[0] != len(self.docs):
+            self._np_docs = np.frombuffer(self.docs, dtype=np.int32).copy() if self.docs else np.zeros(0, np.int32)
+        return self._np_docs
+
+    def bm25(self, lengths: np.ndarray, avgdl: float) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl))), recomputed when the postings grew or the
+        average length moved by more than 2 %."""
+        docs = self.slots()
+        size, at = self._bm25_key
+        if self._bm25 is None or size != docs.shape[0] or abs(avgdl - at) > 0.02 * at:
+            tfs = np.frombuffer(self.tfs, dtype=np.float32) if self.tfs else np.zeros(0, np.float32)
+            self._bm25 = (tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * lengths[docs] / avgdl))).astype(np.float32)
+            self._bm25_key = (docs.shape[0], avgdl)
+        return docs, self._bm25
 
 
 def _deletes(word: str) -> list[str]:
     return [word[:i] + word[i + 1:] for i in range(len(word))]
+
+
+def _typo_candidate(word: str) -> bool:
+    return len(word) >= 5 and word.isalpha()
 
 
 class _Codes:
@@ -148,6 +194,10 @@ class _Codes:
         return [self.codes[v] for v in values if v in self.codes]
 
 
+def _idf(n: int, df: int) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
 class TenantIndex:
     """Everything one tenant's searches need, in memory. Not shared between tenants by construction."""
 
@@ -159,7 +209,8 @@ class TenantIndex:
         self._eids: list[str] = []
         self._slot: dict[str, int] = {}
         self._cases: list[StoredCase | None] = []
-        self._terms: list[tuple[np.ndarray, np.ndarray] | None] = []  # per slot: term ids, tfs
+        self._terms: list[tuple[array, array] | None] = []  # per slot: term ids, tfs
+        self._fields: list[array | None] = []  # per slot: field ids
         self._alive = np.zeros(0, dtype=bool)
         self._len = np.zeros(0, dtype=np.float32)
         self._type = np.zeros(0, dtype=np.int32)
@@ -173,8 +224,14 @@ class TenantIndex:
         self._term_names: list[str] = []
         self._post: list[_Postings] = []
         self._df: list[int] = []
-        self._deletes: dict[str, list[int]] = {}
-        self._keys: dict[str, list[int]] = {}
+        self._deletes: dict[str, list[int]] = {}  # one-letter deletions of words -> the words
+        self._near: dict[int, list[int]] = {}  # word -> words one edit away
+        self._field_id: dict[str, int] = {}
+        self._fpost: list[_Postings] = []
+        self._fdf: list[int] = []
+        self._type_live: dict[int, int] = {}
+        self._by_type: dict[int, array] = {}  # type code -> slots, oldest first
+        self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
         self._fp_resolved: dict[str, int] = {}
         self._total_len = 0.0
         self._live = 0
@@ -184,6 +241,11 @@ class TenantIndex:
 
     def __len__(self) -> int:
         return self._live
+
+    @property
+    def slots(self) -> int:
+        """Cases held, replaced ones included (what the index's memory grows with)."""
+        return len(self._eids)
 
     def __contains__(self, exception_id: str) -> bool:
         return exception_id in self._slot
@@ -214,15 +276,38 @@ class TenantIndex:
         if tid is None:
             tid = self._term_id[word] = len(self._term_names)
             self._term_names.append(word)
-            self._post.append(_Postings())
+            self._post.append(_Postings(True))
             self._df.append(0)
-            if len(word) >= 5 and not word.isdigit():
+            if _typo_candidate(word):
+                for other in self._neighbours(word):
+                    self._near.setdefault(tid, []).append(other)
+                    self._near.setdefault(other, []).append(tid)
                 for d in _deletes(word):
                     self._deletes.setdefault(d, []).append(tid)
         return tid
 
-    def add(self, case: StoredCase, counts: Mapping[str, int] | None = None) -> None:
-        """Add or replace one case (a replaced case's old slot stops matching)."""
+    def _neighbours(self, word: str) -> set[int]:
+        """Known words one edit away from `word` (insertion, deletion, substitution, transposition)."""
+        out: set[int] = set(self._deletes.get(word, ()))  # `word` plus a letter
+        for d in _deletes(word):
+            tid = self._term_id.get(d)
+            if tid is not None:  # `word` minus a letter
+                out.add(tid)
+            out.update(self._deletes.get(d, ()))  # a substituted or transposed letter
+        out.discard(self._term_id.get(word, -1))
+        return out
+
+    def _field(self, token: str) -> int:
+        fid = self._field_id.get(token)
+        if fid is None:
+            fid = self._field_id[token] = len(self._fpost)
+            self._fpost.append(_Postings(False))
+            self._fdf.append(0)
+        return fid
+
+    def add(self, case: StoredCase, counts: Mapping[str, float] | None = None) -> None:
+        """Add or replace one case (a replaced case's old slot stops matching). `counts`: the case's text
+        terms when the caller has them already (`analyze(case.body, case.entities)`)."""
         if case.tenant_id != self.tenant_id:
             raise ValueError(f"case of tenant {case.tenant_id!r} offered to the index of {self.tenant_id!r}")
         self.last_case_id = max(self.last_case_id, case.id)
@@ -234,28 +319,45 @@ class TenantIndex:
         self._eids.append(case.exception_id)
         self._slot[case.exception_id] = slot
         self._cases.append(case)
-        counts = counts if counts is not None else term_counts(case.body)
-        tids = np.fromiter((self._term(w) for w in counts), dtype=np.int32, count=len(counts))
-        tfs = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
-        self._terms.append((tids, tfs))
-        for tid, tf in zip(tids.tolist(), tfs.tolist(), strict=True):
-            p = self._post[tid]
+        counts = counts if counts is not None else analyze(case.body, case.entities)
+        term_id, post, df = self._term_id, self._post, self._df
+        tids = array("i")
+        length = 0.0
+        for word, tf in counts.items():
+            tid = term_id.get(word)
+            if tid is None:
+                tid = self._term(word)
+            p = post[tid]
             p.docs.append(slot)
-            p.tfs.append(tf)
-            self._df[tid] += 1
-        length = float(tfs.sum())
+            p.tfs.append(tf)  # type: ignore[union-attr]
+            df[tid] += 1
+            tids.append(tid)
+            length += tf
+        self._terms.append((tids, array("f", counts.values())))
+        tcode = self._types.code(case.exception_type)
+        field_id, fpost, fdf, type_df = self._field_id, self._fpost, self._fdf, self._type_df
+        fids = array("i")
+        for tok in dict.fromkeys(key_tokens(case.entities, case.fingerprint)):
+            fid = field_id.get(tok)
+            if fid is None:
+                fid = self._field(tok)
+            fpost[fid].docs.append(slot)
+            fdf[fid] += 1
+            type_df[(fid, tcode)] = type_df.get((fid, tcode), 0) + 1
+            fids.append(fid)
+        self._fields.append(fids)
         self._len[slot] = length
         self._total_len += length
         self._alive[slot] = True
         self._live += 1
-        self._type[slot] = self._types.code(case.exception_type)
+        self._type[slot] = tcode
+        self._type_live[tcode] = self._type_live.get(tcode, 0) + 1
+        self._by_type.setdefault(tcode, array("i")).append(slot)
         self._source[slot] = self._sources.code(case.source_system)
         self._status[slot] = self._statuses.code(case.status)
         self._severity[slot] = self._severities.code(case.severity)
         self._resolved[slot] = case.resolution is not None
         self._received[slot] = case.received_at.timestamp()
-        for tok in key_tokens(case.entities, case.fingerprint):
-            self._keys.setdefault(tok, []).append(slot)
         if case.resolution is not None and case.fingerprint:
             self._fp_resolved[case.fingerprint] = slot
         if old is not None:
@@ -267,12 +369,20 @@ class TenantIndex:
             return
         self._alive[slot] = False
         self._live -= 1
+        tcode = int(self._type[slot])
+        self._type_live[tcode] -= 1
         self._total_len -= float(self._len[slot])
         entry = self._terms[slot]
         if entry is not None:
-            for tid in entry[0].tolist():
+            for tid in entry[0]:
                 self._df[tid] -= 1
+        fids = self._fields[slot]
+        if fids is not None:
+            for fid in fids:
+                self._fdf[fid] -= 1
+                self._type_df[(fid, tcode)] -= 1
         self._terms[slot] = None
+        self._fields[slot] = None
         case = self._cases[slot]
         if case is not None and case.fingerprint and self._fp_resolved.get(case.fingerprint) == slot:
             del self._fp_resolved[case.fingerprint]
@@ -326,71 +436,138 @@ class TenantIndex:
             m &= self._received[:n] < f.until.timestamp()
         return m
 
-    def _query_terms(
-        self, counts: Mapping[str, int], max_terms: int = MAX_QUERY_TERMS, max_df_share: float = MAX_DF_SHARE
-    ) -> list[tuple[int, float, float]]:
-        """(term id, idf, query weight) of the most discriminating query terms; unknown terms of five letters
-        or more are replaced by the known term one edit away with the most cases (a typo's likely intent)."""
+    def _df_cap(self) -> float:
+        return MAX_DF_SHARE * self._live if self._live > SMALL_INDEX else float("inf")
+
+    def _query_terms(self, counts: Mapping[str, float]) -> list[tuple[int, float]]:
+        """(term id, query weight * idf) of the most discriminating query words, with their misspellings in
+        the index; an unknown word of five letters or more stands for the most common known word one edit
+        away (a typo's likely intent)."""
         n = max(1, self._live)
-        chosen: dict[int, tuple[float, float]] = {}
+        cap = self._df_cap()
+        chosen: dict[int, tuple[float, float, int]] = {}  # tid -> (idf, weight, representative tid)
         for word, qtf in counts.items():
+            weight = 1.0 + math.log(qtf) if qtf > 1 else float(qtf)
             tid = self._term_id.get(word)
-            weight = 1.0 + math.log(qtf) if qtf > 1 else 1.0
-            if not word.isalpha():
-                weight *= ID_WEIGHT  # codes and ids: shared ids are the structured signal's job
-            if tid is None or self._df[tid] <= 0:
-                tid = self._correct(word)
-                if tid is None:
-                    continue
-                weight *= 0.8
-            df = self._df[tid]
-            if df <= 0 or (df > max_df_share * n and n > 20):
+            if (tid is None or self._df[tid] <= 0) and _typo_candidate(word):
+                best, best_df = None, 0
+                for cand in self._neighbours(word):
+                    if self._df[cand] > best_df:
+                        best, best_df = cand, self._df[cand]
+                tid, weight = best, weight * TYPO_WEIGHT
+            if tid is None:
                 continue
-            idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            df = self._df[tid]
+            if df <= 0 or df > cap:
+                continue
+            idf = _idf(n, df)
             prev = chosen.get(tid)
-            if prev is None or prev[1] < weight:
-                chosen[tid] = (idf, weight)
-        ranked = sorted(chosen.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:max_terms]
-        return [(tid, idf, w) for tid, (idf, w) in ranked]
+            if prev is None or prev[0] * prev[1] < idf * weight:
+                chosen[tid] = (idf, weight, tid)
+        ranked = sorted(chosen.items(), key=lambda kv: -kv[1][0] * kv[1][1])[:MAX_QUERY_TERMS]
+        out = [(tid, idf * w) for tid, (idf, w, _) in ranked]
+        for tid, (idf, w, _) in ranked:  # misspellings of a word in other cases: rarer words one edit away
+            limit = max(1.0, self._df[tid] * VARIANT_DF_RATIO)
+            for other in self._near.get(tid, ()):
+                if 0 < self._df[other] <= limit and other not in chosen:
+                    out.append((other, idf * w * TYPO_WEIGHT))
+        return out
 
-    def _correct(self, word: str) -> int | None:
-        if len(word) < 5 or word.isdigit():
-            return None
-        cands: set[int] = set(self._deletes.get(word, ()))  # the query lost a letter... or has one extra:
-        for d in _deletes(word):
-            tid = self._term_id.get(d)
-            if tid is not None:
-                cands.add(tid)
-            cands.update(self._deletes.get(d, ()))  # a substituted or transposed letter
-        best, best_df = None, 0
-        for tid in cands:
-            if self._df[tid] > best_df:
-                best, best_df = tid, self._df[tid]
-        return best
+    def _query_fields(self, q: Query, self_slot: int | None) -> tuple[list[tuple[int, float, str, str]], float]:
+        """(field id, idf, name, value) of the query's key fields other cases can share, rarest first, and
+        their idf total (the most a case can match). IDF is taken among cases of the query's type — `csd=DTC`
+        is rare in the tenant but says nothing among settlement fails — and saturates at `FIELD_IDF_CAP`."""
+        cap = self._df_cap()
+        qtype = self._types.codes.get(q.exception_type, -1)
+        n_type = max(1, self._type_live.get(qtype, 0) - (self_slot is not None))
+        n_all = max(1, self._live)
+        own = self._fields[self_slot] if self_slot is not None else None
+        own_set = set(own) if own is not None else ()
+        out: list[tuple[int, float, str, str]] = []
+        total = 0.0
+        field_id, fdf, type_df = self._field_id, self._fdf, self._type_df
+        items = list(q.entities.items())
+        if q.fingerprint:
+            items.append(("fp", q.fingerprint))
+        for name, value in items:
+            fid = field_id.get(f"fp:{value}" if name == "fp" and value == q.fingerprint else field_token(name, value))
+            if fid is None:
+                continue
+            mine = fid in own_set
+            df = fdf[fid] - mine
+            if df <= 0 or df > cap:
+                continue
+            df_type = type_df.get((fid, qtype), 0) - mine
+            idf = _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df)
+            if idf >= MIN_FIELD_IDF:
+                idf = min(idf, FIELD_IDF_CAP)
+                out.append((fid, idf, name, value))
+                total += idf
+        out.sort(key=lambda f: -f[1])
+        return out, total
 
-    def _bm25(self, qterms: list[tuple[int, float, float]], n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, scores) of every live case containing a query term."""
-        if not qterms:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        avgdl = self._total_len / max(1, self._live)
-        docs_parts, w_parts = [], []
-        for tid, idf, qw in qterms:
-            docs, tfs = self._post[tid].arrays()
-            dl = self._len[docs]
-            w = (idf * qw) * tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * dl / avgdl))
-            docs_parts.append(docs)
-            w_parts.append(w)
-        docs = np.concatenate(docs_parts)
-        weights = np.concatenate(w_parts)
-        if docs.shape[0] * 8 < n:  # few postings: sort-based accumulation beats an n-sized array
+    def _scores(self, qterms: list[tuple[int, float]], qfields: list[tuple[int, float, str, str]], n: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(slots, BM25 text scores, field scores) of every case sharing a word or a key field with the query."""
+        avgdl = self._total_len / max(1, self._live) or 1.0
+        parts_docs: list[np.ndarray] = []
+        parts_w: list[np.ndarray] = []
+        sizes: list[int] = []
+        weights: list[float] = []
+        for tid, w in qterms:
+            docs, norm = self._post[tid].bm25(self._len, avgdl)
+            parts_docs.append(docs)
+            parts_w.append(norm)
+            sizes.append(docs.shape[0])
+            weights.append(w)
+        nt = sum(sizes)
+        f_docs: list[np.ndarray] = []
+        f_sizes: list[int] = []
+        f_weights: list[float] = []
+        for fid, idf, _, _ in qfields:
+            docs = self._fpost[fid].slots()
+            f_docs.append(docs)
+            f_sizes.append(docs.shape[0])
+            f_weights.append(idf)
+        nf = sum(f_sizes)
+        if nt + nf == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        docs = np.concatenate(parts_docs + f_docs)
+        w_all = np.concatenate([
+            np.concatenate(parts_w) * np.repeat(np.asarray(weights, dtype=np.float32), sizes) if nt else
+            np.zeros(0, np.float32),
+            np.repeat(np.asarray(f_weights, dtype=np.float32), f_sizes),
+        ])
+        if (nt + nf) * 8 < n:  # few postings: sort-based accumulation beats n-sized arrays
             slots, inv = np.unique(docs, return_inverse=True)
-            scores = np.bincount(inv, weights=weights).astype(np.float32)
+            text = np.bincount(inv[:nt], weights=w_all[:nt], minlength=slots.shape[0])
+            fields = np.bincount(inv[nt:], weights=w_all[nt:], minlength=slots.shape[0])
         else:
-            dense = np.bincount(docs, weights=weights, minlength=n)
-            slots = np.flatnonzero(dense)
-            scores = dense[slots].astype(np.float32)
+            text = np.bincount(docs[:nt], weights=w_all[:nt], minlength=n)
+            fields = np.bincount(docs[nt:], weights=w_all[nt:], minlength=n)
+            slots = np.flatnonzero(text + fields)
+            text, fields = text[slots], fields[slots]
         alive = self._alive[slots]
-        return slots[alive].astype(np.int64), scores[alive]
+        return slots[alive].astype(np.int64), text[alive].astype(np.float32), fields[alive].astype(np.float32)
+
+    def _with_same_type(self, slots: np.ndarray, text: np.ndarray, fields: np.ndarray, qtype: int, k: int,
+                        allowed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates topped up to `k` with the latest allowed cases of the query's type (scores 0: only
+        the type and source boosts rank them)."""
+        have = set(slots.tolist())
+        extra: list[int] = []
+        recent = self._by_type.get(qtype, array("i"))
+        for scanned, slot in enumerate(reversed(recent)):
+            if len(extra) + len(have) >= k or scanned >= 4 * k + 64:  # bounded: a filter may exclude most
+                break
+            if slot not in have and allowed(slot):
+                extra.append(slot)
+        if not extra:
+            return slots, text, fields
+        zeros = np.zeros(len(extra), dtype=np.float32)
+        merged = np.concatenate([slots, np.asarray(extra, dtype=np.int64)])
+        order = np.argsort(merged, kind="stable")  # callers rely on sorted slots
+        return (merged[order], np.concatenate([text, zeros])[order], np.concatenate([fields, zeros])[order])
 
     def search(
         self,
@@ -399,12 +576,11 @@ class TenantIndex:
         filters: Filters = Filters(),
         model: str | None = None,
         nearest: Sequence[tuple[str, float]] | None = None,
-        fast: bool = False,
     ) -> list[Hit]:
         """Top-k hits for `q` among this tenant's cases (never `q` itself, nor `filters.exclude`).
 
         `nearest`: (exception id, cosine) from an external vector search (pgvector) instead of the resident
-        vectors of `model`. `fast` (the pipeline's hot path) scores only the few rarest query terms."""
+        vectors of `model`."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0:
             return []
@@ -413,136 +589,128 @@ class TenantIndex:
         for eid in (q.exception_id, *filters.exclude):
             if eid is not None and eid in self._slot:
                 excluded.add(self._slot[eid])
+        self_slot = self._slot.get(q.exception_id) if q.exception_id is not None else None
+        if self_slot is not None and not self._alive[self_slot]:
+            self_slot = None
 
         def allowed(slot: int) -> bool:
             return slot not in excluded and bool(self._alive[slot]) and (mask is None or bool(mask[slot]))
 
-        pool = max(CANDIDATES, 3 * k)
-        qterms = self._query_terms(q.terms, *((FAST_TERMS, FAST_DF_SHARE) if fast else ()))
-        lex_slots, lex_scores = self._bm25(qterms, n)
-        if mask is not None and lex_slots.size:
-            keep = mask[lex_slots]
-            lex_slots, lex_scores = lex_slots[keep], lex_scores[keep]
-        lex_by_slot = dict(zip(lex_slots.tolist(), lex_scores.tolist(), strict=True))
-        lists: list[list[int]] = []
-        if lex_slots.size:
-            top = min(pool + len(excluded), lex_slots.size)
-            order = np.argpartition(-lex_scores, top - 1)[:top]
-            order = order[np.argsort(-lex_scores[order], kind="stable")]
-            lists.append([s for s in lex_slots[order].tolist() if s not in excluded][:pool])
-        # structured: shared entity ids and fingerprint
-        shared: Counter[int] = Counter()
-        for tok in key_tokens(q.entities, q.fingerprint):
-            slots = self._keys.get(tok)
-            if slots and len(slots) <= 5000:
-                shared.update(s for s in slots if allowed(s))
-        if shared:
-            lists.append([s for s, _ in shared.most_common(pool)])
-        # vector
+        qterms = self._query_terms(q.terms)
+        qfields, fnorm = self._query_fields(q, self_slot)
+        slots, text, fields = self._scores(qterms, qfields, n)
+        if mask is not None or excluded:
+            keep = mask[slots] if mask is not None else np.ones(slots.shape[0], dtype=bool)
+            for slot in excluded:
+                keep &= slots != slot
+            slots, text, fields = slots[keep], text[keep], fields[keep]
+        # vectors: from pgvector, or the resident index of `model`
         vi = self.vectors.get(model) if model else None
         qvec = q.vector
         external: dict[int, float] | None = None
+        vec_slots: list[int] = []
         if nearest is not None:
             external = {}
             for eid, sim in nearest:
-                slot = self._slot.get(eid)
-                if slot is not None and allowed(slot):
-                    external[slot] = sim
-            lists.append(list(external)[:pool])
+                hit_slot = self._slot.get(eid)
+                if hit_slot is not None and allowed(hit_slot):
+                    external[hit_slot] = sim
+            vec_slots = list(external)[:CANDIDATES]
             vi = None
         elif vi is not None and qvec is not None and len(vi):
-            vslots, _ = vi.search(qvec, pool + len(excluded), mask)
-            lists.append([s for s in vslots.tolist() if allowed(s)][:pool])
-        if not lists:
-            return []
-        rrf: dict[int, float] = {}
-        for lst in lists:
-            for rank, s in enumerate(lst):
-                rrf[s] = rrf.get(s, 0.0) + 1.0 / (RRF_K + rank + 1)
-        cands = np.fromiter(rrf, dtype=np.int64, count=len(rrf))
-        sem: np.ndarray | None = None
-        if external is not None:
-            floor = min(external.values()) if external else 0.0  # outside the top-N: at most the N-th's cosine
-            sem = np.array([external.get(s, floor) for s in cands.tolist()], dtype=np.float32)
-        elif vi is not None and qvec is not None:
-            sem = vi.similarity(qvec, cands)
-        return self._rerank(q, cands, rrf, lex_by_slot, qterms, sem, k)
-
-    def _rerank(
-        self,
-        q: Query,
-        cands: np.ndarray,
-        rrf: Mapping[int, float],
-        lex_by_slot: Mapping[int, float],
-        qterms: list[tuple[int, float, float]],
-        sem: np.ndarray | None,
-        k: int,
-    ) -> list[Hit]:
-        lex = np.array([lex_by_slot.get(s, 0.0) for s in cands.tolist()], dtype=np.float32)
-        top_lex = float(lex.max()) if lex.size else 0.0
-        lex_n = lex / top_lex if top_lex > 0 else lex
+            found, _ = vi.search(qvec, CANDIDATES + len(excluded), mask)
+            vec_slots = [s for s in found.tolist() if allowed(s)][:CANDIDATES]
+        else:
+            vi = None
         qtype = self._types.codes.get(q.exception_type, -1)
+        if slots.shape[0] < k:  # too little shared: the latest cases of the same type are still the nearest
+            slots, text, fields = self._with_same_type(slots, text, fields, qtype, k, allowed)
+        if slots.size == 0 and not vec_slots:
+            return []
         qsrc = self._sources.codes.get(q.source_system, -1)
-        same_type = self._type[cands] == qtype
-        same_src = self._source[cands] == qsrc
-        n_ent = max(1, len(q.entities))
-        fp_tok = f"fp:{q.fingerprint}" if q.fingerprint else None
-        w_lex = W_LEX if sem is not None else W_LEX + W_VEC
-        score = w_lex * lex_n + W_TYPE * same_type + W_SOURCE * same_src
-        if sem is not None:
-            score = score + W_VEC * np.clip(sem, 0.0, 1.0)
-        hits: list[tuple[float, float, int]] = []
-        for i, s in enumerate(cands.tolist()):
-            case = self._cases[s]
-            if case is None:
-                continue
-            n_shared = sum(1 for kk, v in q.entities.items() if case.entities.get(kk) == v)
-            same_fp = fp_tok is not None and case.fingerprint == q.fingerprint
-            total = float(score[i]) + W_ENTITY * min(1.0, n_shared / min(2, n_ent)) + W_FP * same_fp
-            hits.append((total, rrf.get(s, 0.0), s))
-        hits.sort(key=lambda h: (-h[0], -h[1], self._eids[h[2]]))
-        qterm_ids = {tid: idf for tid, idf, _ in qterms}
-        out: list[Hit] = []
-        for total, _, s in hits[:k]:
-            case = self._cases[s]
-            assert case is not None
-            i = int(np.flatnonzero(cands == s)[0])
-            entry = self._terms[s]
-            matched: list[str] = []
-            if entry is not None and qterm_ids:
-                common = [t for t in entry[0].tolist() if t in qterm_ids]
-                common.sort(key=lambda t: -qterm_ids[t])
-                matched = [self._term_names[t] for t in common[:6]]
-            ents = tuple(f"{kk}={v}" for kk, v in q.entities.items() if case.entities.get(kk) == v)
-            semantic = None if sem is None else float(sem[i])
-            why: list[str] = []
-            if case.exception_type == q.exception_type:
-                why.append(f"same type {case.exception_type}")
-            if q.fingerprint and case.fingerprint == q.fingerprint:
-                why.append("same fingerprint")
-            if ents:
-                why.append("shares " + ", ".join(ents[:3]))
-            if matched:
-                why.append("terms: " + ", ".join(matched))
-            if semantic is not None and semantic > 0:
-                why.append(f"semantic {semantic:.2f}")
-            if case.source_system == q.source_system:
-                why.append(f"same source {case.source_system}")
-            res = case.resolution or {}
-            out.append(Hit(
-                exception_id=case.exception_id,
-                score=round(min(1.0, total), 4),
-                why="; ".join(why) or "related",
-                exception_type=case.exception_type,
-                status=case.status,
-                severity=case.severity,
-                resolution=str(res["summary"]) if res.get("summary") else None,
-                lexical=float(lex_n[i]),
-                semantic=semantic,
-                matched_terms=tuple(matched),
-                shared_entities=ents,
-            ))
-        return out
+        with_vectors = external is not None or vi is not None
+        w_text = W_TEXT_WITH_VECTORS if with_vectors else W_TEXT
+        top_text = float(text.max()) if text.size else 0.0
+        text_n = text / top_text if top_text > 0 else text
+        score = w_text * text_n + W_FIELD * (fields / fnorm if fnorm > 0 else fields)
+        score += W_TYPE * (self._type[slots] == qtype) + W_SOURCE * (self._source[slots] == qsrc)
+        pool = CANDIDATES if with_vectors else k + 8  # without vectors the score is final: ties broken below
+        if slots.shape[0] > pool:
+            pick = np.argpartition(-score, pool - 1)[:pool]
+            cand, cand_text, cand_score = slots[pick], text_n[pick], score[pick]
+        else:
+            cand, cand_text, cand_score = slots, text_n, score
+        sem: np.ndarray | None = None
+        if with_vectors:
+            in_pool = set(cand.tolist())
+            extra = [s for s in vec_slots if s not in in_pool]
+            if extra:  # vector candidates sharing no word or field with the query, or outside the lexical pool
+                ex = np.asarray(extra, dtype=np.int64)
+                ex_text = np.zeros(ex.shape[0], dtype=np.float32)
+                ex_score = (W_TYPE * (self._type[ex] == qtype) + W_SOURCE * (self._source[ex] == qsrc)).astype(np.float32)
+                if slots.size:  # `slots` is sorted: the lexical scores of those that have one
+                    pos = np.minimum(np.searchsorted(slots, ex), slots.shape[0] - 1)
+                    found_at = slots[pos] == ex
+                    ex_text[found_at] = text_n[pos[found_at]]
+                    ex_score[found_at] = score[pos[found_at]]
+                cand = np.concatenate([cand, ex])
+                cand_text = np.concatenate([cand_text, ex_text])
+                cand_score = np.concatenate([cand_score, ex_score])
+            if external is not None:
+                floor = min(external.values()) if external else 0.0  # outside the top-N: at most the N-th's cosine
+                sem = np.array([external.get(s, floor) for s in cand.tolist()], dtype=np.float32)
+            else:
+                assert vi is not None and qvec is not None
+                sem = vi.similarity(qvec, cand)
+            cand_score = cand_score + W_VEC * np.clip(sem, 0.0, 1.0)
+        scale = w_text + W_FIELD + W_TYPE + W_SOURCE + (W_VEC if sem is not None else 0.0)
+        sems = sem.tolist() if sem is not None else [None] * cand.shape[0]
+        ranked = sorted((-sc, self._eids[slot], slot, tx, sm) for sc, slot, tx, sm in
+                        zip(cand_score.tolist(), cand.tolist(), cand_text.tolist(), sems, strict=True))[:k]
+        weights = dict(qterms)
+        return [self._hit(q, slot, -neg / scale, tx, sm, weights, qfields) for neg, _, slot, tx, sm in ranked]
+
+    def _hit(self, q: Query, slot: int, score: float, lexical: float, semantic: float | None,
+             weights: Mapping[int, float], qfields: Sequence[tuple[int, float, str, str]]) -> Hit:
+        """A hit and its explanation: type, fingerprint, shared key fields (rarest first), matched words.
+        `score` is the fused score over the sum of the weights in play (0..1)."""
+        case = self._cases[slot]
+        assert case is not None
+        entry = self._terms[slot]
+        matched: list[str] = []
+        if entry is not None and weights:
+            common = [(-weights[t], t) for t in entry[0] if t in weights]
+            if len(common) > 1:
+                common.sort()
+            matched = [self._term_names[t] for _, t in common[:6]]
+        ents = tuple(f"{name}={v}" for _, _, name, v in qfields if name != "fp" and case.entities.get(name) == v)
+        why: list[str] = []
+        if case.exception_type == q.exception_type:
+            why.append(f"same type {case.exception_type}")
+        if q.fingerprint and case.fingerprint == q.fingerprint:
+            why.append("same fingerprint")
+        if ents:
+            why.append("shares " + ", ".join(ents[:3]))
+        if matched:
+            why.append("terms: " + ", ".join(matched))
+        if semantic is not None and semantic > 0:
+            why.append(f"semantic {semantic:.2f}")
+        if case.source_system == q.source_system:
+            why.append(f"same source {case.source_system}")
+        res = case.resolution or {}
+        return Hit(
+            exception_id=case.exception_id,
+            score=round(score, 4),
+            why="; ".join(why) or "related",
+            exception_type=case.exception_type,
+            status=case.status,
+            severity=case.severity,
+            resolution=str(res["summary"]) if res.get("summary") else None,
+            lexical=lexical,
+            semantic=semantic,
+            matched_terms=tuple(matched),
+            shared_entities=ents,
+        )
 
     def query_for(self, case: StoredCase, model: str | None = None) -> Query:
         """The query that asks for cases like an indexed one."""
@@ -550,7 +718,7 @@ class TenantIndex:
             exception_id=case.exception_id,
             exception_type=case.exception_type,
             source_system=case.source_system,
-            terms=term_counts(case.body),
+            terms=analyze(case.body, case.entities),
             entities=case.entities,
             fingerprint=case.fingerprint,
             vector=self.vector_of(model, case.exception_id) if model else None,

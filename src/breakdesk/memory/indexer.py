@@ -25,7 +25,7 @@ from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import EmbedderError
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
-from breakdesk.memory.text import case_doc
+from breakdesk.memory.text import case_doc, semantic_text
 from breakdesk.store.cases import CaseDoc, ensure_pgvector_index, pgvector_available
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class MemoryIndexer:
             cases = await self.store.cases_to_embed(tenant_id, upto, size)
             if not cases:
                 break
-            vecs = await emb.embed([c.body for c in cases])
+            vecs = await emb.embed([semantic_text(c.body, c.entities) for c in cases])
             upto = cases[-1].id
             await self.store.save_vectors(
                 tenant_id, emb.name, [(c.exception_id, c.id, v) for c, v in zip(cases, vecs, strict=True)], upto

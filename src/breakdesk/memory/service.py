@@ -8,9 +8,10 @@ tenant id, and every hit is checked against the tenant asked for.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,13 +20,20 @@ from typing import Any
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
 from breakdesk.memory.index import Filters, Hit, Query, TenantIndex
-from breakdesk.memory.text import case_doc, entity_keys, render, term_counts
+from breakdesk.memory.text import analyze, case_doc, describe, key_fields, render, semantic_text
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
 from breakdesk.pipeline.types import IntakeResult, SimilarCase
 from breakdesk.store.cases import CaseDoc, StoredCase, pgvector_available
 
 SYNC_PAGE = 5000
+#: Cases (index slots) kept resident across all tenants before the least recently used tenants' indexes
+#: are dropped; a dropped index reloads from the store on its tenant's next search. A server with many
+#: tenants therefore holds the busy ones, not every tenant it ever served. A resident case costs ~3.6 KB
+#: (measured on the retrieval set's payloads, case row included), so the default is ~0.7 GB at most.
+#: Env BREAKDESK_MEMORY_MAX_CASES.
+MAX_RESIDENT_CASES = 200_000
+MAX_CASES_ENV = "BREAKDESK_MEMORY_MAX_CASES"
 
 
 class NotIndexed(LookupError):
@@ -57,7 +65,6 @@ class SimilarResult:
 @dataclass(slots=True)
 class _Prepared:
     body: str
-    counts: Counter[str]
     entities: dict[str, str]
 
 
@@ -89,13 +96,17 @@ class Memory:
 
     _shared: weakref.WeakKeyDictionary[Any, Memory] = weakref.WeakKeyDictionary()
 
-    def __init__(self, store: Any, *, exact_limit: int | None = None, threads: int | None = None) -> None:
+    def __init__(self, store: Any, *, exact_limit: int | None = None, threads: int | None = None,
+                 max_resident_cases: int | None = None) -> None:
         self.store = store
         self.exact_limit = exact_limit
         self.threads = threads
-        self._indexes: dict[str, TenantIndex] = {}
+        env = os.environ.get(MAX_CASES_ENV, "")
+        self.max_resident_cases = (max_resident_cases if max_resident_cases is not None
+                                   else int(env) if env.isdigit() else MAX_RESIDENT_CASES)
+        self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pending: dict[str, dict[str, Counter[str]]] = {}
+        self._pending: dict[str, dict[str, dict[str, float]]] = {}
         self._embedders: dict[tuple[str, str | None, str | None, str | None], Embedder] = {}
 
     @classmethod
@@ -114,6 +125,7 @@ class Memory:
             idx = self._indexes.get(tenant_id)
             if idx is None:
                 idx = self._indexes[tenant_id] = TenantIndex(tenant_id, self.exact_limit)
+            self._indexes.move_to_end(tenant_id)
             pending = self._pending.pop(tenant_id, {})
             while True:
                 rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
@@ -130,7 +142,27 @@ class Memory:
                         idx.add_vectors(model, [(v.exception_id, v.vector) for v in vecs], vecs[-1].id)
                     if len(vecs) < SYNC_PAGE:
                         break
+            self._evict(keep=tenant_id)
             return idx
+
+    def resident_cases(self) -> int:
+        """Index slots held in memory across tenants (what `max_resident_cases` bounds)."""
+        return sum(idx.slots for idx in self._indexes.values())
+
+    def _evict(self, keep: str) -> None:
+        """Drop the least recently used tenants' indexes until the resident total fits the bound (never
+        `keep`'s, which is in use: one tenant larger than the bound stays resident on its own)."""
+        total = self.resident_cases()
+        for tenant_id in list(self._indexes):
+            if total <= self.max_resident_cases:
+                break
+            if tenant_id == keep:
+                continue
+            total -= self._indexes.pop(tenant_id).slots
+            self._pending.pop(tenant_id, None)
+            lock = self._locks.get(tenant_id)
+            if lock is not None and not lock.locked():
+                del self._locks[tenant_id]
 
     def forget(self, tenant_id: str | None = None) -> None:
         """Drop resident indexes (all, or one tenant's); they reload from the store on next use."""
@@ -149,25 +181,33 @@ class Memory:
         out = BatchMemory(domain=domain)
         if not items:
             return out
+        if k <= 0:  # no similar cases to show: no resident index to keep in step, one query for resolutions
+            fps = sorted({ir.fingerprint for ir in items if ir.fingerprint})
+            last = await self.store.last_resolutions(tenant_id, fps) if fps else {}
+            for ir in items:
+                body, entities = describe(ir.record, domain)
+                out._prepared[ir.record.exception_id] = _Prepared(body, entities)
+            for fp, case in last.items():
+                if case.resolution:
+                    out.last_resolution[fp] = f"{case.resolution.get('summary')} ({case.exception_id})"
+            return out
         idx = await self.index(tenant_id)
         pending = self._pending.setdefault(tenant_id, {})
         for ir in items:
             rec = ir.record
-            body = render(rec, domain)
-            counts = term_counts(body)
-            entities = entity_keys(rec, domain)
-            out._prepared[rec.exception_id] = _Prepared(body, counts, entities)
+            body, entities = describe(rec, domain)
+            counts = analyze(body, entities)
+            out._prepared[rec.exception_id] = _Prepared(body, entities)
             pending[rec.exception_id] = counts
             if ir.fingerprint:
                 last = idx.last_resolution(ir.fingerprint)
                 if last is not None and last.resolution:
                     out.last_resolution[ir.fingerprint] = f"{last.resolution.get('summary')} ({last.exception_id})"
-            if k <= 0 or len(idx) == 0:
+            if len(idx) == 0:
                 continue
             q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, ir.fingerprint)
-            hits = idx.search(q, k, fast=True)
             out.similar[rec.exception_id] = tuple(
-                SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in hits
+                SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in idx.search(q, k)
             )
         return out
 
@@ -212,7 +252,7 @@ class Memory:
             rec = ExceptionRecord.model_validate(row["record"], strict=False)
             case = StoredCase(0, tenant_id, exception_id, row["exception_type"], row["source_system"],
                               row.get("severity"), row["status"], None, row.get("fingerprint"),
-                              entity_keys(rec, domain), render(rec, domain), None, row["received_at"], None)
+                              key_fields(rec, domain), render(rec, domain), None, row["received_at"], None)
         q = idx.query_for(case, model)
         embed_ms = 0.0
         source = "none"
@@ -227,7 +267,7 @@ class Memory:
             if vec is None:
                 t0 = time.perf_counter()
                 try:
-                    vec = (await emb.embed([case.body]))[0]
+                    vec = (await emb.embed([semantic_text(case.body, case.entities)]))[0]
                 except EmbedderError:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000

@@ -1,17 +1,26 @@
-"""How a case reads to the memory: its text rendering, its key entity ids, and the terms lexical search uses.
+"""How a case reads to the memory: its text rendering, its key fields, and the terms lexical search uses.
 
-Pure functions. The rendering is what both indexes see (lexical terms and the embedder's input), so it keeps
-what a person would use to recognise "the same kind of problem" — the type and its description, the source,
-identifying and categorical fields, free-text messages — and leaves out what only adds noise: amounts, counts,
-dates and timestamps (they differ between otherwise identical cases).
+Pure functions. The rendering is what people and the embedder see, so it keeps what a person would use to
+recognise "the same kind of problem" — the type and its description, the source, identifying and categorical
+fields, free-text messages — and leaves out what only adds noise: amounts, counts, dates and timestamps
+(they differ between otherwise identical cases).
+
+Search reads a case through two lenses, because a case's text mixes two kinds of evidence:
+
+- *key fields* (`key_fields`): identifiers and short categorical values — the exception's own ids, and the
+  counterparty, account, payer, reason code it is about. They match exactly (`field=value`), so a shared
+  counterparty LEI or payer id counts as one strong fact instead of a few common words;
+- *text terms* (`analyze`): the words of the messages, which say what went wrong in different words each
+  time. The words of key-field values are left out: they already match as fields and would drown the
+  message.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from breakdesk.domain.models import ExceptionRecord
@@ -25,23 +34,33 @@ MESSAGE_KEYS = frozenset(
 )
 MAX_BODY = 2000
 MAX_VALUE = 240
+#: Longer strings read as prose, not as a categorical value.
+MAX_FIELD_VALUE = 100
+#: Key fields kept per case (the exception's own ids first): bounds the structured work per query.
+MAX_FIELDS = 40
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _TOKEN = re.compile(r"[a-z0-9]+")
 _DATELIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
 _UUIDLIKE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its", "of", "on", "or", "our", "the", "their", "this", "to", "was", "were", "with", "not", "no", "than", "that", "these", "those", "which", "who", "will", "would", "can", "could", "should", "been", "being", "did", "does", "do"]
+    ["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in", "into", "is", "it", "its",
+     "of", "on", "or", "our", "the", "their", "this", "to", "was", "were", "with", "not", "no", "than", "that",
+     "these", "those", "which", "who", "will", "would", "can", "could", "should", "been", "being", "did", "does",
+     "do", "so", "we", "they", "there", "them", "us", "what", "when", "while", "after", "before", "but", "if",
+     "had", "up", "out", "yet", "still", "all", "any", "some", "other", "another"]
 )
 
 
+@lru_cache(maxsize=1 << 14)
 def humanize(name: str) -> str:
-    """`failReason` → `fail reason`, `SETTLEMENT_FAIL` → `settlement fail`."""
+    """`failReason` → `fail reason`, `SETTLEMENT_FAIL` → `settlement fail`. Cached: field names repeat."""
     return _CAMEL.sub(" ", name).replace("_", " ").replace("-", " ").lower().strip()
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A deliberately light stemmer (plurals and common verb endings): enough to meet `failed`/`fails`/`fail`
-    and `settlements`/`settlement` without conflating unrelated words."""
+    and `settlements`/`settlement` without conflating unrelated words. Cached: vocabularies repeat."""
     if len(word) <= 4 or word.isdigit():
         return word
     for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""), ("ly", "")):
@@ -62,28 +81,61 @@ def terms(text: str) -> list[str]:
     return out
 
 
-def term_counts(text: str) -> Counter[str]:
-    return Counter(terms(text))
+def term_counts(text: str) -> dict[str, float]:
+    """Term frequencies of a free text (every line counts as prose)."""
+    out: dict[str, float] = {}
+    for t in terms(text):
+        out[t] = out.get(t, 0.0) + 1.0
+    return out
+
+
+def field_line(name: str, value: str) -> str:
+    """How `render` shows a field: `counterparty lei: K6Q0...`."""
+    return f"{humanize(name)}: {value}"
+
+
+def analyze(body: str, fields: Mapping[str, str]) -> dict[str, float]:
+    """Text terms of a rendered case: the words of its messages and other prose lines. Left out: the lines
+    of its key fields (they match exactly as fields; their words would only echo them) and the header
+    `render` writes (type name, type description, source), the same for every case of the type and source,
+    which the type and source boosts already say."""
+    shown = {field_line(k, v) for k, v in fields.items()}
+    out: dict[str, float] = {}
+    lines = body.split("\n")
+    for i in range(min(3, len(lines))):
+        if lines[i].startswith("source "):
+            lines = lines[i + 1:]
+            break
+    for line in lines:
+        if line not in shown:
+            for t in terms(line):
+                out[t] = out.get(t, 0.0) + 1.0
+    return out
+
+
+def field_token(name: str, value: str) -> str:
+    """The exact-match token of a key field: case- and spacing-insensitive (`counterparty=jefferies llc`)."""
+    return f"{name.lower()}={' '.join(value.lower().split())}"
 
 
 def _scalar_text(value: Any) -> str | None:
-    """A value worth rendering, as text; None for numbers, dates, ids that are UUIDs and empty values."""
+    """A value worth rendering, as text; None for numbers, dates, ids that are UUIDs and empty values.
+    Lists are sorted: the order a source lists `conflictFields` in says nothing about the problem."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, str):
         v = value.strip()
-        if not v or _DATELIKE.match(v) or _UUIDLIKE.match(v):
+        if not v or (v[0].isdigit() and _DATELIKE.match(v)) or (len(v) == 36 and _UUIDLIKE.match(v)):
             return None
         return v[:MAX_VALUE]
     if isinstance(value, list):
-        parts = [p for p in (_scalar_text(x) for x in value[:10] if not isinstance(x, dict | list)) if p]
+        parts = sorted(p for p in (_scalar_text(x) for x in value[:10] if not isinstance(x, dict | list)) if p)
         return ", ".join(parts) if parts else None
     return None  # numbers (amounts, counts, ages) and objects
 
 
-def entity_keys(record: ExceptionRecord, domain: CompiledDomainPack | None) -> dict[str, str]:
-    """The key entity ids of a record: its type's fingerprint fields and entity keys, else every `...Id`."""
-    ctx = record.normalized_context
+def _instance_keys(record: ExceptionRecord, domain: CompiledDomainPack | None) -> list[str]:
+    """Names of the fields that identify the exception's own entities (fingerprint fields, entity keys, `...Id`)."""
     names: list[str] = []
     et = domain.types.get(record.exception_type) if domain else None
     if et is not None and domain is not None:
@@ -92,37 +144,46 @@ def entity_keys(record: ExceptionRecord, domain: CompiledDomainPack | None) -> d
             spec = domain.spec.entities.get(ent)
             if spec:
                 names.extend(spec.keys)
-    names.extend(k for k in ctx if k.endswith(("Id", "_id", "ID")))
-    out: dict[str, str] = {}
-    for name in dict.fromkeys(names):
-        value = ctx.get(name, record.raw_payload.get(name))
+    names.extend(k for k in record.normalized_context if k.endswith(("Id", "_id", "ID")))
+    return names
+
+
+def describe(
+    record: ExceptionRecord, domain: CompiledDomainPack | None, resolution: str | None = None
+) -> tuple[str, dict[str, str]]:
+    """The case's text (`render`) and its key fields (`key_fields`), in one pass over the payload."""
+    ctx = record.normalized_context
+    raw = record.raw_payload
+    fields: dict[str, str] = {}
+    for name in dict.fromkeys(_instance_keys(record, domain)):
+        value = ctx.get(name, raw.get(name))
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-            out[name] = str(value).strip()[:MAX_VALUE]
-    return out
-
-
-def render(record: ExceptionRecord, domain: CompiledDomainPack | None, resolution: str | None = None) -> str:
-    """The case's text: type and description, source, normalized fields, payload messages and strings,
-    and the resolution once there is one. Field order in the payload does not matter (pack order first)."""
+            text = str(value).strip()
+            if not _DATELIKE.match(text):  # a value date is part of a fingerprint, not of what went wrong
+                fields[name] = text[:MAX_VALUE]
     etype = record.exception_type
     lines: list[str] = [humanize(etype)]
     et = domain.types.get(etype) if domain else None
     if et is not None and et.description:
         lines.append(et.description.strip())
     lines.append(f"source {record.source_system}")
-    seen: set[str] = set()
     facts: list[str] = []
-    for key, value in record.normalized_context.items():
+    seen: set[str] = set()
+    for key, value in ctx.items():
         shown = _scalar_text(value)
-        if shown is not None:
-            facts.append(f"{humanize(key)}: {shown}")
-            seen.add(key)
+        if shown is None:
+            continue
+        seen.add(key)
+        facts.append(field_line(key, shown))
+        if (key not in fields and len(fields) < MAX_FIELDS and len(shown) <= MAX_FIELD_VALUE
+                and key.lower() not in MESSAGE_KEYS):
+            fields[key] = shown
     messages: list[str] = []
     extra: list[str] = []
-    for key in sorted(record.raw_payload, key=str):
+    for key in sorted(raw, key=str):
         if key in seen:
             continue
-        value = record.raw_payload[key]
+        value = raw[key]
         if isinstance(value, dict):  # one level of nesting: `error: {code, message}` is common
             for sub in sorted(value, key=str):
                 shown = _scalar_text(value[sub])
@@ -132,17 +193,40 @@ def render(record: ExceptionRecord, domain: CompiledDomainPack | None, resolutio
         shown = _scalar_text(value)
         if shown is None:
             continue
-        if str(key).lower() in MESSAGE_KEYS:
+        name = str(key)
+        if name.lower() in MESSAGE_KEYS:
             messages.append(shown)
-        else:
-            extra.append(f"{humanize(str(key))}: {shown}")
+            continue
+        extra.append(field_line(name, shown))
+        if name not in fields and len(fields) < MAX_FIELDS and len(shown) <= MAX_FIELD_VALUE:
+            fields[name] = shown
     lines.extend(messages)
     lines.extend(facts)
     lines.extend(extra)
     if resolution:
         lines.append(f"resolution: {resolution}")
-    body = "\n".join(lines)
-    return body[:MAX_BODY]
+    return "\n".join(lines)[:MAX_BODY], fields
+
+
+def key_fields(record: ExceptionRecord, domain: CompiledDomainPack | None) -> dict[str, str]:
+    """The case's key fields: its entity ids (fingerprint fields and entity keys first, numbers allowed, dates
+    not), then every short scalar value of the normalized context and the payload that is not prose
+    (messages), a number, or a date. Matched exactly by search; rarer shared values weigh more, up to a cap."""
+    return describe(record, domain)[1]
+
+
+def render(record: ExceptionRecord, domain: CompiledDomainPack | None, resolution: str | None = None) -> str:
+    """The case's text: type and description, source, payload messages, normalized fields and other payload
+    strings, and the resolution once there is one. Field order in the payload does not matter."""
+    return describe(record, domain, resolution)[0]
+
+
+def semantic_text(body: str, fields: Mapping[str, str]) -> str:
+    """What an embedder reads: the rendering without the lines of key fields that are ids or codes (a
+    sentence model learns nothing from `ST-3100010`, and such lines dilute the meaning of the message);
+    categorical values written in words (`failReason: LATE_AFFIRMATION`) stay."""
+    drop = {field_line(k, v) for k, v in fields.items() if any(c.isdigit() for c in v)}
+    return "\n".join(line for line in body.split("\n") if line not in drop)
 
 
 def case_doc(
@@ -158,14 +242,15 @@ def case_doc(
 ) -> CaseDoc:
     """The memory row of one exception."""
     summary = str(resolution.get("summary")) if resolution and resolution.get("summary") else None
+    body, fields = describe(record, domain, summary)
     return CaseDoc(
         exception_id=record.exception_id,
         exception_type=record.exception_type,
         source_system=record.source_system,
         status=status,
         received_at=received_at,
-        body=render(record, domain, summary),
-        entities=entity_keys(record, domain),
+        body=body,
+        entities=fields,
         severity=severity,
         domain=domain.spec.name if domain else None,
         fingerprint=fingerprint,
@@ -174,13 +259,11 @@ def case_doc(
     )
 
 
-def key_tokens(entities: Mapping[str, str], fingerprint: str | None) -> list[str]:
-    """Structured tokens: entity ids (`orderId=ORD-1`) and the fingerprint; matched exactly."""
-    out = [f"{k}={v}" for k, v in entities.items()]
+def key_tokens(fields: Mapping[str, str], fingerprint: str | None) -> list[str]:
+    """Structured tokens of a case: its key fields (`counterparty=jefferies llc`) and its fingerprint."""
+    out = [field_token(k, v) for k, v in fields.items()]
     if fingerprint:
         out.append(f"fp:{fingerprint}")
     return out
 
 
-def join_nonempty(parts: Iterable[str | None], sep: str = "; ") -> str:
-    return sep.join(p for p in parts if p)
