@@ -10,11 +10,8 @@ process-wide logging under its host.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -43,16 +40,12 @@ from breakdesk.api.schemas import (
     TenantCreate,
 )
 from breakdesk.api.settings import ApiSettings
-from breakdesk.api.worker import BackgroundRuns, IntakeWorker
-from breakdesk.approvals.scheduler import Scheduler
-from breakdesk.approvals.service import ApprovalService
+from breakdesk.api.worker import Background
 from breakdesk.catalog import Catalog
-from breakdesk.pipeline.execution import ExecutionService
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.store import Store, StoreError, database_url, make_engine
 from breakdesk.store._base import translate
 from breakdesk.store.migrate import upgrade_engine
-from breakdesk.tools.executor import ToolExecutor
 
 #: Request bodies read by the handlers themselves (see api/body.py), described in the OpenAPI components.
 BODY_SCHEMAS: dict[str, Any] = {
@@ -164,25 +157,10 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
             catalog=Catalog(s),
         )
         ctx.accept = AcceptQueue(s)
-        ctx.executor = ToolExecutor()
-        execution = ExecutionService(s, ctx.executor, packs=orchestrator.active_packs)  # one pack cache
-        ctx.approvals = ApprovalService(s, execution)
-        if settings.execution_enabled:
-            orchestrator.execution = ctx.execution = execution
-            ctx.runs = BackgroundRuns(execution)
-        stop_scheduler = asyncio.Event()
-        scheduler_task: asyncio.Task[None] | None = None
-        if settings.worker_enabled:
-            ctx.worker = IntakeWorker(s, orchestrator, settings, metrics, ctx.inline_queue_ids)
-            ctx.worker.start()
-            scheduler = Scheduler(
-                s, ctx.approvals, ctx.execution,
-                interval=settings.scheduler_interval_seconds,
-                stalled_after=timedelta(seconds=settings.stalled_after_seconds),
-            )
-            scheduler_task = asyncio.get_running_loop().create_task(
-                scheduler.run(stop_scheduler), name="breakdesk-scheduler"
-            )
+        background = Background(s, orchestrator, settings, metrics, ctx.inline_queue_ids)
+        ctx.executor, ctx.execution, ctx.approvals = background.executor, background.execution, background.approvals
+        ctx.runs, ctx.worker = background.runs, background.worker
+        background.start()
         app.state.ctx = ctx
         if own_store:  # a server process; a caller that passes its store (tests, embedding) owns its heap
             freeze_startup_heap()
@@ -192,15 +170,7 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
         finally:
             app.state.ctx = None
             await ctx.accept.close()
-            stop_scheduler.set()
-            if scheduler_task is not None:
-                with contextlib.suppress(Exception):
-                    await scheduler_task
-            if ctx.worker is not None:
-                await ctx.worker.stop()
-            if ctx.runs is not None:
-                await ctx.runs.close()
-            await ctx.executor.aclose()
+            await background.stop()
             await failures.close()
             await ctx.auth.close()
             if own_store:

@@ -232,3 +232,64 @@ class BackgroundRuns:
             task.cancel()
         if late:
             await asyncio.gather(*late, return_exceptions=True)
+
+
+class Background:
+    """The work a server does besides answering requests, wired once for `breakdesk serve` (in-process) and
+    `breakdesk worker` (a separate process, so pipeline CPU does not compete with request latency): the
+    tool executor, execution and approval services, and — with `worker` — the intake worker and the
+    approval/resume scheduler. Several workers may share a database: claims are leases."""
+
+    def __init__(
+        self,
+        store: Store,
+        orchestrator: Orchestrator,
+        settings: ApiSettings,
+        metrics: ApiMetrics,
+        inline_ids: set[int] | None = None,
+    ) -> None:
+        from breakdesk.approvals.service import ApprovalService
+        from breakdesk.tools.executor import ToolExecutor
+
+        self.settings = settings
+        self.executor = ToolExecutor()
+        execution = ExecutionService(store, self.executor, packs=orchestrator.active_packs)  # one pack cache
+        self.approvals = ApprovalService(store, execution)
+        self.execution: ExecutionService | None = None
+        self.runs: BackgroundRuns | None = None
+        if settings.execution_enabled:
+            orchestrator.execution = self.execution = execution
+            self.runs = BackgroundRuns(execution)
+        self.worker: IntakeWorker | None = None
+        if settings.worker_enabled:
+            self.worker = IntakeWorker(store, orchestrator, settings, metrics, inline_ids)
+        self._store = store
+        self._stop = asyncio.Event()
+        self._scheduler: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        from datetime import timedelta
+
+        from breakdesk.approvals.scheduler import Scheduler
+
+        if self.worker is None:
+            return
+        self.worker.start()
+        scheduler = Scheduler(
+            self._store, self.approvals, self.execution,
+            interval=self.settings.scheduler_interval_seconds,
+            stalled_after=timedelta(seconds=self.settings.stalled_after_seconds),
+        )
+        self._scheduler = asyncio.get_running_loop().create_task(scheduler.run(self._stop), name="breakdesk-scheduler")
+
+    async def stop(self) -> None:
+        """Stop taking work, let the batch in hand and running executions settle (bounded), close the pool."""
+        self._stop.set()
+        if self._scheduler is not None:
+            with contextlib.suppress(Exception):
+                await self._scheduler
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.runs is not None:
+            await self.runs.close()
+        await self.executor.aclose()

@@ -25,7 +25,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to bind.")] = 8080,
     db: UrlOpt = None,
-    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the in-process intake worker.")] = True,
+    worker: Annotated[
+        bool | None,
+        typer.Option("--worker/--no-worker", help="Run the in-process intake worker [default: BREAKDESK_WORKER_ENABLED, else on]."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
 ) -> None:
     """Run the REST API (FastAPI on uvicorn, one process) with the in-process intake worker.
@@ -54,6 +57,62 @@ def serve(
         server_header=False,
         timeout_graceful_shutdown=15,
     )
+
+
+@app.command("worker")
+def worker_process(
+    db: UrlOpt = None,
+    log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Process accepted exceptions, run plans and the approval scheduler without serving HTTP.
+
+    Pair with `breakdesk serve --no-worker` so pipeline work does not compete with request latency, or run
+    several against one database (claims are leases). Settings are the BREAKDESK_WORKER_* / EXECUTION /
+    SCHEDULER variables of docs/security.md. SIGTERM or Ctrl-C lets the batch in hand finish.
+    """
+    import asyncio
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from breakdesk.api import ApiSettings
+    from breakdesk.api.app import open_store
+    from breakdesk.api.observe import ApiMetrics, configure_logging, get_logger
+    from breakdesk.api.worker import Background
+    from breakdesk.pipeline.orchestrator import Orchestrator
+    from breakdesk.store import StoreError
+
+    settings = ApiSettings.from_env(database_url=db, worker_enabled=True, log_level=log_level)
+    configure_logging(settings.log_level)
+    log = get_logger("breakdesk.worker")
+
+    async def main() -> None:
+        store = await open_store(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        metrics = ApiMetrics()
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        background = Background(store, Orchestrator(store), settings, metrics)
+        background.start()
+        log.info("worker.started", database=store.dialect, execution=settings.execution_enabled)
+        try:
+            await stop.wait()
+        finally:
+            await background.stop()
+            await store.close()
+            log.info("worker.stopped")
+
+    err_console.print("Breakdesk worker running (Ctrl-C stops)", highlight=False)
+    try:
+        asyncio.run(main())
+    except StoreError as exc:
+        fail(f"store: {exc}")
 
 
 @apikey_app.command("create")
