@@ -7,10 +7,11 @@ a load driver in a second process on loopback.
 
 The single POST runs twice: closed loop (C connections as fast as answers come: the maximum rate) and open
 loop at `--rate` requests/s offered (the latency target is about a given load, not about saturation).
-`--no-worker` measures the API alone; with the worker on, the GET list also runs while the worker
-processes what the POST runs accepted.
+`--no-worker` measures the API alone; with the worker on (in-process by default, or a separate `breakdesk
+worker` process with `--worker-process`), the GET list also runs while the worker processes what the POST runs
+accepted.
 
-Run: `.venv/bin/python -m bench.api [--db sqlite|postgres] [--requests N] [--concurrency C] [--rate R] [--no-worker]`.
+Run: `.venv/bin/python -m bench.api [--db sqlite|postgres] [--requests N] [--concurrency C] [--rate R] [--no-worker | --worker-process]`.
 Only 127.0.0.1 is used; every loop is bounded in count.
 """
 
@@ -248,10 +249,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--list-rows", type=int, default=LIST_ROWS)
     ap.add_argument("--list-concurrency", type=int, default=4)
     ap.add_argument("--no-worker", action="store_true", help="measure the API alone (no in-process worker)")
+    ap.add_argument("--worker-process", action="store_true",
+                    help="serve --no-worker plus a `breakdesk worker` process draining the queue meanwhile")
     ap.add_argument("--access-log", action="store_true", help="keep the per-request JSON access log on")
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
                     help="postgres needs BREAKDESK_BENCH_PG_URL (an empty database)")
     args = ap.parse_args(argv)
+    in_process = not (args.no_worker or args.worker_process)
     if args.driver:
         with contextlib.suppress(ImportError):
             import uvloop
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             "BREAKDESK_RATE_LIMIT_RPS": "1000000",
             "BREAKDESK_RATE_LIMIT_BURST": "1000000",
             "BREAKDESK_LOG_LEVEL": "warning",
-            "BREAKDESK_WORKER_ENABLED": "false" if args.no_worker else "true",
+            "BREAKDESK_WORKER_ENABLED": "true" if in_process else "false",
             "BREAKDESK_ACCESS_LOG": "true" if args.access_log else "false",
         })
         base = f"http://127.0.0.1:{port}"
@@ -287,11 +291,16 @@ def main(argv: list[str] | None = None) -> None:
         server = subprocess.Popen(
             # `serve` decides the worker by its flag (which overrides BREAKDESK_WORKER_ENABLED)
             [sys.executable, "-m", "breakdesk", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--no-worker" if args.no_worker else "--worker"],
+             "--worker" if in_process else "--no-worker"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
+        worker = None
         try:
             wait_ready(base, server)
+            if args.worker_process:
+                worker = subprocess.Popen([sys.executable, "-m", "breakdesk", "worker"],
+                                          env={**env, "BREAKDESK_WORKER_ENABLED": "true"}, stdout=log,
+                                          stderr=subprocess.STDOUT)
             run_driver(base, key, "list", 200, 4)  # warm-up: key cache, prepared plans
             idle = run_driver(base, key, "list", 2000, args.list_concurrency)
             print(f"GET list with filters over {args.list_rows:,} ({args.list_concurrency} concurrent), nothing else "
@@ -309,12 +318,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"batch POST of 500: {batch['rps'] * 500:,.0f} exceptions/s accepted, p99 {batch['p99_ms']:.0f} ms "
                   f"per request (target ≥ 10,000/s) {batch['statuses']}")
             listing = run_driver(base, key, "list", 2000, args.list_concurrency)
-            busy = "" if args.no_worker else ", while the worker processes the exceptions accepted above"
+            busy = ("" if args.no_worker else
+                    f", while the {'worker process' if args.worker_process else 'in-process worker'} processes "
+                    "the exceptions accepted above")
             print(f"GET list with filters over {args.list_rows:,} ({args.list_concurrency} concurrent{busy}): "
                   f"{listing['rps']:,.0f} requests/s, "
                   f"p50 {listing['p50_ms']:.1f} ms, p99 {listing['p99_ms']:.1f} ms (target p99 ≤ 50 ms) "
                   f"{listing['statuses']}")
         finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(timeout=60)
             server.terminate()
             try:
                 server.wait(timeout=30)
