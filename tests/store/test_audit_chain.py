@@ -7,7 +7,18 @@ import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
-from breakdesk.audit import GENESIS_HASH, AuditEntry, ChainVerifier, canonical_json, entry_hash, link, verify
+from breakdesk.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    ChainVerifier,
+    body_json,
+    canonical_json,
+    entry_body,
+    entry_hash,
+    link,
+    link_json,
+    verify,
+)
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
 
@@ -34,6 +45,32 @@ def test_entry_hash_is_sha256_of_prev_hex_and_canonical_json() -> None:
     entry = {"seq": 1, "actor": "a"}
     expected = hashlib.sha256(GENESIS_HASH.encode() + b'{"actor":"a","seq":1}').hexdigest()
     assert entry_hash(GENESIS_HASH, entry) == expected
+
+
+def test_spliced_body_is_byte_identical_to_the_canonical_body() -> None:
+    """The chain encodes an entry's detail once and splices it into the body: the bytes hashed must be
+    exactly the canonical JSON of the whole body, which is what verification recomputes."""
+    plus_two = timezone(timedelta(hours=2))
+    details: list[dict[str, object]] = [
+        {},
+        {"i": 1},
+        {"stages": [{"stage": "triage", "evidence": [{"kind": "rule", "data": {"ä": "ü", "n": None}}]}]},
+        {"z": 1.5e300, "a": [True, False], "emoji": "\U0001f600", "quote": 'a"b\\c', 3: "non-str key"},
+        {"at": datetime(2025, 1, 2, 5, 4, 5, tzinfo=plus_two), "seq": "shadows nothing"},
+    ]
+    for n, detail in enumerate(details, 1):
+        for at in (T0, T0.astimezone(plus_two), datetime(2025, 1, 2, 3, 4, 5)):
+            for subject, actor in (("EXC-1", "bot"), ("é\"x", "ünïcode actor")):
+                spliced = body_json("tenant-ä", n, at, actor, "pipeline.decided", subject, canonical_json(detail))
+                assert spliced == canonical_json(entry_body("tenant-ä", n, at, actor, "pipeline.decided", subject, detail))
+
+
+def test_link_json_returns_the_stored_detail_text_and_the_same_chain_as_link() -> None:
+    items = [(T0 + timedelta(seconds=i), "bot", "act", f"EXC-{i}", {"i": i, "b": [i]}) for i in range(4)]
+    pairs = link_json("acme", 7, "f" * 64, items)
+    assert [e for e, _ in pairs] == link("acme", 7, "f" * 64, items)
+    assert [d for _, d in pairs] == [canonical_json(e.detail).decode() for e, _ in pairs]
+    assert all(entry_hash(e.prev_hash, e.body()) == e.hash for e, _ in pairs)
 
 
 def test_link_and_verify_ok() -> None:

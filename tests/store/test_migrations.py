@@ -92,3 +92,28 @@ async def test_sqlite_connections_carry_the_pragmas(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert values == ["wal", 1, 10_000, 1]  # synchronous=NORMAL is 1
+
+
+async def test_postgres_documents_are_lz4_compressed_where_the_server_has_it(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("TOAST compression is a PostgreSQL setting")
+    async with await Store.open(db_url) as store, store.engine.connect() as conn:
+        methods = (
+            await conn.execute(text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"))
+        ).scalar() or []
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT attrelid::regclass::text, attname, attcompression::text FROM pg_attribute "
+                    "WHERE attrelid::regclass::text IN ('audit_entries', 'exceptions', 'exception_events', "
+                    "'memory_cases') AND attname IN ('detail', 'record', 'payload', 'body')"
+                )
+            )
+        ).all()
+    expected = "l" if "lz4" in methods else ""
+    assert {(t, c): str(m or "") for t, c, m in rows} == {
+        ("audit_entries", "detail"): expected,
+        ("exceptions", "record"): expected,
+        ("exception_events", "payload"): expected,
+        ("memory_cases", "body"): expected,
+    }

@@ -138,3 +138,27 @@ async def test_tenant_and_domain_kinds_are_independent(store: Store, tenant: str
     assert policy is not None and policy.name == "policy"
     with pytest.raises(NotFound):  # a domain pack name is not a tenant-policy version
         await store.activate(tenant, "tenant", "finance", "1.0.0", "alice")
+
+
+async def test_active_pack_hashes_follow_activations_and_rollbacks(
+    store: Store, tenant: str, new_tenant_id: Callable[[], str]
+) -> None:
+    """The orchestrator's per-batch freshness check: both kinds' content hashes in one read."""
+    assert await store.active_pack_hashes(tenant) == {}
+    for content in (PACK_V1, PACK_V2):
+        await store.publish_pack(tenant, "domain", "finance", str(content["version"]), content, "alice")
+    await store.publish_pack(tenant, "tenant", "policy", "1", {"p": 1}, "alice")
+    await store.activate(tenant, "domain", "finance", "1.0.0", "alice")
+    assert await store.active_pack_hashes(tenant) == {"domain": content_hash(PACK_V1)}
+    await store.activate(tenant, "tenant", "policy", "1", "alice")
+    await store.activate(tenant, "domain", "finance", "1.1.0", "alice")
+    hashes = await store.active_pack_hashes(tenant)
+    assert hashes == {"domain": content_hash(PACK_V2), "tenant": content_hash({"p": 1})}
+    for kind in ("domain", "tenant"):
+        active = await store.active_pack(tenant, kind)
+        assert active is not None and active.content_hash == hashes[kind]
+    await store.rollback(tenant, "domain", "alice")
+    assert (await store.active_pack_hashes(tenant))["domain"] == content_hash(PACK_V1)
+    other = new_tenant_id()
+    await store.create_tenant(other, "Other")
+    assert await store.active_pack_hashes(other) == {}

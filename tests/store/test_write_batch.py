@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 from store_builders import T0, make_write
 
+from breakdesk.audit import canonical_json
 from breakdesk.store import Conflict, EventRow, IntakeItem, NotFound, Store, StoreError
+from breakdesk.store._base import COPY_MIN_ROWS
 
 
 async def test_new_exceptions_events_and_audit(store: Store, tenant: str) -> None:
@@ -241,3 +243,54 @@ async def test_write_batch_completes_queue_items_atomically(store: Store, tenant
     await store.write_batch(tenant, [make_write(tenant, "EXC-1")], complete_queue_ids=[item.id])
     done = await store.get_queue_item(tenant, item.id)
     assert done is not None and done.state == "DONE"
+
+
+async def test_large_batch_is_all_or_nothing_too(store: Store, tenant: str) -> None:
+    """Batches past COPY_MIN_ROWS go through PostgreSQL's COPY: a collision there is the same Conflict,
+    named the same way, and leaves nothing of the batch behind."""
+    assert COPY_MIN_ROWS <= 40
+    await store.write_batch(tenant, [make_write(tenant, f"EXC-{i}", i) for i in range(40)])
+    head_before = await store.audit_head(tenant)
+    batch = [make_write(tenant, f"NEW-{i}", i) for i in range(39)]
+    batch.append(make_write(tenant, "EXC-7", 7, idempotency_key="fresh"))
+    with pytest.raises(Conflict, match="exception 'EXC-7' already exists"):
+        await store.write_batch(tenant, batch)
+    assert await store.get_exception(tenant, "NEW-0") is None
+    assert await store.get_events(tenant, "NEW-38") == []
+    assert await store.audit_head(tenant) == head_before
+    assert (await store.verify_audit(tenant)).ok
+    # and the store is usable afterwards on the same pool
+    result = await store.write_batch(tenant, batch[:-1])
+    assert (result.inserted, result.events) == (39, 39 * 6)
+    assert (await store.verify_audit(tenant)).ok
+
+
+async def test_pre_encoded_events_are_stored_as_given(store: Store, tenant: str) -> None:
+    """An event may carry its canonical JSON (the pipeline encodes it once, for its digest too)."""
+    write = make_write(tenant, "EXC-1", events=2)
+    for ev in write.events:
+        ev.encoded = (canonical_json(ev.decision).decode(), canonical_json(ev.payload).decode())
+    write.events.append(EventRow("EXC-1", "note", T0, None, {"ä": [1, 2.5, None]}, (None, '{"ä":[1,2.5,null]}')))
+    await store.write_batch(tenant, [write])
+    events = await store.get_events(tenant, "EXC-1")
+    assert [(e["decision"], e["payload"]) for e in events] == [(ev.decision, ev.payload) for ev in write.events]
+
+
+async def test_batch_lookup_answers_like_the_single_lookups(
+    store: Store, tenant: str, new_tenant_id: Callable[[], str]
+) -> None:
+    await store.write_batch(tenant, [
+        make_write(tenant, "EXC-1", 0, fingerprint="fp-1"),
+        make_write(tenant, "EXC-2", 1, fingerprint="fp-2", status="RESOLVED"),
+    ])
+    keys, ids, fps = ["key-EXC-1", "key-EXC-2", "nope"], ["EXC-1", "EXC-9"], ["fp-1", "fp-2", "fp-x"]
+    found = await store.batch_lookup(tenant, keys, ids, iter(fps))  # any iterable, read once
+    assert found.known_keys == await store.find_by_idempotency_keys(tenant, keys)
+    assert found.taken_ids == await store.existing_exception_ids(tenant, ids) == {"EXC-1"}
+    assert found.open_by_fingerprint == await store.find_open_by_fingerprints(tenant, fps) == {"fp-1": "EXC-1"}
+    assert found.fingerprint_stats == await store.fingerprint_stats(tenant, fps)
+    assert set(found.fingerprint_stats) == {"fp-1", "fp-2"}
+    other = new_tenant_id()
+    await store.create_tenant(other, "Other")
+    empty = await store.batch_lookup(other, keys, ids, fps)
+    assert (empty.known_keys, empty.taken_ids, empty.open_by_fingerprint, empty.fingerprint_stats) == ({}, set(), {}, {})

@@ -1,13 +1,16 @@
 """The orchestrator: the imperative shell around the pure stages.
 
 It loads the tenant's active packs (compiled once per version), dedupes against the store, turns repeated
-fingerprints of open exceptions into recurrences, runs the stages and writes each batch in one transaction:
-an exception's events, projection and audit entries commit together or not at all.
+fingerprints of open exceptions into recurrences, runs the stages and writes each batch in ordered write
+transactions (one per batch on SQLite, chunks written while the next chunk is decided on PostgreSQL): an
+exception's events, projection and audit entries commit together or not at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -16,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from breakdesk.approvals.requests import request_for_decision
-from breakdesk.domain.digest import stable_digest
+import orjson
+
+from breakdesk.approvals.requests import request_for_decision, tenant_ttl
+from breakdesk.audit.chain import canonical_json
 from breakdesk.domain.ids import new_exception_id
 from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
@@ -167,6 +172,71 @@ def execution_context(write: ExceptionWrite) -> ExecutionContext:
     )
 
 
+#: Exceptions per write transaction for a store that does not say (`StoreBase.write_chunk` does): large
+#: enough to spread a transaction's fixed cost (a dozen statements and a commit) thin, small enough that the
+#: database has a chunk to work on while the next is decided.
+DEFAULT_WRITE_CHUNK = 250
+
+
+class _ChunkWriter:
+    """Writes a batch's results in ordered chunks while the batch is still being decided.
+
+    At most one chunk is in flight: a chunk's transaction starts only after the previous one committed, so a
+    recurrence always finds its target stored and the audit chain grows in submission order. While a chunk
+    is in flight, `step` yields to the event loop once per exception so the driver's completions are picked
+    up promptly; the database itself (SQLite's thread, the PostgreSQL server) works in parallel with the
+    deciding."""
+
+    def __init__(self, store: Any, tenant_id: str, chunk: int) -> None:
+        self.store = store
+        self.tenant_id = tenant_id
+        self.chunk = chunk
+        self.pending: asyncio.Task[Any] | None = None
+        # how much of each list (writes, queue ids, approvals, cases) earlier chunks took
+        self.taken = (0, 0, 0, 0)
+
+    async def step(self, writes: list[ExceptionWrite], queue_ids: list[int], approvals: list[Any],
+                   cases: list[Any]) -> None:
+        """Called before each exception is decided: start the next chunk when one is full."""
+        if len(writes) - self.taken[0] >= self.chunk:
+            await self._start(writes, queue_ids, approvals, cases)
+        elif self.pending is not None and not self.pending.done():
+            await asyncio.sleep(0)
+
+    async def finish(self, writes: list[ExceptionWrite], queue_ids: list[int], approvals: list[Any],
+                     cases: list[Any]) -> None:
+        """Write what is left (queue items whose submissions needed no write included) and wait for it all."""
+        await self._start(writes, queue_ids, approvals, cases)
+        await self._wait()
+
+    async def drain(self) -> None:
+        """Let an in-flight chunk finish, whatever happened to the batch meanwhile (its outcome is either
+        reported by `finish` or superseded by the error being raised)."""
+        if self.pending is not None and not self.pending.done():
+            await asyncio.wait([self.pending])
+        if self.pending is not None and not self.pending.cancelled():
+            self.pending.exception()  # retrieved: an error superseded by another must not be logged as lost
+
+    async def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            await pending
+
+    async def _start(self, writes: list[ExceptionWrite], queue_ids: list[int], approvals: list[Any],
+                     cases: list[Any]) -> None:
+        await self._wait()  # the previous chunk commits first (and its failure stops the batch here)
+        w, q, a, c = self.taken
+        self.taken = (len(writes), len(queue_ids), len(approvals), len(cases))
+        chunk_writes, chunk_queue = writes[w:], queue_ids[q:]
+        if chunk_writes:
+            chunk_cases = cases[c:]
+            self.pending = asyncio.ensure_future(self.store.write_batch(
+                self.tenant_id, chunk_writes, complete_queue_ids=chunk_queue, approvals=approvals[a:],
+                **({"cases": chunk_cases} if chunk_cases else {})))
+        elif chunk_queue:
+            self.pending = asyncio.ensure_future(self.store.mark_done(self.tenant_id, chunk_queue))
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -177,7 +247,10 @@ class Orchestrator:
         actor: str = "pipeline",
         execution: Any | None = None,
         memory: Any = None,
+        write_chunk: int | None = None,
     ) -> None:
+        if write_chunk is not None and write_chunk < 1:
+            raise ValueError("write_chunk must be at least 1")
         self.store = store
         self.clock = clock
         self.id_factory = id_factory
@@ -192,11 +265,21 @@ class Orchestrator:
             memory = Memory.shared(store)
         self.memory = memory or None
         # --- end memory
+        #: Exceptions per write transaction (see `process`); by default what suits the store's database.
+        self.write_chunk: int = (
+            int(getattr(store, "write_chunk", DEFAULT_WRITE_CHUNK)) if write_chunk is None else write_chunk
+        )
         self._compiled: dict[tuple[str, str, str], ActivePacks] = {}
 
     # ----------------------------------------------------------------------------------------------- packs
 
     async def active_packs(self, tenant_id: str) -> ActivePacks:
+        """The tenant's compiled active packs. Every batch calls this, so it first reads only the two content
+        hashes (one statement) and fetches and compiles the packs only when that pair is new."""
+        hashes = await self.store.active_pack_hashes(tenant_id)
+        cached = self._compiled.get((tenant_id, hashes.get("domain", ""), hashes.get("tenant", "")))
+        if cached is not None:
+            return cached
         dom = await self.store.active_pack(tenant_id, "domain")
         ten = await self.store.active_pack(tenant_id, "tenant")
         if dom is None or ten is None:
@@ -221,8 +304,22 @@ class Orchestrator:
     async def process(
         self, tenant_id: str, submissions: Iterable[Submission], *, dry_run: bool = True
     ) -> BatchReport:
-        """Process one batch (caller sizes it); everything it writes commits in one transaction, including
-        marking the intake-queue items of the submissions that were not rejected as done."""
+        """Process one batch (caller sizes it) and return once all of it is stored.
+
+        The batch is written in transactions of `write_chunk` exceptions, each started as soon as its
+        exceptions are decided, so the database works on one chunk while the next is decided. An exception
+        commits in exactly one transaction together with its events, audit entry, approval request, memory
+        case and intake-queue completion, and chunks commit in order, so a crash leaves a prefix of the batch
+        stored and no half-processed exception; running the batch again dedupes what was stored."""
+        writer = _ChunkWriter(self.store, tenant_id, self.write_chunk)
+        try:
+            return await self._process(tenant_id, submissions, dry_run, writer)
+        finally:
+            await writer.drain()  # never return (or raise) with a transaction still in flight
+
+    async def _process(
+        self, tenant_id: str, submissions: Iterable[Submission], dry_run: bool, writer: _ChunkWriter
+    ) -> BatchReport:
         t0 = time.perf_counter()
         packs = await self.active_packs(tenant_id)
         report = BatchReport()
@@ -251,9 +348,19 @@ class Orchestrator:
             if kind != "rejected" and sub.queue_id is not None:
                 done_queue_ids.append(sub.queue_id)
 
-        # dedupe against the store and within the batch
-        keys = [k for _, _, k in accepted if k]
-        known = await self.store.find_by_idempotency_keys(tenant_id, keys) if keys else {}
+        # dedupe against the store and within the batch; one read covers every accepted item (a superset of
+        # the ids and fingerprints the checks below consult)
+        if accepted:
+            lookup = await self.store.batch_lookup(
+                tenant_id,
+                [k for _, _, k in accepted if k],
+                [ir.record.exception_id for _, ir, _ in accepted],
+                [ir.fingerprint for _, ir, _ in accepted],
+            )
+            known, taken = lookup.known_keys, lookup.taken_ids
+            open_by_fp, stats = lookup.open_by_fingerprint, lookup.fingerprint_stats
+        else:
+            known, taken, open_by_fp, stats = {}, set(), {}, {}
         fresh: list[tuple[Submission, IntakeResult, str | None]] = []
         seen_keys: set[str] = set()
         batch_dups: list[tuple[Submission, str]] = []  # repeats of a key first seen in this batch
@@ -271,8 +378,6 @@ class Orchestrator:
                 seen_keys.add(k)
             fresh.append(item)
         # A caller-chosen exceptionId already in use (under another idempotency key) is a rejection, not a crash.
-        ids = [ir.record.exception_id for _, ir, _ in fresh]
-        taken = await self.store.existing_exception_ids(tenant_id, ids) if ids else set()
         unique: list[tuple[Submission, IntakeResult, str | None]] = []
         for item in fresh:
             eid = item[1].record.exception_id
@@ -284,9 +389,6 @@ class Orchestrator:
             unique.append(item)
         fresh = unique
 
-        fps = list({ir.fingerprint for _, ir, _ in fresh})
-        open_by_fp = await self.store.find_open_by_fingerprints(tenant_id, fps) if fps else {}
-        stats = await self.store.fingerprint_stats(tenant_id, fps) if fps else {}
         batch_open: dict[str, str] = {}
         writes: list[ExceptionWrite] = []
         approvals: list[Any] = []  # approval requests, stored in the same transaction as their exceptions
@@ -296,6 +398,7 @@ class Orchestrator:
         cases: list[Any] = []
         # --- end memory
         for sub, ir, key in fresh:
+            await writer.step(writes, done_queue_ids, approvals, cases)
             fp = ir.fingerprint
             target = open_by_fp.get(fp) or batch_open.get(fp)
             if target is not None:
@@ -320,7 +423,7 @@ class Orchestrator:
                                           severity=decided.triage.severity.value if decided.triage else None))
             # --- approvals: a non-dry run's PENDING_APPROVAL exception gets its approval request in this write
             if not dry_run and decided.status == ResolutionStatus.PENDING_APPROVAL and decided.plan is not None:
-                request = request_for_decision(decided, tenant_id, self.actor, now)
+                request = request_for_decision(decided, tenant_id, self.actor, now, tenant_ttl(packs.tenant.spec))
                 approvals.append(request)
                 writes[-1].audits.append(AuditRow(self.actor, "approval.requested", request.exception_id, now, {
                     "approvalId": request.approval_id, "allowedRoles": list(request.allowed_roles),
@@ -332,11 +435,7 @@ class Orchestrator:
                 known[key] = ir.record.exception_id
         for sub, k in batch_dups:
             outcome(sub, "duplicate", known.get(k))
-        if writes:
-            await self.store.write_batch(tenant_id, writes, complete_queue_ids=done_queue_ids, approvals=approvals,
-                                         **({"cases": cases} if cases else {}))
-        elif done_queue_ids:
-            await self.store.mark_done(tenant_id, done_queue_ids)
+        await writer.finish(writes, done_queue_ids, approvals, cases)
         # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
         if self.execution is not None and not dry_run and not packs.tenant.spec.dryRun:
             ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
@@ -386,12 +485,20 @@ class Orchestrator:
         instead of one per stage keeps durable throughput up without auditing less."""
         rows: list[EventRow] = []
         stages: list[dict[str, Any]] = []
+        encoded: list[bytes] = []
         for event in events:
             decision = _decision_dict(event.decision)
-            rows.append(EventRow(exception_id, event.stage, at, decision, event.payload))
+            decision_json = None if decision is None else canonical_json(decision)
+            payload_json = canonical_json(event.payload)
+            rows.append(EventRow(exception_id, event.stage, at, decision, event.payload,
+                                 (None if decision_json is None else decision_json.decode(), payload_json.decode())))
             stages.append({"stage": event.stage, **(decision or {})})
-        detail: dict[str, Any] = {"stages": stages, "eventsDigest": stable_digest([(r.stage, r.decision, r.payload)
-                                                                          for r in rows])}
+            encoded.append(b"".join((b"[", orjson.dumps(event.stage), b",", decision_json or b"null", b",",
+                                     payload_json, b"]")))
+        # sha256 of canonical_json([[stage, decision, payload], ...]): the events exactly as their columns
+        # store them (encoded once, for both), so an auditor can recompute it from `exception_events`.
+        digest = hashlib.sha256(b"[" + b",".join(encoded) + b"]").hexdigest()
+        detail: dict[str, Any] = {"stages": stages, "eventsDigest": digest}
         if packs is not None:
             detail["packs"] = [packs.domain.ref, packs.tenant.ref]
         return rows, [AuditRow(self.actor, action, exception_id, at, detail)]

@@ -2,7 +2,7 @@
 
 from breakdesk.store.engine import DEFAULT_URL, URL_ENV, database_url, make_engine
 from breakdesk.store.errors import Conflict, InvalidCursor, NotFound, StoreError
-from breakdesk.store.exceptions import BatchResult
+from breakdesk.store.exceptions import BatchLookup, BatchResult
 from breakdesk.store.migrate import upgrade, upgrade_async
 from breakdesk.store.records import (
     TERMINAL_STATUSES,
@@ -28,6 +28,7 @@ __all__ = [
     "Activation",
     "AuditEntry",
     "AuditRow",
+    "BatchLookup",
     "BatchResult",
     "Conflict",
     "Enqueued",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -20,6 +23,10 @@ URL_ENV = "BREAKDESK_DATABASE_URL"
 WRITE_OPTION = "breakdesk_write"
 
 _BUSY_TIMEOUT_MS = 10_000
+
+#: WAL pages after which a committing connection checkpoints inline (SQLite's default is 1,000). Only a
+#: backstop: `WalCheckpointer` checkpoints in the background long before, so commits do not wait for it.
+_AUTOCHECKPOINT_PAGES = 16_000
 
 
 def database_url(url: str | None = None) -> str:
@@ -40,6 +47,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
     finally:
         cursor.close()
 
@@ -51,6 +59,77 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
+
+
+class WalCheckpointer:
+    """Checkpoints a SQLite WAL database from its own thread and connection, so commits never wait for it.
+
+    With SQLite's default, the commit that pushes the WAL past 1,000 pages copies them into the database
+    file and fsyncs it before returning: measured on the pipeline's batch writes, that was two thirds of
+    the commit time. Writers poke `request()` after committing; at most every `interval` seconds the thread
+    runs a PASSIVE checkpoint, which never blocks readers or writers. Durability is unchanged: a
+    transaction is durable once its commit returns (WAL, synchronous=NORMAL: against process crashes),
+    whoever later copies its pages into the database file.
+    """
+
+    def __init__(self, path: str, interval: float = 0.2) -> None:
+        self.path = path
+        self.interval = interval
+        self.checkpoints = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def request(self) -> None:
+        """Ask for a checkpoint soon (cheap; starts the thread on first use, and again in a forked child)."""
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if (self._thread is None or not self._thread.is_alive()) and not self._stopping:
+                    self._thread = threading.Thread(target=self._run, name="breakdesk-wal-checkpoint", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the pending checkpoint, if any, and end the thread."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error:
+            self._stopping = True  # cannot open the file: commits keep checkpointing inline (the backstop)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:
+                    pass  # busy or failing disk: the next request, or the inline backstop, checkpoints
+                if self._stopping:
+                    return
+                time.sleep(self.interval)
+        finally:
+            conn.close()
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of a SQLite engine (None for other databases and in-memory SQLite)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    name = engine.url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return name
 
 
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:

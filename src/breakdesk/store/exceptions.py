@@ -1,7 +1,8 @@
 """Exception projections, their event streams, dedupe lookups and the batch write path.
 
-`write_batch` is the pipeline's only write: one transaction per batch, Core `executemany` inserts, and a
-fixed number of statements per batch regardless of its size (no per-row round trips).
+`write_batch` is the pipeline's only write: one transaction per call, bulk inserts (`executemany` with
+precompiled statements; binary COPY on PostgreSQL) and a fixed number of statements per call regardless of
+its size (no per-row round trips). Events arrive with their JSON already encoded when the pipeline has it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    Dialect,
     Row,
     Select,
     and_,
@@ -30,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from breakdesk.audit.chain import utc_iso
+from breakdesk.audit.chain import canonical_json, utc_iso
 from breakdesk.store._base import StoreBase, bulk_insert, chunked, utcnow
 from breakdesk.store.errors import Conflict, InvalidCursor, NotFound, StoreError
 from breakdesk.store.records import (
@@ -163,6 +165,16 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     return float(value), exception_id
 
 
+@dataclass(frozen=True, slots=True)
+class BatchLookup:
+    """What the store already knows about a batch's idempotency keys, exception ids and fingerprints."""
+
+    known_keys: dict[str, str]  # idempotency key -> the exception it was recorded against
+    taken_ids: set[str]  # exception ids the tenant already has
+    open_by_fingerprint: dict[str, str]  # fingerprint -> its most recently received open exception
+    fingerprint_stats: dict[str, FingerprintStats]
+
+
 @dataclass(slots=True)
 class _FpAgg:
     """Net effect of one batch on one fingerprint row."""
@@ -221,7 +233,7 @@ class ExceptionRepo(StoreBase):
                         ],
                     )
                 events = _event_params(tenant_id, writes, seqs)
-                await bulk_insert(conn, exception_events, events)
+                await bulk_insert(conn, exception_events, events, encoded=_EVENT_JSON)
                 keys = [
                     {
                         "tenant_id": tenant_id,
@@ -318,27 +330,9 @@ class ExceptionRepo(StoreBase):
                 for t, is_open in agg.final_status.items()
                 if not is_open and t != agg.last_exception_id
             )
-        await conn.execute(self._fingerprint_upsert(), params)
+        await bulk_insert(conn, fingerprints, params, statement=_fingerprint_upsert)
         if stale:
             await conn.execute(_CLEAR_OPEN_FP, stale)
-
-    def _fingerprint_upsert(self) -> Any:
-        ins = (postgresql.insert if self._pg else sqlite.insert)(fingerprints)
-        ex = ins.excluded
-        return ins.on_conflict_do_update(
-            index_elements=[_F.tenant_id, _F.fingerprint],
-            set_={
-                "count": _F["count"] + ex["count"],
-                "first_seen": case((ex.first_seen < _F.first_seen, ex.first_seen), else_=_F.first_seen),
-                "last_seen": case((ex.last_seen > _F.last_seen, ex.last_seen), else_=_F.last_seen),
-                "last_exception_id": ex.last_exception_id,
-                "open_exception_id": case(
-                    (ex.open_exception_id.is_not(None), ex.open_exception_id),
-                    (_F.open_exception_id == ex.last_exception_id, null()),
-                    else_=_F.open_exception_id,
-                ),
-            },
-        )
 
     async def _explain_conflict(self, tenant_id: str, writes: Sequence[ExceptionWrite]) -> Conflict:
         """After a rejected batch, find which id or key collided, so the error names it (no SQL)."""
@@ -371,67 +365,87 @@ class ExceptionRepo(StoreBase):
 
     # ------------------------------------------------------------------ dedupe lookups
 
+    async def batch_lookup(
+        self, tenant_id: str, keys: Iterable[str], ids: Iterable[str], fps: Iterable[str]
+    ) -> BatchLookup:
+        """Everything the orchestrator checks before deciding a batch, read in one transaction: which keys
+        and ids are taken, and the open exception and statistics of each fingerprint. One snapshot and one
+        connection checkout instead of four."""
+        fps = list(fps)
+        async with self._read() as conn:
+            return BatchLookup(
+                known_keys=await self._find_keys(conn, tenant_id, keys),
+                taken_ids=await self._existing_ids(conn, tenant_id, ids),
+                open_by_fingerprint=await self._open_by_fingerprints(conn, tenant_id, fps),
+                fingerprint_stats=await self._fingerprint_stats(conn, tenant_id, fps),
+            )
+
     async def existing_exception_ids(self, tenant_id: str, ids: Iterable[str]) -> set[str]:
         """Which of these exception ids the tenant already has (caller-chosen ids must stay unique)."""
-        wanted = sorted(set(ids))
-        out: set[str] = set()
-        if not wanted:
-            return out
-        c = exceptions.c
         async with self._read() as conn:
-            for part in chunked(wanted):
-                stmt = select(c.exception_id).where(c.tenant_id == tenant_id, c.exception_id.in_(part))
-                out.update(r[0] for r in (await conn.execute(stmt)).all())
-        return out
+            return await self._existing_ids(conn, tenant_id, ids)
 
     async def find_by_idempotency_keys(self, tenant_id: str, keys: Iterable[str]) -> dict[str, str]:
         """Known idempotency keys -> the exception they were recorded against (recurrences included)."""
-        wanted = sorted({k for k in keys if k is not None})
-        out: dict[str, str] = {}
-        if not wanted:
-            return out
-        c = idempotency_keys.c
         async with self._read() as conn:
-            for part in chunked(wanted):
-                stmt = select(c.idempotency_key, c.exception_id).where(
-                    c.tenant_id == tenant_id, c.idempotency_key.in_(part)
-                )
-                out.update({k: e for k, e in (await conn.execute(stmt)).all()})
-        return out
+            return await self._find_keys(conn, tenant_id, keys)
 
     async def find_open_by_fingerprints(self, tenant_id: str, fps: Iterable[str]) -> dict[str, str]:
         """Fingerprint -> the most recently received open exception carrying it (open = not terminal)."""
-        wanted = sorted({f for f in fps if f is not None})
-        out: dict[str, str] = {}
-        if not wanted:
-            return out
         async with self._read() as conn:
-            for part in chunked(wanted):
-                stmt = (
-                    select(_X.fingerprint, _X.exception_id)
-                    .where(
-                        _X.tenant_id == tenant_id,
-                        _X.fingerprint.in_(part),
-                        _X.status.not_in(sorted(TERMINAL_STATUSES)),
-                    )
-                    .order_by(_X.received_at, _X.exception_id)
-                )
-                out.update({fp: exc_id for fp, exc_id in (await conn.execute(stmt)).all()})
-        return out
+            return await self._open_by_fingerprints(conn, tenant_id, fps)
 
     async def fingerprint_stats(self, tenant_id: str, fps: Iterable[str]) -> dict[str, FingerprintStats]:
         """Occurrence counts and first/last sightings per fingerprint (for recurrence scoring)."""
-        wanted = sorted({f for f in fps if f is not None})
-        out: dict[str, FingerprintStats] = {}
-        if not wanted:
-            return out
         async with self._read() as conn:
-            for part in chunked(wanted):
-                stmt = select(
-                    _F.fingerprint, _F.count, _F.first_seen, _F.last_seen, _F.last_exception_id
-                ).where(_F.tenant_id == tenant_id, _F.fingerprint.in_(part))
-                for fp, count, first, last, last_id in (await conn.execute(stmt)).all():
-                    out[fp] = FingerprintStats(int(count), first, last, last_id)
+            return await self._fingerprint_stats(conn, tenant_id, fps)
+
+    @staticmethod
+    async def _existing_ids(conn: AsyncConnection, tenant_id: str, ids: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for part in chunked(sorted(set(ids))):
+            stmt = select(_X.exception_id).where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
+            out.update(r[0] for r in (await conn.execute(stmt)).all())
+        return out
+
+    @staticmethod
+    async def _find_keys(conn: AsyncConnection, tenant_id: str, keys: Iterable[str]) -> dict[str, str]:
+        c = idempotency_keys.c
+        out: dict[str, str] = {}
+        for part in chunked(sorted({k for k in keys if k is not None})):
+            stmt = select(c.idempotency_key, c.exception_id).where(
+                c.tenant_id == tenant_id, c.idempotency_key.in_(part)
+            )
+            out.update({k: e for k, e in (await conn.execute(stmt)).all()})
+        return out
+
+    @staticmethod
+    async def _open_by_fingerprints(conn: AsyncConnection, tenant_id: str, fps: Iterable[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in chunked(sorted({f for f in fps if f is not None})):
+            stmt = (
+                select(_X.fingerprint, _X.exception_id)
+                .where(
+                    _X.tenant_id == tenant_id,
+                    _X.fingerprint.in_(part),
+                    _X.status.not_in(sorted(TERMINAL_STATUSES)),
+                )
+                .order_by(_X.received_at, _X.exception_id)
+            )
+            out.update({fp: exc_id for fp, exc_id in (await conn.execute(stmt)).all()})
+        return out
+
+    @staticmethod
+    async def _fingerprint_stats(
+        conn: AsyncConnection, tenant_id: str, fps: Iterable[str]
+    ) -> dict[str, FingerprintStats]:
+        out: dict[str, FingerprintStats] = {}
+        for part in chunked(sorted({f for f in fps if f is not None})):
+            stmt = select(_F.fingerprint, _F.count, _F.first_seen, _F.last_seen, _F.last_exception_id).where(
+                _F.tenant_id == tenant_id, _F.fingerprint.in_(part)
+            )
+            for fp, count, first, last, last_id in (await conn.execute(stmt)).all():
+                out[fp] = FingerprintStats(int(count), first, last, last_id)
         return out
 
     # ------------------------------------------------------------------ reads
@@ -555,7 +569,7 @@ class ExceptionRepo(StoreBase):
                 raise NotFound(f"exception {exception_id!r} does not exist for tenant {tenant_id!r}")
             start = seqs[exception_id]
             params = [_event_param(tenant_id, exception_id, start + i, ev) for i, ev in enumerate(events, 1)]
-            await bulk_insert(conn, exception_events, params)
+            await bulk_insert(conn, exception_events, params, encoded=_EVENT_JSON)
             if fields:
                 await self._apply_fields(conn, tenant_id, exception_id, dict(fields))
             await self._append_audit(conn, tenant_id, head, audits)
@@ -650,15 +664,24 @@ def _plan(tenant_id: str, writes: Sequence[ExceptionWrite]) -> _Plan:
 
 
 def _event_param(tenant_id: str, exception_id: str, seq: int, ev: EventRow) -> dict[str, Any]:
+    """The event's row with `decision` and `payload` as JSON text (insert with `encoded=_EVENT_JSON`)."""
+    if ev.encoded is not None:
+        decision, payload = ev.encoded
+    else:
+        decision = None if ev.decision is None else canonical_json(ev.decision).decode()
+        payload = canonical_json(ev.payload).decode()
     return {
         "tenant_id": tenant_id,
         "exception_id": exception_id,
         "seq": seq,
         "stage": ev.stage,
         "at": ev.at,
-        "decision": ev.decision,
-        "payload": ev.payload,
+        "decision": decision,
+        "payload": payload,
     }
+
+
+_EVENT_JSON = ("decision", "payload")
 
 
 def _event_params(
@@ -699,6 +722,26 @@ async def _complete_queue(conn: AsyncConnection, tenant_id: str, ids: Sequence[i
             .where(q.tenant_id == tenant_id, q.id.in_(part), q.state == "PENDING")
             .values(state="DONE", processed_at=now, lease_until=None, error=None)
         )
+
+
+def _fingerprint_upsert(dialect: Dialect) -> Any:
+    """Insert a batch's fingerprint rows, merging each into an existing row of the same fingerprint."""
+    ins = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(fingerprints)
+    ex = ins.excluded
+    return ins.on_conflict_do_update(
+        index_elements=[_F.tenant_id, _F.fingerprint],
+        set_={
+            "count": _F["count"] + ex["count"],
+            "first_seen": case((ex.first_seen < _F.first_seen, ex.first_seen), else_=_F.first_seen),
+            "last_seen": case((ex.last_seen > _F.last_seen, ex.last_seen), else_=_F.last_seen),
+            "last_exception_id": ex.last_exception_id,
+            "open_exception_id": case(
+                (ex.open_exception_id.is_not(None), ex.open_exception_id),
+                (_F.open_exception_id == ex.last_exception_id, null()),
+                else_=_F.open_exception_id,
+            ),
+        },
+    )
 
 
 _UPDATE_PROJECTION = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -190,6 +190,29 @@ class PackRepo(StoreBase):
         async with self._read() as conn:
             row = (await conn.execute(stmt)).first()
         return _pack(row) if row is not None else None
+
+    async def active_pack_hashes(self, tenant_id: str) -> dict[str, str]:
+        """kind -> content hash of the active pack, both kinds in one statement and without the content.
+
+        The orchestrator asks before every batch whether the tenant's packs changed; reading the hashes
+        alone keeps that check from parsing both packs' JSON each time."""
+        parts = []
+        for kind in PACK_KINDS:
+            latest = (
+                select(pack_activations.c.name, pack_activations.c.version)
+                .where(pack_activations.c.tenant_id == tenant_id, pack_activations.c.kind == kind)
+                .order_by(pack_activations.c.id.desc())
+                .limit(1)
+                .subquery()
+            )
+            parts.append(
+                select(pack_versions.c.kind, pack_versions.c.content_hash)
+                .join(latest, (pack_versions.c.name == latest.c.name) & (pack_versions.c.version == latest.c.version))
+                .where(pack_versions.c.tenant_id == tenant_id, pack_versions.c.kind == kind)
+            )
+        async with self._read() as conn:
+            rows = (await conn.execute(union_all(*parts))).all()
+        return {kind: content_hash for kind, content_hash in rows}
 
     async def activation_history(self, tenant_id: str, kind: str | None = None) -> list[Activation]:
         """Every activation and rollback, oldest first."""

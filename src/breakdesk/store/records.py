@@ -60,6 +60,10 @@ class EventRow:
     at: datetime
     decision: dict[str, Any] | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+    #: The canonical JSON text of (decision, payload) when the producer already encoded them (the pipeline
+    #: does, for the events digest of its audit entry); the store writes it instead of encoding again.
+    #: Must be `canonical_json` of the two fields, `decision` None when it is None.
+    encoded: tuple[str | None, str] | None = None
 
 
 @dataclass(slots=True)

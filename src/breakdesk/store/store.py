@@ -41,7 +41,9 @@ class Store(
     async def open(cls, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> Store:
         """Connect to `url` (default: $BREAKDESK_DATABASE_URL, else ./breakdesk.db) and bring the schema
         to the current revision."""
-        engine = make_engine(database_url(url), echo=echo)
+        # Every store call runs in an explicit transaction that ends before the connection goes back to the
+        # pool, so the pool's own rollback on return (a round trip to the driver's thread on SQLite) is skipped.
+        engine = make_engine(database_url(url), echo=echo, pool_reset_on_return=None)
         try:
             if migrate:
                 await upgrade_engine(engine)
@@ -64,6 +66,8 @@ class Store(
             return False
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         await self._engine.dispose()
 
     async def __aenter__(self) -> Store:

@@ -19,6 +19,12 @@ def _sqlite_text(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
+def _aware_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out.
 
@@ -34,6 +40,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             # Hot path of every batch write: produce SQLAlchemy's SQLite storage format in one C call
             # instead of process_bind_param followed by the DATETIME type's own %-formatting.
             return _sqlite_text
+        if dialect.name == "postgresql" and self.impl.dialect_impl(dialect).bind_processor(dialect) is None:
+            # asyncpg takes aware datetimes as they are: skip the TypeDecorator's wrapper
+            return _aware_utc
         return super().bind_processor(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
