@@ -33,7 +33,7 @@ from breakdesk.catalog import Catalog
 from breakdesk.memory import Memory, Query
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
-from breakdesk.memory.text import analyze, describe, key_fields, render, semantic_text
+from breakdesk.memory.text import analyze, describe, key_fields, render, semantic_text, similarity_keys
 from breakdesk.memory.vectors import VectorIndex
 from breakdesk.packs.loader import read_file
 from breakdesk.pipeline.intake import intake
@@ -121,7 +121,8 @@ async def evaluate(provider: str, url: str, k: int = 5) -> Quality:
                 vec = (await emb.embed([semantic_text(body, fields)]))[0]
                 embed_ms.append((time.perf_counter() - t0) * 1000)
             q = Query(ir.record.exception_id, ir.record.exception_type, ir.record.source_system,
-                      analyze(body, fields), fields, ir.fingerprint, vec)
+                      analyze(body, fields), fields, ir.fingerprint, vec,
+                      similarity_keys(packs.domain, ir.record.exception_type))
             hits = idx.search(q, k, model=model)
             ids = [h.exception_id for h in hits]
             cross += sum(1 for i in ids if tenant_of.get(i) != tenant)
@@ -193,7 +194,20 @@ def synthetic_index(n: int, dims: int | None, exact_limit: int | None = None) ->
     return idx, stored
 
 
+def example_key_fields() -> dict[str, tuple[str, ...]]:
+    """Declared key fields (`similarity.keyFields`) per exception type of the example packs."""
+    from breakdesk.packs.workspace import compile_domain_file
+
+    out: dict[str, tuple[str, ...]] = {}
+    for d in ("finance", "healthcare"):
+        domain = compile_domain_file(ROOT / f"packs/{d}/domain.yaml")
+        out.update({t: similarity_keys(domain, t) for t in domain.types})
+    return out
+
+
 def latency(sizes: list[int], queries: int = 300) -> None:
+    """Queries ask with their type's key fields declared in the example packs, as the pipeline does."""
+    keys = example_key_fields()
     for n in sizes:
         for dims, exact_limit, label in ((None, None, "lexical+structured"),
                                          (384, 1 << 40, "lexical+vector (exact numpy)"),
@@ -205,7 +219,7 @@ def latency(sizes: list[int], queries: int = 300) -> None:
             lat = []
             for _ in range(queries):
                 case = rng.choice(stored)
-                q = idx.query_for(case, "m" if dims else None)
+                q = idx.query_for(case, "m" if dims else None, keys.get(case.exception_type, ()))
                 t = time.perf_counter()
                 idx.search(q, 5, model="m" if dims else None)
                 lat.append((time.perf_counter() - t) * 1000)

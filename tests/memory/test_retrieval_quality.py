@@ -1,8 +1,8 @@
 """The labeled retrieval set (tests/data/retrieval) through the real pipeline, lexical + structured (`none`).
 
-A regression guard a little under the level measured with key-field matching (recall@5 0.821, MRR 0.941 with
-`none`; `python -m bench.memory --only quality` reports both embedders; the issue's targets, 0.85 and 0.92,
-are not reached yet), and the hard requirement: zero cross-tenant hits.
+A regression guard a little under the level measured with the example packs' `similarity.keyFields` (recall@5
+0.881, MRR 0.963 with `none`, target 0.85; `python -m bench.memory --only quality` reports both embedders),
+and the hard requirement: zero cross-tenant hits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ async def test_retrieval_set_lexical_quality_and_isolation(tmp_path: Path) -> No
     q = await evaluate("none", f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
     assert q.queries >= 150
     assert q.cross_tenant_hits == 0
-    assert q.recall_at_5 >= 0.80 and q.mrr >= 0.92, (q.recall_at_5, q.mrr)
+    assert q.recall_at_5 >= 0.86 and q.mrr >= 0.94, (q.recall_at_5, q.mrr)
 
 
 def test_retrieval_set_shape() -> None:

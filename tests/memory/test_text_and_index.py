@@ -204,3 +204,75 @@ def test_cases_of_the_same_type_are_found_when_nothing_else_is_shared() -> None:
     idx = small_index()
     hits = idx.search(q("completely different words", etype="CASH_BREAK"), 3)
     assert [h.exception_id for h in hits] == ["D"] and hits[0].why.startswith("same type CASH_BREAK")
+
+
+def key_fields_index() -> TenantIndex:
+    """Settlement fails. K1, K2: the query's failReason, counterparty and depository (csd), worded otherwise.
+    P1: the query's message word for word and two of the three (another depository). R1: the query's message
+    and its rare instrument, nothing else. X*: other fails, almost all at DTC (a common value)."""
+    idx = TenantIndex("t1")
+    key = {"failReason": "LATE_AFFIRMATION", "counterparty": "Jefferies LLC", "csd": "DTC"}
+    cases = [
+        ("K1", "Client affirmed after the cut-off", {**key, "isin": "US0001"}),
+        ("K2", "Affirmation arrived too late for settlement", {**key, "isin": "US0002"}),
+        ("P1", "Broker failed to deliver the shares on time", {**key, "csd": "EUROCLEAR", "isin": "US0003"}),
+        ("R1", "Broker failed to deliver the shares on time", {"failReason": "SSI_MISMATCH", "counterparty": "UBS AG",
+                                                                "csd": "DTC", "isin": "US0099"}),
+    ]
+    for i in range(40):
+        cases.append((f"X{i}", f"Instruction pending reason {i % 5}", {
+            "failReason": f"REASON_{i % 4}", "counterparty": f"Bank {i % 8}", "csd": "DTC" if i % 10 else "CREST",
+            "isin": f"US1{i:03d}"}))
+    for i, (eid, msg, ents) in enumerate(cases, 1):
+        idx.add(case(eid, msg, cid=i, entities=ents))
+    return idx
+
+
+KEY_QUERY_FIELDS = {"failReason": "LATE_AFFIRMATION", "counterparty": "Jefferies LLC", "csd": "DTC", "isin": "US0099"}
+
+
+def key_query(*key_fields: str) -> Query:
+    return Query(None, "SETTLEMENT_FAIL", "custody-feed", term_counts("Broker failed to deliver the shares on time"),
+                 KEY_QUERY_FIELDS, key_fields=key_fields)
+
+
+def test_declared_key_fields_decide_the_same_problem() -> None:
+    idx = key_fields_index()
+    hits = idx.search(key_query("failReason", "counterparty", "csd"), 4)
+    assert [h.exception_id for h in hits[:3]] in (["K1", "K2", "P1"], ["K2", "K1", "P1"])
+    assert hits[0].score > hits[2].score > hits[3].score
+    top = hits[0]
+    assert "same problem (3 of 3 key fields): failReason=LATE_AFFIRMATION, counterparty=Jefferies LLC, csd=DTC" \
+        in top.why
+    assert top.shared_entities[:3] == ("failReason=LATE_AFFIRMATION", "counterparty=Jefferies LLC", "csd=DTC")
+    assert "same problem (2 of 3 key fields)" in hits[2].why
+    # Without the declaration the verbatim message with two shared fields of three wins.
+    plain = idx.search(key_query(), 4)
+    assert plain[0].exception_id == "P1" and "same problem" not in plain[0].why
+
+
+def test_a_key_field_the_query_lacks_is_left_out_of_the_share() -> None:
+    idx = key_fields_index()
+    hits = idx.search(key_query("failReason", "counterparty", "csd", "regime"), 2)  # no `regime` in the query
+    assert {h.exception_id for h in hits} == {"K1", "K2"}
+    assert "same problem (3 of 3 key fields)" in hits[0].why and 0.0 <= hits[0].score <= 1.0
+
+
+def test_describe_keeps_declared_key_fields_whatever_their_name_or_form() -> None:
+    from breakdesk.packs.compiler import compile_domain
+    from breakdesk.packs.schema import DomainPack
+
+    domain = compile_domain(DomainPack.model_validate({
+        "name": "d", "version": "1.0.0",
+        "exceptionTypes": {
+            "PARENT": {"similarity": {"keyFields": ["reason", "codes", "level"]}},
+            "CHILD": {"parent": "PARENT"},
+        },
+    }))
+    r = ExceptionRecord(exception_id="X", tenant_id="t1", source_system="s", exception_type="CHILD", timestamp=NOW,
+                        raw_payload={"message": "m"},
+                        normalized_context={"reason": "ACCOUNT_CLOSED", "codes": ["b", "a"], "level": 3})
+    fields = key_fields(r, domain)
+    # `reason` reads as prose and numbers are not fields unless the pack declares them
+    assert fields == {"reason": "ACCOUNT_CLOSED", "codes": "a, b", "level": "3"}
+    assert "reason" not in key_fields(rec({"reason": "ACCOUNT_CLOSED"}), None)

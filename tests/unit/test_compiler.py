@@ -26,6 +26,7 @@ from .packkit import (
     domain_from,
     mini_domain_data,
     mini_tenant_data,
+    read_yaml,
     tenant_from,
 )
 
@@ -583,6 +584,74 @@ def test_default_severity_is_inherited_from_the_nearest_ancestor() -> None:
     }
     assert d.ancestors["LEAF"] == ("MID", "ROOT")
     assert d.ancestors["ROOT"] == ()
+
+
+def test_similarity_key_fields_must_be_intake_fields_without_duplicates() -> None:
+    data = small_domain(
+        intake={"fields": {"reason": "${rawPayload.reason}", "payer": "${rawPayload.payer}"}},
+        exceptionTypes={"A": {"similarity": {"keyFields": ["reason", "payerName", "reason"]}}, "B": {}},
+    )
+    pack = model_from_data(data, "d.yaml")
+    with pytest.raises(PackError) as info:
+        compile_domain(pack, "d.yaml")  # type: ignore[arg-type]
+    assert sorted(str(p) for p in info.value.problems) == [
+        "d.yaml:$.exceptionTypes.A.similarity.keyFields: duplicate key field 'reason'",
+        "d.yaml:$.exceptionTypes.A.similarity.keyFields[1]: 'payerName' is not defined in intake.fields",
+    ]
+
+
+def test_similarity_key_fields_are_unchecked_when_intake_defines_no_fields() -> None:
+    d = domain_from(small_domain(exceptionTypes={"A": {"similarity": {"keyFields": ["anything"]}}, "B": {}}))
+    assert d.similarity_fields == {"A": ("anything",)}
+
+
+@pytest.mark.parametrize(
+    ("similarity", "path"),
+    [
+        ({"keyFields": []}, "$.exceptionTypes.A.similarity.keyFields"),
+        ({}, "$.exceptionTypes.A.similarity.keyFields"),
+        ({"keyFields": ["a"], "weights": {"a": 2}}, "$.exceptionTypes.A.similarity.weights"),
+    ],
+)
+def test_similarity_shape_is_checked_by_the_schema(similarity: dict[str, Any], path: str) -> None:
+    data = small_domain(exceptionTypes={"A": {"similarity": similarity}, "B": {}})
+    with pytest.raises(PackError) as info:
+        model_from_data(data, "d.yaml")
+    assert [p.path for p in info.value.problems] == [path], info.value.problems
+
+
+def test_similarity_is_inherited_from_the_nearest_ancestor_that_declares_it() -> None:
+    d = domain_from(
+        small_domain(
+            exceptionTypes={
+                "ROOT": {"similarity": {"keyFields": ["payer", "reason"]}},
+                "MID": {"parent": "ROOT"},
+                "LEAF": {"parent": "MID"},
+                "OWN": {"parent": "ROOT", "similarity": {"keyFields": ["payer", "reason", "procedure"]}},
+                "OWN_CHILD": {"parent": "OWN"},
+                "LONE": {},
+            },
+        )
+    )
+    assert d.similarity_fields == {
+        "ROOT": ("payer", "reason"),
+        "MID": ("payer", "reason"),
+        "LEAF": ("payer", "reason"),
+        "OWN": ("payer", "reason", "procedure"),
+        "OWN_CHILD": ("payer", "reason", "procedure"),
+    }
+
+
+def test_example_packs_declare_similarity_on_every_leaf_type() -> None:
+    """Every type a source reports (one with detection rules) says what makes it the same problem, and
+    every declared field is one intake maps (compile checks it)."""
+    root = Path(__file__).resolve().parents[2]
+    for name in ("finance", "healthcare"):
+        d = domain_from(read_yaml(root / "packs" / name / "domain.yaml"))
+        leaves = {t for t, et in d.types.items() if et.detection}
+        assert leaves and leaves <= set(d.similarity_fields), (name, leaves - set(d.similarity_fields))
+        for fields in d.similarity_fields.values():
+            assert set(fields) <= set(d.intake_fields)
 
 
 def test_rules_are_indexed_by_type_and_keep_declaration_order() -> None:

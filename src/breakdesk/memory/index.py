@@ -8,13 +8,17 @@ transaction) and every process that searches keeps an in-memory index it follows
 index is immediate: a case is searchable as soon as its transaction commits and the searching process next
 syncs (before every search batch).
 
-A search scores every case that shares something with the query on three signals (`breakdesk.memory.text`
+A search scores every case that shares something with the query on four signals (`breakdesk.memory.text`
 says why a case is read through two lenses):
 
+- declared key fields: the fields the domain pack says define "the same problem" for the query's type
+  (`similarity.keyFields`, e.g. reason, counterparty and depository of a settlement fail), as the share of
+  them a case matches exactly. Only the domain knows which attributes those are: lexically, the same message
+  with another counterparty looks closer than the same problem in other words;
 - key fields: exact `field=value` matches (counterparty, LEI, account, payer, reason codes, the exception's
   own ids, the fingerprint), each weighted by its IDF among cases of the query's type (saturating, so that
   one rare coincidence does not outweigh several shared facts), as the share of the query's matchable
-  evidence. On the labeled set this is most of what "the same problem" means;
+  evidence. Without declared key fields this is most of what "the same problem" means;
 - text: BM25 over the message words (light stemming), which separates causes among cases with the same
   fields. Typos on either side still match: an unknown query word is corrected to the most common known
   word one edit away, and a known word also matches its rarer one-edit variants in the index;
@@ -70,6 +74,13 @@ MIN_FIELD_IDF = 0.3
 #: text weight halves.
 W_TEXT, W_FIELD, W_VEC, W_TYPE, W_SOURCE = 0.10, 0.40, 1.00, 0.30, 0.10
 W_TEXT_WITH_VECTORS = 0.05
+#: ...unless the pack declares the type's key fields: they then say which cases are the same problem, and the
+#: words and the cosine only order those, where the words do better than half weight (labeled set, minilm).
+W_TEXT_WITH_VECTORS_AND_KEYS = 0.10
+#: Weight of the share of the query's declared key fields (`similarity.keyFields` of its type) a case matches,
+#: on top of W_FIELD (declared fields count there too): a case matching every field that defines the problem
+#: ranks far above one sharing an incidental attribute or a few words. On the labeled set 0.4-1.0 do alike.
+W_KEY = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +113,18 @@ class Query:
     entities: Mapping[str, str]
     fingerprint: str | None = None
     vector: np.ndarray | None = None
+    #: The fields that define "the same problem" for the query's type (the domain pack's
+    #: `similarity.keyFields`); empty when the pack declares none.
+    key_fields: tuple[str, ...] = ()
+
+
+class QField(NamedTuple):
+    """One field of a query that other cases can share: its posting id, weight, name and value."""
+
+    fid: int
+    weight: float
+    name: str
+    value: str
 
 
 class Hit(NamedTuple):
@@ -473,18 +496,23 @@ class TenantIndex:
                     out.append((other, idf * w * TYPO_WEIGHT))
         return out
 
-    def _query_fields(self, q: Query, self_slot: int | None) -> tuple[list[tuple[int, float, str, str]], float]:
-        """(field id, idf, name, value) of the query's key fields other cases can share, rarest first, and
-        their idf total (the most a case can match). IDF is taken among cases of the query's type — `csd=DTC`
-        is rare in the tenant but says nothing among settlement fails — and saturates at `FIELD_IDF_CAP`."""
+    def _query_fields(self, q: Query, self_slot: int | None) -> tuple[list[QField], float, list[QField], float]:
+        """The query's fields other cases can share and their weight totals (the most a case can match), in two
+        lists. All fields, rarest first, weighted by IDF among cases of the query's type — `csd=DTC` is rare
+        in the tenant but says nothing among settlement fails — saturating at `FIELD_IDF_CAP`. And the
+        fields the pack declares to define the problem (`q.key_fields`), in query order, weighing 1 each
+        however common their value: the pack, not the data, says they matter (their number is bounded by the
+        pack schema, and so is the cost of their postings)."""
         cap = self._df_cap()
         qtype = self._types.codes.get(q.exception_type, -1)
         n_type = max(1, self._type_live.get(qtype, 0) - (self_slot is not None))
         n_all = max(1, self._live)
         own = self._fields[self_slot] if self_slot is not None else None
         own_set = set(own) if own is not None else ()
-        out: list[tuple[int, float, str, str]] = []
-        total = 0.0
+        declared = frozenset(q.key_fields)
+        out: list[QField] = []
+        keys: list[QField] = []
+        total = key_total = 0.0
         field_id, fdf, type_df = self._field_id, self._fdf, self._type_df
         items = list(q.entities.items())
         if q.fingerprint:
@@ -495,63 +523,63 @@ class TenantIndex:
                 continue
             mine = fid in own_set
             df = fdf[fid] - mine
-            if df <= 0 or df > cap:
+            key = name in declared
+            if df <= 0 or (df > cap and not key):  # declared fields are searched however common
                 continue
             df_type = type_df.get((fid, qtype), 0) - mine
             idf = _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df)
-            if idf >= MIN_FIELD_IDF:
+            if key:
+                keys.append(QField(fid, 1.0, name, value))
+                key_total += 1.0
+            if df <= cap and idf >= MIN_FIELD_IDF:
                 idf = min(idf, FIELD_IDF_CAP)
-                out.append((fid, idf, name, value))
+                out.append(QField(fid, idf, name, value))
                 total += idf
         out.sort(key=lambda f: -f[1])
-        return out, total
+        return out, total, keys, key_total
 
-    def _scores(self, qterms: list[tuple[int, float]], qfields: list[tuple[int, float, str, str]], n: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(slots, BM25 text scores, field scores) of every case sharing a word or a key field with the query."""
+    def _scores(self, qterms: list[tuple[int, float]], qfields: Sequence[QField], qkeys: Sequence[QField], n: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(slots, BM25 text scores, incidental field scores, declared key field scores) of every case sharing
+        a word or a field with the query."""
         avgdl = self._total_len / max(1, self._live) or 1.0
-        parts_docs: list[np.ndarray] = []
-        parts_w: list[np.ndarray] = []
-        sizes: list[int] = []
-        weights: list[float] = []
+        docs_parts: list[np.ndarray] = []
+        w_parts: list[np.ndarray] = []
         for tid, w in qterms:
             docs, norm = self._post[tid].bm25(self._len, avgdl)
-            parts_docs.append(docs)
-            parts_w.append(norm)
-            sizes.append(docs.shape[0])
-            weights.append(w)
-        nt = sum(sizes)
-        f_docs: list[np.ndarray] = []
-        f_sizes: list[int] = []
-        f_weights: list[float] = []
-        for fid, idf, _, _ in qfields:
-            docs = self._fpost[fid].slots()
-            f_docs.append(docs)
-            f_sizes.append(docs.shape[0])
-            f_weights.append(idf)
-        nf = sum(f_sizes)
-        if nt + nf == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32)
-        docs = np.concatenate(parts_docs + f_docs)
-        w_all = np.concatenate([
-            np.concatenate(parts_w) * np.repeat(np.asarray(weights, dtype=np.float32), sizes) if nt else
-            np.zeros(0, np.float32),
-            np.repeat(np.asarray(f_weights, dtype=np.float32), f_sizes),
-        ])
-        if (nt + nf) * 8 < n:  # few postings: sort-based accumulation beats n-sized arrays
+            docs_parts.append(docs)
+            w_parts.append(norm * np.float32(w))
+        nt = sum(d.shape[0] for d in docs_parts)
+        bounds = [nt]
+        for group in (qfields, qkeys):
+            sizes: list[int] = []
+            for f in group:
+                docs = self._fpost[f.fid].slots()
+                docs_parts.append(docs)
+                sizes.append(docs.shape[0])
+            if sizes:
+                w_parts.append(np.repeat(np.asarray([f.weight for f in group], dtype=np.float32), sizes))
+            bounds.append(bounds[-1] + sum(sizes))
+        total = bounds[-1]
+        if total == 0:
+            empty = np.zeros(0, np.float32)
+            return np.zeros(0, np.int64), empty, empty, empty
+        docs = np.concatenate(docs_parts)
+        w_all = np.concatenate(w_parts)
+        segments = ((0, bounds[0]), (bounds[0], bounds[1]), (bounds[1], bounds[2]))
+        if total * 8 < n:  # few postings: sort-based accumulation beats n-sized arrays
             slots, inv = np.unique(docs, return_inverse=True)
-            text = np.bincount(inv[:nt], weights=w_all[:nt], minlength=slots.shape[0])
-            fields = np.bincount(inv[nt:], weights=w_all[nt:], minlength=slots.shape[0])
+            parts = [np.bincount(inv[a:b], weights=w_all[a:b], minlength=slots.shape[0]) for a, b in segments]
         else:
-            text = np.bincount(docs[:nt], weights=w_all[:nt], minlength=n)
-            fields = np.bincount(docs[nt:], weights=w_all[nt:], minlength=n)
-            slots = np.flatnonzero(text + fields)
-            text, fields = text[slots], fields[slots]
+            parts = [np.bincount(docs[a:b], weights=w_all[a:b], minlength=n) for a, b in segments]
+            slots = np.flatnonzero(parts[0] + parts[1] + parts[2])
+            parts = [p[slots] for p in parts]
         alive = self._alive[slots]
-        return slots[alive].astype(np.int64), text[alive].astype(np.float32), fields[alive].astype(np.float32)
+        text, fields, keys = (p[alive].astype(np.float32) for p in parts)
+        return slots[alive].astype(np.int64), text, fields, keys
 
-    def _with_same_type(self, slots: np.ndarray, text: np.ndarray, fields: np.ndarray, qtype: int, k: int,
-                        allowed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _with_same_type(self, slots: np.ndarray, text: np.ndarray, fields: np.ndarray, keys: np.ndarray, qtype: int,
+                        k: int, allowed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates topped up to `k` with the latest allowed cases of the query's type (scores 0: only
         the type and source boosts rank them)."""
         have = set(slots.tolist())
@@ -563,11 +591,12 @@ class TenantIndex:
             if slot not in have and allowed(slot):
                 extra.append(slot)
         if not extra:
-            return slots, text, fields
+            return slots, text, fields, keys
         zeros = np.zeros(len(extra), dtype=np.float32)
         merged = np.concatenate([slots, np.asarray(extra, dtype=np.int64)])
         order = np.argsort(merged, kind="stable")  # callers rely on sorted slots
-        return (merged[order], np.concatenate([text, zeros])[order], np.concatenate([fields, zeros])[order])
+        return (merged[order], np.concatenate([text, zeros])[order], np.concatenate([fields, zeros])[order],
+                np.concatenate([keys, zeros])[order])
 
     def search(
         self,
@@ -597,13 +626,13 @@ class TenantIndex:
             return slot not in excluded and bool(self._alive[slot]) and (mask is None or bool(mask[slot]))
 
         qterms = self._query_terms(q.terms)
-        qfields, fnorm = self._query_fields(q, self_slot)
-        slots, text, fields = self._scores(qterms, qfields, n)
+        qfields, fnorm, qkeys, knorm = self._query_fields(q, self_slot)
+        slots, text, fields, keys = self._scores(qterms, qfields, qkeys, n)
         if mask is not None or excluded:
             keep = mask[slots] if mask is not None else np.ones(slots.shape[0], dtype=bool)
             for slot in excluded:
                 keep &= slots != slot
-            slots, text, fields = slots[keep], text[keep], fields[keep]
+            slots, text, fields, keys = slots[keep], text[keep], fields[keep], keys[keep]
         # vectors: from pgvector, or the resident index of `model`
         vi = self.vectors.get(model) if model else None
         qvec = q.vector
@@ -624,15 +653,17 @@ class TenantIndex:
             vi = None
         qtype = self._types.codes.get(q.exception_type, -1)
         if slots.shape[0] < k:  # too little shared: the latest cases of the same type are still the nearest
-            slots, text, fields = self._with_same_type(slots, text, fields, qtype, k, allowed)
+            slots, text, fields, keys = self._with_same_type(slots, text, fields, keys, qtype, k, allowed)
         if slots.size == 0 and not vec_slots:
             return []
         qsrc = self._sources.codes.get(q.source_system, -1)
         with_vectors = external is not None or vi is not None
-        w_text = W_TEXT_WITH_VECTORS if with_vectors else W_TEXT
+        w_text = (W_TEXT if not with_vectors else W_TEXT_WITH_VECTORS_AND_KEYS if knorm > 0 else W_TEXT_WITH_VECTORS)
         top_text = float(text.max()) if text.size else 0.0
         text_n = text / top_text if top_text > 0 else text
         score = w_text * text_n + W_FIELD * (fields / fnorm if fnorm > 0 else fields)
+        if knorm > 0:
+            score += W_KEY * (keys / knorm)
         score += W_TYPE * (self._type[slots] == qtype) + W_SOURCE * (self._source[slots] == qsrc)
         pool = CANDIDATES if with_vectors else k + 8  # without vectors the score is final: ties broken below
         if slots.shape[0] > pool:
@@ -663,17 +694,18 @@ class TenantIndex:
                 assert vi is not None and qvec is not None
                 sem = vi.similarity(qvec, cand)
             cand_score = cand_score + W_VEC * np.clip(sem, 0.0, 1.0)
-        scale = w_text + W_FIELD + W_TYPE + W_SOURCE + (W_VEC if sem is not None else 0.0)
+        scale = w_text + W_FIELD + W_TYPE + W_SOURCE + (W_VEC if sem is not None else 0.0) + (W_KEY if knorm > 0 else 0.0)
         sems = sem.tolist() if sem is not None else [None] * cand.shape[0]
         ranked = sorted((-sc, self._eids[slot], slot, tx, sm) for sc, slot, tx, sm in
                         zip(cand_score.tolist(), cand.tolist(), cand_text.tolist(), sems, strict=True))[:k]
         weights = dict(qterms)
-        return [self._hit(q, slot, -neg / scale, tx, sm, weights, qfields) for neg, _, slot, tx, sm in ranked]
+        return [self._hit(q, slot, -neg / scale, tx, sm, weights, qfields, qkeys) for neg, _, slot, tx, sm in ranked]
 
     def _hit(self, q: Query, slot: int, score: float, lexical: float, semantic: float | None,
-             weights: Mapping[int, float], qfields: Sequence[tuple[int, float, str, str]]) -> Hit:
-        """A hit and its explanation: type, fingerprint, shared key fields (rarest first), matched words.
-        `score` is the fused score over the sum of the weights in play (0..1)."""
+             weights: Mapping[int, float], qfields: Sequence[QField], qkeys: Sequence[QField]) -> Hit:
+        """A hit and its explanation: type, fingerprint, the declared key fields it matches, other shared
+        fields (rarest first), matched words. `score` is the fused score over the sum of the weights in
+        play (0..1)."""
         case = self._cases[slot]
         assert case is not None
         entry = self._terms[slot]
@@ -683,14 +715,17 @@ class TenantIndex:
             if len(common) > 1:
                 common.sort()
             matched = [self._term_names[t] for _, t in common[:6]]
-        ents = tuple(f"{name}={v}" for _, _, name, v in qfields if name != "fp" and case.entities.get(name) == v)
+        same = tuple(f"{f.name}={f.value}" for f in qkeys if case.entities.get(f.name) == f.value)
+        others = tuple(f"{name}={v}" for _, _, name, v in qfields if name != "fp" and case.entities.get(name) == v)
         why: list[str] = []
         if case.exception_type == q.exception_type:
             why.append(f"same type {case.exception_type}")
         if q.fingerprint and case.fingerprint == q.fingerprint:
             why.append("same fingerprint")
-        if ents:
-            why.append("shares " + ", ".join(ents[:3]))
+        if same:
+            why.append(f"same problem ({len(same)} of {len(qkeys)} key fields): " + ", ".join(same))
+        if others:
+            why.append("shares " + ", ".join(others[:3]))
         if matched:
             why.append("terms: " + ", ".join(matched))
         if semantic is not None and semantic > 0:
@@ -709,11 +744,11 @@ class TenantIndex:
             lexical=lexical,
             semantic=semantic,
             matched_terms=tuple(matched),
-            shared_entities=ents,
+            shared_entities=same + others,
         )
 
-    def query_for(self, case: StoredCase, model: str | None = None) -> Query:
-        """The query that asks for cases like an indexed one."""
+    def query_for(self, case: StoredCase, model: str | None = None, key_fields: tuple[str, ...] = ()) -> Query:
+        """The query that asks for cases like an indexed one (`key_fields`: its type's declared key fields)."""
         return Query(
             exception_id=case.exception_id,
             exception_type=case.exception_type,
@@ -722,4 +757,5 @@ class TenantIndex:
             entities=case.entities,
             fingerprint=case.fingerprint,
             vector=self.vector_of(model, case.exception_id) if model else None,
+            key_fields=key_fields,
         )

@@ -8,6 +8,7 @@ tenant id, and every hit is checked against the tenant asked for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import weakref
@@ -20,7 +21,15 @@ from typing import Any
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
 from breakdesk.memory.index import Filters, Hit, Query, TenantIndex
-from breakdesk.memory.text import analyze, case_doc, describe, key_fields, render, semantic_text
+from breakdesk.memory.text import (
+    analyze,
+    case_doc,
+    describe,
+    key_fields,
+    render,
+    semantic_text,
+    similarity_keys,
+)
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
 from breakdesk.pipeline.types import IntakeResult, SimilarCase
@@ -205,7 +214,8 @@ class Memory:
                     out.last_resolution[ir.fingerprint] = f"{last.resolution.get('summary')} ({last.exception_id})"
             if len(idx) == 0:
                 continue
-            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, ir.fingerprint)
+            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, ir.fingerprint,
+                      key_fields=similarity_keys(domain, rec.exception_type))
             out.similar[rec.exception_id] = tuple(
                 SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in idx.search(q, k)
             )
@@ -253,7 +263,7 @@ class Memory:
             case = StoredCase(0, tenant_id, exception_id, row["exception_type"], row["source_system"],
                               row.get("severity"), row["status"], None, row.get("fingerprint"),
                               key_fields(rec, domain), render(rec, domain), None, row["received_at"], None)
-        q = idx.query_for(case, model)
+        q = idx.query_for(case, model, similarity_keys(domain, case.exception_type))
         embed_ms = 0.0
         source = "none"
         nearest: list[tuple[str, float]] | None = None
@@ -272,7 +282,7 @@ class Memory:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000
             if vec is not None:
-                q = Query(q.exception_id, q.exception_type, q.source_system, q.terms, q.entities, q.fingerprint, vec)
+                q = dataclasses.replace(q, vector=vec)
                 if pg:
                     nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, max(60, 3 * k) + 1)
         t0 = time.perf_counter()

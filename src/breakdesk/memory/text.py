@@ -161,6 +161,12 @@ def describe(
             text = str(value).strip()
             if not _DATELIKE.match(text):  # a value date is part of a fingerprint, not of what went wrong
                 fields[name] = text[:MAX_VALUE]
+    for name in similarity_keys(domain, record.exception_type):  # declared: kept whatever their name or form
+        if name not in fields:
+            value = ctx.get(name, raw.get(name))
+            shown = str(value) if isinstance(value, int) and not isinstance(value, bool) else _scalar_text(value)
+            if shown is not None:
+                fields[name] = shown
     etype = record.exception_type
     lines: list[str] = [humanize(etype)]
     et = domain.types.get(etype) if domain else None
@@ -210,7 +216,8 @@ def describe(
 
 def key_fields(record: ExceptionRecord, domain: CompiledDomainPack | None) -> dict[str, str]:
     """The case's key fields: its entity ids (fingerprint fields and entity keys first, numbers allowed, dates
-    not), then every short scalar value of the normalized context and the payload that is not prose
+    not), the fields its type declares to define the problem (`similarity.keyFields`, lists included), then
+    every short scalar value of the normalized context and the payload that is not prose
     (messages), a number, or a date. Matched exactly by search; rarer shared values weigh more, up to a cap."""
     return describe(record, domain)[1]
 
@@ -257,6 +264,14 @@ def case_doc(
         resolution=dict(resolution) if resolution else None,
         resolved_at=resolved_at,
     )
+
+
+def similarity_keys(domain: CompiledDomainPack | None, exception_type: str) -> tuple[str, ...]:
+    """The fields the domain pack says define "the same problem" for a type (`similarity.keyFields`, inherited
+    from the nearest ancestor that declares them); () when it declares none or there is no pack."""
+    if domain is None:
+        return ()
+    return domain.similarity_fields.get(exception_type, ())
 
 
 def key_tokens(fields: Mapping[str, str], fingerprint: str | None) -> list[str]:

@@ -173,6 +173,9 @@ class CompiledDomainPack:
     tools: Mapping[str, CompiledTool]
     playbooks: Mapping[str, CompiledPlaybook]
     playbooks_for_type: Mapping[str, tuple[CompiledPlaybook, ...]]
+    #: Per type: the fields that define "the same problem" for the similar-case memory (`similarity.keyFields`,
+    #: the type's own else its nearest ancestor's); types with none are absent.
+    similarity_fields: Mapping[str, tuple[str, ...]]
     #: What intake derives from this pack alone (per exception type, and for detection); filled on first use.
     type_cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -557,6 +560,13 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
         for j, e in enumerate(et.entities):
             if e not in pack.entities:
                 c.add(("exceptionTypes", name, "entities", j), f"unknown entity {e!r}")
+        if et.similarity is not None:
+            keys = et.similarity.keyFields
+            for d in _dupes(keys):
+                c.add(("exceptionTypes", name, "similarity", "keyFields"), f"duplicate key field {d!r}")
+            for j, f in enumerate(keys):
+                if ctx_fields is not None and f not in ctx_fields:
+                    c.add(("exceptionTypes", name, "similarity", "keyFields", j), f"{f!r} is not defined in intake.fields")
     for d in _dupes(det_ids):
         c.add(("exceptionTypes",), f"duplicate detection rule id {d!r}")
 
@@ -626,6 +636,17 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
 
     _check_tests(pack.tests, ("tests",), c, set(types), {p.id for p in pack.playbooks})
 
+    # Like a default severity, a similarity declaration is the type's own, else its nearest ancestor's.
+    similarity: dict[str, tuple[str, ...]] = {}
+    for name, et in types.items():
+        spec = et.similarity
+        for anc in ancestors.get(name, ()):
+            if spec is not None:
+                break
+            spec = types[anc].similarity
+        if spec is not None:
+            similarity[name] = tuple(dict.fromkeys(spec.keyFields))
+
     if c.problems:
         raise PackError(c.problems)
     return CompiledDomainPack(
@@ -645,6 +666,7 @@ def compile_domain(pack: DomainPack, source: str = "<domain pack>") -> CompiledD
         tools=MappingProxyType({k: v for k, v in tools.items() if v is not None}),
         playbooks=MappingProxyType({p.id: p for p in playbooks}),
         playbooks_for_type=MappingProxyType({k: tuple(v) for k, v in by_type.items()}),
+        similarity_fields=MappingProxyType(similarity),
     )
 
 

@@ -132,6 +132,21 @@ class DetectionRule(PackModel):
     confidence: Ratio = Field(0.8, description="Confidence of a classification made by this rule.")
 
 
+class SimilaritySpec(PackModel):
+    """What makes two exceptions of a type "the same problem" for the similar-case memory. Lexical search
+    cannot know it: two settlement fails with the same message but another counterparty or depository are
+    different problems, while the same reason, counterparty and depository are the same one whatever the
+    wording. Only the domain knows which attributes those are, so the pack says it."""
+
+    keyFields: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="normalizedContext fields whose values define the problem (a reason, a counterparty, a "
+        "payer...). Cases matching all of them rank far above cases sharing incidental attributes. Name "
+        "categories, not per-exception ids (those are fingerprintFields).",
+    )
+
+
 class ExceptionType(PackModel):
     description: str = ""
     parent: TypeName | None = Field(None, description="Parent type in the taxonomy.")
@@ -142,6 +157,11 @@ class ExceptionType(PackModel):
         description="normalizedContext fields that identify 'the same problem' (default: key entity ids).",
     )
     rootCauseHint: str = Field("", description="Shown in triage: the usual cause of this type.")
+    similarity: SimilaritySpec | None = Field(
+        None,
+        description="Which fields define 'the same problem' for similar past cases (default: the nearest "
+        "ancestor's; none: every short field counts alike).",
+    )
     entities: list[str] = Field(default_factory=list, description="Entities this exception type concerns.")
     tags: list[str] = Field(default_factory=list)
 
