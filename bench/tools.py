@@ -3,7 +3,8 @@
 - executor overhead per tool call over a raw httpx call to the same local endpoint (target: median ≤ 1 ms):
   (a) the executor alone: policy check, JSON Schema of arguments and output, SSRF check, breaker, metrics,
       redaction; (b) a step inside a durable playbook run, which adds the journal row, the event and the
-      audit entry written before the run moves on (measured as the cost of each extra step of a playbook);
+      audit entry written before the run moves on (measured as the cost of each extra step of a playbook,
+      against raw calls of the same endpoint, method, body and Idempotency-Key header);
 - 1,000 playbook executions submitted at once against the local tool server (target: no errors, bounded
   memory): wall time, outcomes, peak RSS.
 
@@ -217,7 +218,7 @@ async def bench_durable_step(store: Store, base: str, runs: int, steps: int, wri
             if timing:
                 writes.append((time.perf_counter() - t, time.process_time() - c))
 
-    store.record_executions = timed_record  # measure what each step commits
+    store.record_executions = timed_record  # type: ignore[method-assign]  # measure what each step commits
     async with ToolExecutor() as ex, httpx.AsyncClient(trust_env=False) as raw:
         svc = ExecutionService(store, ex)
         for a, b in zip(one, many, strict=True):
@@ -228,9 +229,13 @@ async def bench_durable_step(store: Store, base: str, runs: int, steps: int, wri
             o2 = await svc.run(TENANT, b)
             timing = False
             t2, c2 = time.perf_counter(), time.process_time()
-            for j in range(steps - 1):  # raw calls in the same interval, for a like-for-like baseline
-                r0, rc = time.perf_counter(), time.process_time()
-                (await raw.get(f"{base}/item/{b}{j}")).json()
+            for j in range(steps - 1):  # raw calls in the same interval, for a like-for-like baseline:
+                r0, rc = time.perf_counter(), time.process_time()  # same endpoint, method, body and key header
+                if write:
+                    (await raw.post(f"{base}/act/{b}{j}", json={"ref": f"{b}{j}"},
+                                    headers={"Idempotency-Key": f"{TENANT}:{b}:w{j}"})).json()
+                else:
+                    (await raw.get(f"{base}/item/{b}{j}", headers={"Idempotency-Key": f"{TENANT}:{b}:s{j}"})).json()
                 raw_t.append(time.perf_counter() - r0)
                 cpu_raw.append(time.process_time() - rc)
             assert o1.status == o2.status == "RESOLVED", (o1, o2)

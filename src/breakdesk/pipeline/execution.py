@@ -275,13 +275,25 @@ class GroupWriter:
         self._task: asyncio.Task[None] | None = None  # held so the running drain is not garbage-collected
 
     async def write(self, tenant_id: str, entry: JournalEntry) -> None:
-        """Returns once the entry is committed; raises what refused it (StatusChanged, ClaimLost, ...)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((tenant_id, entry, future))
-        if not self._draining:
-            self._draining = True
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-        await future
+        """Returns once the entry is committed; raises what refused it (StatusChanged, ClaimLost, ...).
+
+        With no write in flight the entry is written at once by its own run (no task, no future: a lone
+        run's claims are on its critical path); entries arriving meanwhile queue for one group write."""
+        if self._draining:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._pending.append((tenant_id, entry, future))
+            await future
+            return
+        self._draining = True
+        try:
+            result = (await self.store.record_executions(tenant_id, [entry]))[0]
+        finally:
+            if self._pending:  # queued while this write ran: hand them to a drain task
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+            else:
+                self._draining = False
+        if result is not None:
+            raise result
 
     async def _drain(self) -> None:
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +12,9 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, Dialect, Row, Table, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import greenlet_spawn
 
 from breakdesk.audit.chain import AuditEntry, canonical_json, link_json
 from breakdesk.store.engine import WRITE_OPTION, WalCheckpointer, sqlite_file
@@ -55,13 +59,80 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else canonical_json(value).decode()
 
 
-def _column_processor(table: Table, name: str, dialect: Dialect) -> _BulkColumn:
-    col_type = table.c[name].type
+def _type_processor(col_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """SQLAlchemy's bind processor of a type, except JSON documents, which become their canonical text."""
     impl = col_type.dialect_impl(dialect)
     if isinstance(impl, JSON) and impl.none_as_null and dialect.name in ("sqlite", "postgresql"):
         # both drivers take the JSON text (asyncpg's codecs, set up by SQLAlchemy, add the jsonb prefix)
-        return _BulkColumn(name, _json_text, False)
-    return _BulkColumn(name, impl.bind_processor(dialect), isinstance(col_type, UTCDateTime))
+        return _json_text
+    return impl.bind_processor(dialect)
+
+
+def _column_processor(table: Table, name: str, dialect: Dialect) -> _BulkColumn:
+    col_type = table.c[name].type
+    return _BulkColumn(name, _type_processor(col_type, dialect), isinstance(col_type, UTCDateTime))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A Core statement compiled once per dialect into driver SQL with positional parameters.
+
+    Hot write paths run the same few statements thousands of times; compiling them (and computing their
+    cache keys) on every call cost more CPU than the database spent executing them. Bind parameters must be
+    explicit `bindparam`s with a type; `params` orders and converts named values for the driver.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    #: Values of the statement's own literals (e.g. `coalesce(x, 0)`), which SQLAlchemy also binds.
+    literals: Mapping[str, Any]
+
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        lit = self.literals
+        return tuple(
+            v if p is None or v is None else p(v)
+            for v, p in zip([values[n] if n in values else lit[n] for n in self.names], self.processors, strict=True)
+        )
+
+
+_prepared: dict[tuple[str, Any], Prepared] = {}
+
+
+def prepare(key: Any, dialect: Dialect, build: Callable[[], ClauseElement]) -> Prepared:
+    """The statement `build()` makes, compiled for `dialect` on first use and cached under `key`."""
+    cache_key = (dialect.name, key)
+    hit = _prepared.get(cache_key)
+    if hit is None:
+        compiled: Any = build().compile(dialect=dialect)  # a SQLCompiler: positiontup and binds
+        if compiled.positiontup is None:
+            raise StoreError(f"{dialect.name}: prepared statements need a positional paramstyle driver")
+        names = tuple(compiled.positiontup)
+        binds = compiled.binds
+        procs = tuple(_type_processor(binds[n].type, dialect) for n in names)
+        literals = {n: binds[n].effective_value for n in names if not binds[n].required}
+        hit = _prepared[cache_key] = Prepared(compiled.string, names, procs, literals)
+    return hit
+
+
+def bulk_statement(
+    table: Table, dialect: Dialect, rows: Sequence[dict[str, Any]], *, encoded: Collection[str] = (),
+    statement: InsertFactory | None = None,
+) -> Op:
+    """A program step (see `Program`) inserting `rows` with `bulk_insert`'s compiled plan and conversion."""
+    plan = _bulk_plan(table, dialect, tuple(rows[0]), statement)
+    if plan is None:
+        raise StoreError(f"{dialect.name}: bulk statements need a positional paramstyle driver")
+    sql, columns = plan
+    return ("many", sql, bulk_params(columns, rows, encoded))
+
+
+#: One step of a write program: (kind, driver SQL, parameters). Kinds: "row" (answer: the first row or
+#: None), "rows" (all rows), "count" (rows changed), "many" (executemany of a parameter list; answer None).
+Op = tuple[str, str, Any]
+#: A write transaction as a generator of driver statements, each sent its answer; it returns its result.
+#: Written once, it runs in one trip to SQLite's driver thread, or statement by statement on asyncpg.
+Program = Generator[Op, Any, T]
 
 
 def _bulk_plan(
@@ -86,6 +157,11 @@ def bulk_params(
     """Driver parameter tuples for `rows`, built column by column (one tight loop per column instead of a
     generator and a processor dispatch per value). Columns named in `encoded` already hold what the
     driver takes (for example JSON text the caller had to produce anyway) and pass through."""
+    if len(rows) == 1:  # a journal write's usual row: no per-column lists
+        row = rows[0]
+        return [tuple(
+            row[c.name] if c.process is None or c.name in encoded else c.process(row[c.name]) for c in columns
+        )]
     out: list[list[Any]] = []
     for col in columns:
         name, process = col.name, col.process
@@ -175,6 +251,93 @@ def translate(exc: SQLAlchemyError) -> StoreError:
     return StoreError(f"database error ({type(getattr(exc, 'orig', None) or exc).__name__})")
 
 
+def translate_driver(exc: Exception) -> StoreError:
+    """Map a raw sqlite3 / asyncpg error (from a write program) to a store error without SQL."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return Conflict("the write conflicts with data already stored (duplicate key or missing reference)")
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        if "locked" in text or "busy" in text:
+            return StoreError("the database is busy; retry the operation")
+        return StoreError(f"database error ({type(exc).__name__})")
+    import asyncpg
+
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return Conflict("the write conflicts with data already stored (duplicate key or missing reference)")
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(f"database error ({type(exc).__name__})")
+    return StoreError("the database connection was lost; retry the operation")
+
+
+def _run_sqlite_program(conn: sqlite3.Connection, program: Program[T]) -> T:
+    """Drive a write program to its end on the connection's own thread, in one BEGIN IMMEDIATE transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        op = next(program)
+        while True:
+            kind, sql, params = op
+            if kind == "many":
+                conn.executemany(sql, params)
+                answer: Any = None
+            else:
+                cur = conn.execute(sql, params)
+                answer = cur.fetchone() if kind == "row" else cur.fetchall() if kind == "rows" else cur.rowcount
+            op = program.send(answer)
+    except StopIteration as done:
+        conn.execute("COMMIT")
+        return done.value
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        program.close()
+        raise
+
+
+async def _run_asyncpg_program(conn: Any, program: Program[T]) -> T:
+    """Drive a write program on a raw asyncpg connection in its own transaction, skipping SQLAlchemy's
+    per-statement compilation and result processing (asyncpg caches the prepared statements by text)."""
+    async with conn.transaction():
+        try:
+            op = next(program)
+            while True:
+                kind, sql, params = op
+                if kind == "many":
+                    if len(params) == 1:  # one row: a plain execute is one message exchange less
+                        await conn.execute(sql, *params[0])
+                    else:
+                        await conn.executemany(sql, params)
+                    answer: Any = None
+                elif kind == "row":
+                    answer = await conn.fetchrow(sql, *params)
+                elif kind == "rows":
+                    answer = await conn.fetch(sql, *params)
+                else:
+                    status = await conn.execute(sql, *params)
+                    answer = int(status.rsplit(" ", 1)[-1])
+                op = program.send(answer)
+        except StopIteration as done:
+            return done.value
+        except BaseException:
+            program.close()
+            raise
+
+
+async def _run_sqlalchemy_program(conn: AsyncConnection, program: Program[T]) -> T:
+    """Any other driver: the same statements through `exec_driver_sql` in the caller's transaction."""
+    try:
+        op = next(program)
+        while True:
+            kind, sql, params = op
+            result = await conn.exec_driver_sql(sql, params)
+            answer: Any = (
+                None if kind == "many" else result.first() if kind == "row"
+                else result.all() if kind == "rows" else result.rowcount
+            )
+            op = program.send(answer)
+    except StopIteration as done:
+        return done.value
+
+
 class StoreBase:
     """Owns the engine; hands out read and write transactions."""
 
@@ -225,6 +388,48 @@ class StoreBase:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
+    async def _write_program(self, program: Program[T]) -> T:
+        """Run a write program as one transaction with as few driver round trips as the driver allows.
+
+        SQLite: the whole transaction (BEGIN IMMEDIATE ... COMMIT) is one job on aiosqlite's connection
+        thread, instead of about four thread hand-offs per statement through SQLAlchemy's adapter (the
+        hand-offs, not SQLite, were most of a small transaction's CPU). PostgreSQL: the raw asyncpg
+        connection, one round trip per statement. Store errors raised by the program roll it back.
+        """
+        try:
+            # A pooled DBAPI connection without an AsyncConnection around it (measured: 38 µs to check out
+            # and return, against 90 µs through `engine.connect()`); the pool still resets it on return.
+            fairy = await self._engine.raw_connection()
+            try:
+                driver: Any = fairy.driver_connection
+                run_in_thread = getattr(driver, "_execute", None)  # aiosqlite's job queue (SQLAlchemy uses it too)
+                if self.dialect == "sqlite" and run_in_thread is not None:
+                    try:
+                        result: T = await run_in_thread(lambda: _run_sqlite_program(driver._conn, program))
+                    except sqlite3.Error as exc:
+                        raise translate_driver(exc) from exc
+                elif self._pg and hasattr(driver, "copy_records_to_table"):
+                    import asyncpg
+
+                    try:
+                        result = await _run_asyncpg_program(driver, program)
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                        raise translate_driver(exc) from exc
+                else:
+                    result = await self._write_program_sqlalchemy(program)
+            finally:
+                await greenlet_spawn(fairy.close)
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+        if self._checkpointer is not None:
+            self._checkpointer.request()
+        return result
+
+    async def _write_program_sqlalchemy(self, program: Program[T]) -> T:
+        """Drivers without a fast path: the program through SQLAlchemy in a normal write transaction."""
+        async with self._write() as conn:
+            return await _run_sqlalchemy_program(conn, program)
+
     async def _tenant_head(self, conn: AsyncConnection, tenant_id: str) -> tuple[int, str]:
         """Lock the tenant's audit head (FOR UPDATE on PostgreSQL) and return (seq, hash).
 
@@ -241,38 +446,42 @@ class StoreBase:
         self, conn: AsyncConnection, tenant_id: str, head: tuple[int, str], rows: Sequence[AuditRow]
     ) -> tuple[int, str]:
         """Extend the chain inside the caller's transaction; returns the new head."""
-        linked = link_json(
-            tenant_id, head[0], head[1], ((r.at, r.actor, r.action, r.subject, r.detail) for r in rows)
-        )
-        if not linked:
+        params, new_head = audit_params(tenant_id, head, rows)
+        if not params:
             return head
-        await bulk_insert(
-            conn,
-            audit_entries,
-            [
-                {
-                    "tenant_id": e.tenant_id,
-                    "seq": e.seq,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "subject": e.subject,
-                    "detail": detail_json,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e, detail_json in linked
-            ],
-            encoded=("detail",),
-        )
-        entries = [e for e, _ in linked]
-        last = entries[-1]
+        await bulk_insert(conn, audit_entries, params, encoded=("detail",))
         await conn.execute(
             update(audit_heads)
             .where(audit_heads.c.tenant_id == tenant_id)
-            .values(seq=last.seq, hash=last.hash)
+            .values(seq=new_head[0], hash=new_head[1])
         )
-        return last.seq, last.hash
+        return new_head
+
+
+def audit_params(
+    tenant_id: str, head: tuple[int, str], rows: Sequence[AuditRow]
+) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+    """Chain `rows` onto `head`: the audit_entries insert parameters (detail as its hashed JSON text, see
+    `bulk_insert`'s `encoded`) and the new head."""
+    linked = link_json(tenant_id, head[0], head[1], ((r.at, r.actor, r.action, r.subject, r.detail) for r in rows))
+    if not linked:
+        return [], head
+    params = [
+        {
+            "tenant_id": e.tenant_id,
+            "seq": e.seq,
+            "at": e.at,
+            "actor": e.actor,
+            "action": e.action,
+            "subject": e.subject,
+            "detail": detail_json,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        for e, detail_json in linked
+    ]
+    last = linked[-1][0]
+    return params, (last.seq, last.hash)
 
 
 def audit_entry(row: Row) -> AuditEntry:

@@ -149,12 +149,17 @@ def _params(a: Approval) -> dict[str, Any]:
     }
 
 
-async def insert_approvals(conn: AsyncConnection, tenant_id: str, requests: Sequence[Approval]) -> None:
-    """Insert requests inside the caller's transaction (the pipeline's batch write, or an execution pause)."""
+def approval_params(tenant_id: str, requests: Sequence[Approval]) -> list[dict[str, Any]]:
+    """Insert parameters of requests, refusing any that belongs to another tenant."""
     for a in requests:
         if a.tenant_id != tenant_id:
             raise StoreError(f"approval {a.approval_id!r} belongs to tenant {a.tenant_id!r}, not {tenant_id!r}")
-    await bulk_insert(conn, approvals, [_params(a) for a in requests])
+    return [_params(a) for a in requests]
+
+
+async def insert_approvals(conn: AsyncConnection, tenant_id: str, requests: Sequence[Approval]) -> None:
+    """Insert requests inside the caller's transaction (the pipeline's batch write, or an execution pause)."""
+    await bulk_insert(conn, approvals, approval_params(tenant_id, requests))
 
 
 def _encode_cursor(at: datetime, approval_id: str) -> str:
