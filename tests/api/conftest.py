@@ -43,6 +43,17 @@ def break_item(order: str, amount: float = 50, **extra: Any) -> dict[str, Any]:
     return {"exceptionType": "BREAK", "sourceSystem": "ledger", "rawPayload": {"orderId": order, "amount": amount}, **extra}
 
 
+async def mini_tenant(store: Store, prefix: str) -> tuple[str, str]:
+    """A fresh tenant with the mini packs active and an operator key: (tenant id, key), for live-server tests."""
+    tenant_id = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    await store.create_tenant(tenant_id)
+    cat = Catalog(store)
+    await cat.publish(tenant_id, mini_domain(), "d.yaml", "tests", activate=True)
+    await cat.publish(tenant_id, mini_policy(tenant_id), "p.yaml", "tests", activate=True)
+    _, key = await create_api_key(store, tenant_id, Role.OPERATOR, "intake", "tests")
+    return tenant_id, key
+
+
 def api_settings(**overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "access_log": False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from breakdesk.api.auth import create_api_key
-from breakdesk.api.rbac import Role
-from breakdesk.catalog import Catalog
 from breakdesk.store import Store
 from breakdesk.store.tables import exception_events, exceptions, idempotency_keys, intake_queue
 
-from .conftest import mini_domain, mini_policy
+from .conftest import mini_tenant
 from .live import LiveServer
 
 N = 1000
@@ -42,14 +38,9 @@ async def claimed_unfinished(store: Store, tenant_id: str) -> int:
 
 
 async def test_sigkill_mid_processing_then_restart_processes_each_exactly_once(db_url: str, tmp_path: Path) -> None:
-    tenant_id = f"crash-{uuid.uuid4().hex[:10]}"
     store = await Store.open(db_url)
     try:
-        await store.create_tenant(tenant_id)
-        cat = Catalog(store)
-        await cat.publish(tenant_id, mini_domain(), "d.yaml", "tests", activate=True)
-        await cat.publish(tenant_id, mini_policy(tenant_id), "p.yaml", "tests", activate=True)
-        _, key = await create_api_key(store, tenant_id, Role.OPERATOR, "crash test", "tests")
+        tenant_id, key = await mini_tenant(store, "crash")
         # Small batches keep the worker busy long enough to be caught mid-way; a short lease lets the
         # restarted worker reclaim what the killed one had claimed.
         # Tools stay uncalled (the mini pack's URLs point nowhere): this is about intake, while execution's own

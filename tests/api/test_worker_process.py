@@ -8,32 +8,23 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from breakdesk.api.auth import create_api_key
-from breakdesk.api.rbac import Role
-from breakdesk.catalog import Catalog
 from breakdesk.store import Store
 
-from .conftest import break_item, mini_domain, mini_policy
+from .conftest import break_item, mini_tenant
 from .live import LiveServer
 
 pytestmark = pytest.mark.slow
 
 
 async def test_a_separate_worker_process_drains_what_the_api_accepted(db_url: str, tmp_path: Path) -> None:
-    tenant_id = f"wp-{uuid.uuid4().hex[:10]}"
     store = await Store.open(db_url)
     try:
-        await store.create_tenant(tenant_id)
-        cat = Catalog(store)
-        await cat.publish(tenant_id, mini_domain(), "d.yaml", "tests", activate=True)
-        await cat.publish(tenant_id, mini_policy(tenant_id), "p.yaml", "tests", activate=True)
-        _, key = await create_api_key(store, tenant_id, Role.OPERATOR, "intake", "tests")
+        tenant_id, key = await mini_tenant(store, "wp")
         with LiveServer(db_url, tmp_path / "server.log", worker_enabled="false", execution_enabled="false") as server:
             async with httpx.AsyncClient(base_url=server.base_url, headers={"X-API-Key": key}) as client:
                 r = await client.post(f"/v1/tenants/{tenant_id}/exceptions",
