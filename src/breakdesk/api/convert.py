@@ -7,16 +7,22 @@ from typing import Any
 from breakdesk.api.schemas import (
     ActivationOut,
     ApiKeyOut,
+    ApprovalOut,
     AuditEntryOut,
     AuthFailureOut,
     EventOut,
     EvidenceOut,
     ExceptionSummary,
+    ExecutionOutcomeOut,
     PackVersionOut,
+    StepOutcomeOut,
+    VoteOut,
 )
 from breakdesk.audit.chain import AuditEntry
+from breakdesk.pipeline.execution import ExecutionOutcome
 from breakdesk.store import Activation, PackVersion
 from breakdesk.store.apikeys import ApiKey, AuthFailure
+from breakdesk.store.approvals import Approval
 
 _SUMMARY_FIELDS = tuple(ExceptionSummary.model_fields)
 
@@ -101,4 +107,37 @@ def activation(a: Activation) -> ActivationOut:
     return ActivationOut(
         kind=a.kind, name=a.name, version=a.version, action=a.action, activated_at=a.activated_at,
         activated_by=a.activated_by,
+    )
+
+
+def approval(a: Approval) -> ApprovalOut:
+    return ApprovalOut(
+        approval_id=a.approval_id,
+        exception_id=a.exception_id,
+        scope=a.scope,
+        step_index=a.step_index,
+        step_id=a.step_id,
+        status=a.status,
+        plan=a.plan,
+        evidence=a.evidence,
+        requested_by=a.requested_by,
+        requested_at=a.requested_at,
+        allowed_roles=list(a.allowed_roles),
+        approvals_needed=a.approvals_needed,
+        expires_at=a.expires_at,
+        votes=[VoteOut.model_validate(v) for v in a.approvers],
+        edits=a.edits,
+        decided_at=a.decided_at,
+        decided_by=a.decided_by,
+        comment=a.comment,
+    )
+
+
+def outcome(o: ExecutionOutcome) -> ExecutionOutcomeOut:
+    return ExecutionOutcomeOut(
+        status=o.status,
+        executed=o.executed,
+        reason=o.reason,
+        steps=[StepOutcomeOut(index=s.index, step_id=s.step_id, tool=s.tool, status=s.status, reason=s.reason,
+                              attempts=s.attempts) for s in o.steps],
     )

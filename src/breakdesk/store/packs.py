@@ -176,13 +176,7 @@ class PackRepo(StoreBase):
     async def active_pack(self, tenant_id: str, kind: str) -> PackVersion | None:
         """The pack version named by the latest activation, or None if nothing was ever activated."""
         _check_kind(kind)
-        latest = (
-            select(pack_activations.c.name, pack_activations.c.version)
-            .where(pack_activations.c.tenant_id == tenant_id, pack_activations.c.kind == kind)
-            .order_by(pack_activations.c.id.desc())
-            .limit(1)
-            .subquery()
-        )
+        latest = _latest_activation(tenant_id, kind)
         stmt = select(pack_versions).join(
             latest, (pack_versions.c.name == latest.c.name) & (pack_versions.c.version == latest.c.version)
         )
@@ -198,13 +192,7 @@ class PackRepo(StoreBase):
         alone keeps that check from parsing both packs' JSON each time."""
         parts = []
         for kind in PACK_KINDS:
-            latest = (
-                select(pack_activations.c.name, pack_activations.c.version)
-                .where(pack_activations.c.tenant_id == tenant_id, pack_activations.c.kind == kind)
-                .order_by(pack_activations.c.id.desc())
-                .limit(1)
-                .subquery()
-            )
+            latest = _latest_activation(tenant_id, kind)
             parts.append(
                 select(pack_versions.c.kind, pack_versions.c.content_hash)
                 .join(latest, (pack_versions.c.name == latest.c.name) & (pack_versions.c.version == latest.c.version))
@@ -276,3 +264,14 @@ class PackRepo(StoreBase):
             [AuditRow(by, f"pack.{action}", _subject(kind, name, version), now, {"kind": kind})],
         )
         return act
+
+
+def _latest_activation(tenant_id: str, kind: str) -> Any:
+    """(name, version) of the tenant's latest activation of `kind`, as a subquery to join pack_versions on."""
+    return (
+        select(pack_activations.c.name, pack_activations.c.version)
+        .where(pack_activations.c.tenant_id == tenant_id, pack_activations.c.kind == kind)
+        .order_by(pack_activations.c.id.desc())
+        .limit(1)
+        .subquery()
+    )

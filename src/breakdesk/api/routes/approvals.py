@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from breakdesk.api import convert
 from breakdesk.api.auth import Principal
 from breakdesk.api.body import read_body, require_json, validate
 from breakdesk.api.deps import ApiContext, context
@@ -22,14 +23,9 @@ from breakdesk.api.schemas import (
     ApprovalOut,
     ApprovalPage,
     ApproveRequest,
-    ExecutionOutcomeOut,
     RejectRequest,
-    StepOutcomeOut,
-    VoteOut,
 )
 from breakdesk.approvals.service import ApprovalError, Decision
-from breakdesk.pipeline.execution import ExecutionOutcome
-from breakdesk.store.approvals import Approval
 
 router = APIRouter(prefix="/v1/tenants/{tenantId}", tags=["approvals"], responses=COMMON_PROBLEM_RESPONSES)
 
@@ -42,39 +38,6 @@ _DECISION_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: problem_openapi("Four-eyes or role rules refuse this caller (e.g. it requested the approval)."),
     409: problem_openapi("The request is no longer pending, has expired, or this caller already voted."),
 }
-
-
-def approval_out(a: Approval) -> ApprovalOut:
-    return ApprovalOut(
-        approval_id=a.approval_id,
-        exception_id=a.exception_id,
-        scope=a.scope,
-        step_index=a.step_index,
-        step_id=a.step_id,
-        status=a.status,
-        plan=a.plan,
-        evidence=a.evidence,
-        requested_by=a.requested_by,
-        requested_at=a.requested_at,
-        allowed_roles=list(a.allowed_roles),
-        approvals_needed=a.approvals_needed,
-        expires_at=a.expires_at,
-        votes=[VoteOut.model_validate(v) for v in a.approvers],
-        edits=a.edits,
-        decided_at=a.decided_at,
-        decided_by=a.decided_by,
-        comment=a.comment,
-    )
-
-
-def outcome_out(o: ExecutionOutcome) -> ExecutionOutcomeOut:
-    return ExecutionOutcomeOut(
-        status=o.status,
-        executed=o.executed,
-        reason=o.reason,
-        steps=[StepOutcomeOut(index=s.index, step_id=s.step_id, tool=s.tool, status=s.status, reason=s.reason,
-                              attempts=s.attempts) for s in o.steps],
-    )
 
 
 def held_roles(principal: Principal) -> list[str]:
@@ -113,7 +76,7 @@ async def list_approvals(
     page, next_cursor = await ctx.approvals.list_approvals(
         tenant_id, status=status or None, exception_id=exception_id, limit=limit, cursor=cursor
     )
-    return ApprovalPage(items=[approval_out(a) for a in page], next_cursor=next_cursor)
+    return ApprovalPage(items=[convert.approval(a) for a in page], next_cursor=next_cursor)
 
 
 @router.get("/approvals/{approvalId}", response_model=ApprovalOut, summary="One approval request")
@@ -125,7 +88,7 @@ async def get_approval(
 ) -> ApprovalOut:
     ctx = context(request)
     try:
-        return approval_out(await ctx.approvals.get(tenant_id, approval_id))
+        return convert.approval(await ctx.approvals.get(tenant_id, approval_id))
     except ApprovalError as exc:
         raise _problem(exc) from None
 
@@ -135,7 +98,7 @@ async def _resume(ctx: ApiContext, decision: Decision, tenant_id: str, wait: boo
     if decision.outcome != "approved" or ctx.execution is None:
         return None, False
     if wait:
-        return outcome_out(await ctx.execution.run(tenant_id, decision.approval.exception_id)), False
+        return convert.outcome(await ctx.execution.run(tenant_id, decision.approval.exception_id)), False
     ctx.runs.spawn(tenant_id, decision.approval.exception_id)
     return None, True
 
@@ -173,7 +136,7 @@ async def approve(
     execution, scheduled = await _resume(ctx, decision, tenant_id, wait)
     return ApprovalDecisionOut(
         outcome=decision.outcome,
-        approval=approval_out(decision.approval),
+        approval=convert.approval(decision.approval),
         execution=execution,
         execution_scheduled=scheduled,
     )
@@ -206,5 +169,5 @@ async def reject(
     except ApprovalError as exc:
         raise _problem(exc) from None
     return ApprovalDecisionOut(
-        outcome="rejected", approval=approval_out(decision.approval), execution=None, execution_scheduled=False
+        outcome="rejected", approval=convert.approval(decision.approval), execution=None, execution_scheduled=False
     )
