@@ -94,10 +94,8 @@ async def test_sqlite_connections_carry_the_pragmas(tmp_path: Path) -> None:
     assert values == ["wal", 1, 10_000, 1]  # synchronous=NORMAL is 1
 
 
-async def test_postgres_documents_are_lz4_compressed_where_the_server_has_it(db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("TOAST compression is a PostgreSQL setting")
-    async with await Store.open(db_url) as store, store.engine.connect() as conn:
+async def test_postgres_documents_are_lz4_compressed_where_the_server_has_it(pg_url: str) -> None:
+    async with await Store.open(pg_url) as store, store.engine.connect() as conn:
         methods = (
             await conn.execute(text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"))
         ).scalar() or []
