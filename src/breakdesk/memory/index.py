@@ -57,6 +57,10 @@ SMALL_INDEX = 50
 VARIANT_DF_RATIO = 0.25
 #: Query weight of a corrected or misspelt match.
 TYPO_WEIGHT = 0.8
+#: Below n / SORT_FACTOR postings a query's scores are accumulated over its sorted distinct cases, above
+#: over n-sized arrays. Both give the same numbers; 8 was the fastest of 0.5, 1, 3 and 8 on the pipeline
+#: bench's queries at ~5.6k cases (~1.7k postings per query).
+SORT_FACTOR = 8
 #: Candidates taken from each list (lexical+fields, vector) before the final ranking.
 CANDIDATES = 60
 #: Field IDF saturates here: every shared value held by fewer than ~1 in 3 cases of the type counts the same.
@@ -116,6 +120,19 @@ class Query:
     #: The fields that define "the same problem" for the query's type (the domain pack's
     #: `similarity.keyFields`); empty when the pack declares none.
     key_fields: tuple[str, ...] = ()
+    #: The exact-match tokens of `entities` then of the fingerprint, in that order (`query_tokens`), when the
+    #: caller has them already: the hot path computes them once per exception for both its query and its
+    #: case (`TenantIndex.add`).
+    tokens: tuple[str, ...] | None = None
+
+
+def query_tokens(entities: Mapping[str, str], fingerprint: str | None) -> tuple[str, ...]:
+    """The tokens a query looks its fields up by: `field_token` of each entity, then `fp:<fingerprint>`.
+    (An entity literally named `fp` whose value is the fingerprint reads as the fingerprint.)"""
+    out = [f"fp:{v}" if name == "fp" and v == fingerprint else field_token(name, v) for name, v in entities.items()]
+    if fingerprint:
+        out.append(f"fp:{fingerprint}")
+    return tuple(out)
 
 
 class QField(NamedTuple):
@@ -256,6 +273,7 @@ class TenantIndex:
         self._by_type: dict[int, array] = {}  # type code -> slots, oldest first
         self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
         self._fp_resolved: dict[str, int] = {}
+        self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
         self._total_len = 0.0
         self._live = 0
         self.vectors: dict[str, VectorIndex] = {}
@@ -328,11 +346,15 @@ class TenantIndex:
             self._fdf.append(0)
         return fid
 
-    def add(self, case: StoredCase, counts: Mapping[str, float] | None = None) -> None:
+    def add(self, case: StoredCase, counts: Mapping[str, float] | None = None,
+            tokens: Sequence[str] | None = None) -> None:
         """Add or replace one case (a replaced case's old slot stops matching). `counts`: the case's text
-        terms when the caller has them already (`analyze(case.body, case.entities)`)."""
+        terms when the caller has them already (`analyze(case.body, case.entities)`); `tokens`: its
+        structured tokens likewise (`key_tokens(case.entities, case.fingerprint)`)."""
         if case.tenant_id != self.tenant_id:
             raise ValueError(f"case of tenant {case.tenant_id!r} offered to the index of {self.tenant_id!r}")
+        if self._field_stats:
+            self._field_stats.clear()
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(case.exception_id)
         if old is not None:
@@ -360,7 +382,7 @@ class TenantIndex:
         tcode = self._types.code(case.exception_type)
         field_id, fpost, fdf, type_df = self._field_id, self._fpost, self._fdf, self._type_df
         fids = array("i")
-        for tok in dict.fromkeys(key_tokens(case.entities, case.fingerprint)):
+        for tok in dict.fromkeys(tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)):
             fid = field_id.get(tok)
             if fid is None:
                 fid = self._field(tok)
@@ -390,6 +412,7 @@ class TenantIndex:
     def _retire(self, slot: int) -> None:
         if not self._alive[slot]:
             return
+        self._field_stats.clear()
         self._alive[slot] = False
         self._live -= 1
         tcode = int(self._type[slot])
@@ -514,20 +537,29 @@ class TenantIndex:
         keys: list[QField] = []
         total = key_total = 0.0
         field_id, fdf, type_df = self._field_id, self._fdf, self._type_df
+        # (df, idf) of a field value among the query's type: the same for every query of a batch until the
+        # index changes (`_field_stats` is emptied on every add and retire)
+        stats = self._field_stats.setdefault((qtype, self_slot is not None), {})
         items = list(q.entities.items())
         if q.fingerprint:
             items.append(("fp", q.fingerprint))
-        for name, value in items:
-            fid = field_id.get(f"fp:{value}" if name == "fp" and value == q.fingerprint else field_token(name, value))
+        tokens = q.tokens if q.tokens is not None else query_tokens(q.entities, q.fingerprint)
+        for (name, value), token in zip(items, tokens, strict=True):
+            fid = field_id.get(token)
             if fid is None:
                 continue
             mine = fid in own_set
-            df = fdf[fid] - mine
+            stat = None if mine else stats.get(fid)
+            if stat is None:
+                df = fdf[fid] - mine
+                df_type = type_df.get((fid, qtype), 0) - mine
+                stat = (df, _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df) if df > 0 else 0.0)
+                if not mine:
+                    stats[fid] = stat
+            df, idf = stat
             key = name in declared
             if df <= 0 or (df > cap and not key):  # declared fields are searched however common
                 continue
-            df_type = type_df.get((fid, qtype), 0) - mine
-            idf = _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df)
             if key:
                 keys.append(QField(fid, 1.0, name, value))
                 key_total += 1.0
@@ -543,40 +575,65 @@ class TenantIndex:
         """(slots, BM25 text scores, incidental field scores, declared key field scores) of every case sharing
         a word or a field with the query."""
         avgdl = self._total_len / max(1, self._live) or 1.0
+        # Postings and their weights gathered in Python lists, multiplied once: a numpy call costs about as
+        # much as a few hundred postings, and a query has up to ~30 posting lists. (float32 products either
+        # way: `norm * w` per list and `norms * repeat(w)` give the same numbers.)
         docs_parts: list[np.ndarray] = []
-        w_parts: list[np.ndarray] = []
+        norms: list[np.ndarray] = []
+        sizes: list[int] = []
+        weights: list[float] = []
+        post, fpost, lengths = self._post, self._fpost, self._len
         for tid, w in qterms:
-            docs, norm = self._post[tid].bm25(self._len, avgdl)
+            docs, norm = post[tid].bm25(lengths, avgdl)
             docs_parts.append(docs)
-            w_parts.append(norm * np.float32(w))
-        nt = sum(d.shape[0] for d in docs_parts)
+            norms.append(norm)
+            sizes.append(docs.shape[0])
+            weights.append(w)
+        nt = sum(sizes)
         bounds = [nt]
         for group in (qfields, qkeys):
-            sizes: list[int] = []
+            start = len(sizes)
             for f in group:
-                docs = self._fpost[f.fid].slots()
+                docs = fpost[f.fid].slots()
                 docs_parts.append(docs)
                 sizes.append(docs.shape[0])
-            if sizes:
-                w_parts.append(np.repeat(np.asarray([f.weight for f in group], dtype=np.float32), sizes))
-            bounds.append(bounds[-1] + sum(sizes))
+                weights.append(f.weight)
+            bounds.append(bounds[-1] + sum(sizes[start:]))
         total = bounds[-1]
         if total == 0:
             empty = np.zeros(0, np.float32)
             return np.zeros(0, np.int64), empty, empty, empty
         docs = np.concatenate(docs_parts)
-        w_all = np.concatenate(w_parts)
-        segments = ((0, bounds[0]), (bounds[0], bounds[1]), (bounds[1], bounds[2]))
-        if total * 8 < n:  # few postings: sort-based accumulation beats n-sized arrays
-            slots, inv = np.unique(docs, return_inverse=True)
-            parts = [np.bincount(inv[a:b], weights=w_all[a:b], minlength=slots.shape[0]) for a, b in segments]
+        w_all = np.repeat(np.asarray(weights, dtype=np.float32), sizes)
+        if nt:
+            w_all[:nt] *= np.concatenate(norms)
+        # One bincount for the three signals: a posting of signal i goes to row i of a (3, width) table, so
+        # every cell sums the same weights in the same order as one bincount per signal would (same floats),
+        # with a third of the numpy calls (this runs once per triaged exception).
+        b0, b1 = bounds[0], bounds[1]
+        if total * SORT_FACTOR < n:  # few postings: sort-based accumulation beats n-sized arrays
+            slots, cell = np.unique(docs, return_inverse=True)
+            width = slots.shape[0]
+            cell = cell.astype(np.int64, copy=False)
+            cell[b0:b1] += width
+            cell[b1:] += 2 * width
+            table = np.bincount(cell, weights=w_all, minlength=3 * width).reshape(3, width)
+            alive = self._alive[slots]
+            slots = slots[alive]
+            table = table[:, alive]
         else:
-            parts = [np.bincount(docs[a:b], weights=w_all[a:b], minlength=n) for a, b in segments]
-            slots = np.flatnonzero(parts[0] + parts[1] + parts[2])
-            parts = [p[slots] for p in parts]
-        alive = self._alive[slots]
-        text, fields, keys = (p[alive].astype(np.float32) for p in parts)
-        return slots[alive].astype(np.int64), text, fields, keys
+            cell = docs.astype(np.int64)
+            cell[b0:b1] += n
+            cell[b1:] += 2 * n
+            table = np.bincount(cell, weights=w_all, minlength=3 * n).reshape(3, n)
+            # every weight is positive, so the cases with a posting are exactly those with a score
+            present = np.zeros(n, dtype=bool)
+            present[docs] = True
+            present &= self._alive[:n]
+            slots = np.flatnonzero(present)
+            table = table[:, slots]
+        text, fields, keys = table.astype(np.float32)
+        return slots.astype(np.int64), text, fields, keys
 
     def _with_same_type(self, slots: np.ndarray, text: np.ndarray, fields: np.ndarray, keys: np.ndarray, qtype: int,
                         k: int, allowed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -698,14 +755,20 @@ class TenantIndex:
         sems = sem.tolist() if sem is not None else [None] * cand.shape[0]
         ranked = sorted((-sc, self._eids[slot], slot, tx, sm) for sc, slot, tx, sm in
                         zip(cand_score.tolist(), cand.tolist(), cand_text.tolist(), sems, strict=True))[:k]
+        # What every explanation compares against, prepared once for the k hits (never for the pool).
         weights = dict(qterms)
-        return [self._hit(q, slot, -neg / scale, tx, sm, weights, qfields, qkeys) for neg, _, slot, tx, sm in ranked]
+        key_pairs = [(f.name, f.value, f"{f.name}={f.value}") for f in qkeys]
+        field_pairs = [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp"]
+        return [self._hit(q, slot, -neg / scale, tx, sm, weights, key_pairs, field_pairs, len(qkeys))
+                for neg, _, slot, tx, sm in ranked]
 
     def _hit(self, q: Query, slot: int, score: float, lexical: float, semantic: float | None,
-             weights: Mapping[int, float], qfields: Sequence[QField], qkeys: Sequence[QField]) -> Hit:
+             weights: Mapping[int, float], key_pairs: Sequence[tuple[str, str, str]],
+             field_pairs: Sequence[tuple[str, str, str]], n_keys: int) -> Hit:
         """A hit and its explanation: type, fingerprint, the declared key fields it matches, other shared
         fields (rarest first), matched words. `score` is the fused score over the sum of the weights in
-        play (0..1)."""
+        play (0..1). `key_pairs` / `field_pairs`: (name, value, "name=value") of the query's declared key
+        fields and other shareable fields (not the fingerprint), rarest first."""
         case = self._cases[slot]
         assert case is not None
         entry = self._terms[slot]
@@ -714,16 +777,18 @@ class TenantIndex:
             common = [(-weights[t], t) for t in entry[0] if t in weights]
             if len(common) > 1:
                 common.sort()
-            matched = [self._term_names[t] for _, t in common[:6]]
-        same = tuple(f"{f.name}={f.value}" for f in qkeys if case.entities.get(f.name) == f.value)
-        others = tuple(f"{name}={v}" for _, _, name, v in qfields if name != "fp" and case.entities.get(name) == v)
+            names = self._term_names
+            matched = [names[t] for _, t in common[:6]]
+        get = case.entities.get
+        same = tuple([shown for name, v, shown in key_pairs if get(name) == v])
+        others = tuple([shown for name, v, shown in field_pairs if get(name) == v])
         why: list[str] = []
         if case.exception_type == q.exception_type:
             why.append(f"same type {case.exception_type}")
         if q.fingerprint and case.fingerprint == q.fingerprint:
             why.append("same fingerprint")
         if same:
-            why.append(f"same problem ({len(same)} of {len(qkeys)} key fields): " + ", ".join(same))
+            why.append(f"same problem ({len(same)} of {n_keys} key fields): " + ", ".join(same))
         if others:
             why.append("shares " + ", ".join(others[:3]))
         if matched:
@@ -733,19 +798,9 @@ class TenantIndex:
         if case.source_system == q.source_system:
             why.append(f"same source {case.source_system}")
         res = case.resolution or {}
-        return Hit(
-            exception_id=case.exception_id,
-            score=round(score, 4),
-            why="; ".join(why) or "related",
-            exception_type=case.exception_type,
-            status=case.status,
-            severity=case.severity,
-            resolution=str(res["summary"]) if res.get("summary") else None,
-            lexical=lexical,
-            semantic=semantic,
-            matched_terms=tuple(matched),
-            shared_entities=same + others,
-        )
+        return Hit(case.exception_id, round(score, 4), "; ".join(why) or "related", case.exception_type, case.status,
+                   case.severity, str(res["summary"]) if res.get("summary") else None, lexical, semantic,
+                   tuple(matched), same + others)
 
     def query_for(self, case: StoredCase, model: str | None = None, key_fields: tuple[str, ...] = ()) -> Query:
         """The query that asks for cases like an indexed one (`key_fields`: its type's declared key fields)."""

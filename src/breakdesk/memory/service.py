@@ -20,12 +20,13 @@ from typing import Any
 
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
-from breakdesk.memory.index import Filters, Hit, Query, TenantIndex
+from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, query_tokens
 from breakdesk.memory.text import (
     analyze,
     case_doc,
     describe,
     key_fields,
+    key_tokens,
     render,
     semantic_text,
     similarity_keys,
@@ -115,7 +116,9 @@ class Memory:
                                    else int(env) if env.isdigit() else MAX_RESIDENT_CASES)
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pending: dict[str, dict[str, dict[str, float]]] = {}
+        #: tenant -> exception id -> (text terms, structured tokens) of cases the hot path analysed before
+        #: their rows were written: the next sync indexes those rows without analysing them again.
+        self._pending: dict[str, dict[str, tuple[dict[str, float], list[str]]]] = {}
         self._embedders: dict[tuple[str, str | None, str | None, str | None], Embedder] = {}
 
     @classmethod
@@ -141,7 +144,11 @@ class Memory:
                 for case in rows:
                     if case.tenant_id != tenant_id:  # defence in depth: the query is tenant-scoped already
                         raise RuntimeError("memory: a case of another tenant reached this tenant's index")
-                    idx.add(case, pending.pop(case.exception_id, None))
+                    known = pending.pop(case.exception_id, None)
+                    if known is None:
+                        idx.add(case)
+                    else:
+                        idx.add(case, *known)
                 if len(rows) < SYNC_PAGE:
                     break
             if model is not None and not await pgvector_available(self.store):
@@ -202,20 +209,25 @@ class Memory:
             return out
         idx = await self.index(tenant_id)
         pending = self._pending.setdefault(tenant_id, {})
+        searchable = len(idx) > 0  # the index does not change during the batch (pending cases wait for a sync)
         for ir in items:
             rec = ir.record
+            fp = ir.fingerprint
             body, entities = describe(rec, domain)
             counts = analyze(body, entities)
+            # The case's structured tokens serve its query now and its index entry at the next sync.
+            tokens = key_tokens(entities, fp)
             out._prepared[rec.exception_id] = _Prepared(body, entities)
-            pending[rec.exception_id] = counts
-            if ir.fingerprint:
-                last = idx.last_resolution(ir.fingerprint)
+            pending[rec.exception_id] = (counts, tokens)
+            if fp:
+                last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
-                    out.last_resolution[ir.fingerprint] = f"{last.resolution.get('summary')} ({last.exception_id})"
-            if len(idx) == 0:
+                    out.last_resolution[fp] = f"{last.resolution.get('summary')} ({last.exception_id})"
+            if not searchable:
                 continue
-            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, ir.fingerprint,
-                      key_fields=similarity_keys(domain, rec.exception_type))
+            qtokens = (query_tokens(entities, fp) if fp and entities.get("fp") == fp else tuple(tokens))
+            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, fp,
+                      key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens)
             out.similar[rec.exception_id] = tuple(
                 SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in idx.search(q, k)
             )
