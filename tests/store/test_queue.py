@@ -82,3 +82,19 @@ async def test_enqueue_for_unknown_tenant(store: Store, new_tenant_id: Callable[
 async def test_enqueue_empty_and_claim_zero(store: Store, tenant: str) -> None:
     assert await store.enqueue(tenant, []) == []
     assert await store.claim(0) == []
+
+
+async def test_each_returned_id_holds_its_own_item(store: Store, tenant: str,
+                                                   new_tenant_id: Callable[[], str]) -> None:
+    other = new_tenant_id()
+    await store.create_tenant(other)
+    await store.enqueue(other, [IntakeItem({"other": i}) for i in range(7)])  # ids of another tenant in between
+    items = [IntakeItem({"n": i}, f"key-{i}" if i % 3 else None) for i in range(250)]
+    queued = await store.enqueue(tenant, items[:120])
+    await store.enqueue(other, [IntakeItem({"other": "late"})])
+    queued += await store.enqueue(tenant, items[100:])  # 20 keyed or not: keyed ones are duplicates
+    claimed = {c.id: c.payload for c in await store.claim(1000, tenant_id=tenant)}
+    by_id = [claimed[q.id] for q in queued]
+    assert by_id == [i.payload for i in items[:120]] + [i.payload for i in items[100:]]
+    dup = [q.duplicate for q in queued[120:140]]
+    assert dup == [n % 3 != 0 for n in range(100, 120)]
