@@ -422,3 +422,15 @@ async def test_actions_on_unknown_exceptions_are_404(api: Api) -> None:
         url(t, "/exceptions/EX-NOPE/actions"), json={"action": "comment", "text": "x"}, headers=t.headers("operator")
     )
     assert r.status_code == 404
+
+
+def test_query_timestamps_are_read_as_utc() -> None:
+    """Filters compare with UTC timestamps: a zone-less value is UTC, an offset is converted."""
+    from pydantic import TypeAdapter
+
+    from breakdesk.api.schemas import QueryDateTime
+
+    read = TypeAdapter(QueryDateTime).validate_python
+    assert read("2025-03-01T12:00:00") == datetime(2025, 3, 1, 12, tzinfo=UTC)
+    converted = read("2025-03-01T13:00:00+01:00")
+    assert converted.tzinfo == UTC and converted == datetime(2025, 3, 1, 12, tzinfo=UTC)

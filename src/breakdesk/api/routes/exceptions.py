@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -267,11 +267,6 @@ async def _process_retrying(ctx: ApiContext, tenant_id: str, subs: list[Submissi
 Sort = Literal["-received_at", "received_at", "-updated_at", "updated_at", "-priority", "priority"]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 @router.get("/exceptions", response_model=ExceptionPage, summary="List exceptions (filters, cursor pages, sort)")
 async def list_exceptions(
@@ -297,8 +292,8 @@ async def list_exceptions(
         exception_type=type_ or None,
         severity=[s.value for s in severity] if severity else None,
         source_system=source or None,
-        since=_utc(since),
-        until=_utc(until),
+        since=since,
+        until=until,
         text=q or None,
         limit=limit,
         cursor=cursor,

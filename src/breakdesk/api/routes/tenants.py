@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -61,11 +60,6 @@ def _limits_setting(limits: LimitsIn) -> dict[str, float | int] | None:
     raw = limits.model_dump(by_alias=True, exclude_none=True)
     return raw or None
 
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @router.get("/v1/whoami", response_model=WhoAmI, summary="The calling credential")
@@ -146,11 +140,11 @@ async def metrics(
     until: Annotated[QueryDateTime | None, Query(description="Exceptions received before (ISO 8601).")] = None,
 ) -> MetricsOut:
     ctx = context(request)
-    m = await ctx.store.exception_metrics(tenant_id, _utc(since), _utc(until))
+    m = await ctx.store.exception_metrics(tenant_id, since, until)
     queue = await ctx.store.queue_counts(tenant_id)
     return MetricsOut(
-        since=_utc(since),
-        until=_utc(until),
+        since=since,
+        until=until,
         total=m.total,
         auto_resolved=m.auto_resolved,
         auto_resolution_rate=m.auto_resolution_rate,
