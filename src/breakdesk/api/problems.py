@@ -68,6 +68,11 @@ _BY_STATUS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 4
               503: "service-unavailable"}
 
 
+def kind_for_status(status: int) -> str:
+    """The problem kind (slug) that answers with `status`: errors raised with a bare HTTP status map here."""
+    return _BY_STATUS.get(status, "malformed-request" if status < 500 else "internal-error")
+
+
 class ProblemError(BaseModel):
     """One located error inside a problem (validation and pack problems)."""
 
@@ -221,7 +226,7 @@ def allowed_methods(request: Request) -> list[str]:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    slug = _BY_STATUS.get(exc.status_code, "malformed-request" if exc.status_code < 500 else "internal-error")
+    slug = kind_for_status(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else KINDS[slug].title
     headers = dict(exc.headers or {})
     if exc.status_code == 404 and detail == "Not Found":

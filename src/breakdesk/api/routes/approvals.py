@@ -16,7 +16,7 @@ from breakdesk.api.auth import Principal
 from breakdesk.api.body import read_body, require_json, validate
 from breakdesk.api.deps import ApiContext, context
 from breakdesk.api.deps import require as require_permission
-from breakdesk.api.problems import COMMON_PROBLEM_RESPONSES, ApiProblem, problem_openapi
+from breakdesk.api.problems import COMMON_PROBLEM_RESPONSES, ApiProblem, kind_for_status, problem_openapi
 from breakdesk.api.rbac import Role
 from breakdesk.api.schemas import (
     ApprovalDecisionOut,
@@ -46,9 +46,7 @@ def held_roles(principal: Principal) -> list[str]:
 
 
 def _problem(exc: ApprovalError) -> ApiProblem:
-    kind = {404: "not-found", 403: "forbidden", 409: "conflict", 422: "validation-error"}.get(
-        exc.status_code, "malformed-request"
-    )
+    kind = kind_for_status(exc.status_code)
     if kind == "not-found":
         return ApiProblem(kind, "no such approval")
     return ApiProblem(kind, str(exc))
