@@ -157,9 +157,7 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
             catalog=Catalog(s),
         )
         ctx.accept = AcceptQueue(s)
-        background = Background(s, orchestrator, settings, metrics, ctx.inline_queue_ids)
-        ctx.executor, ctx.execution, ctx.approvals = background.executor, background.execution, background.approvals
-        ctx.runs, ctx.worker = background.runs, background.worker
+        background = ctx.background = Background(s, orchestrator, settings, metrics, ctx.inline_queue_ids)
         background.start()
         app.state.ctx = ctx
         if own_store:  # a server process; a caller that passes its store (tests, embedding) owns its heap

@@ -47,12 +47,33 @@ class ApiContext:
     orchestrator: Orchestrator
     catalog: Catalog
     accept: Any = None  # breakdesk.api.intake.AcceptQueue: group commit of accepted submissions
-    worker: Any = None  # breakdesk.api.worker.IntakeWorker when enabled
-    execution: Any = None  # breakdesk.pipeline.execution.ExecutionService (None: plans stay plans)
-    approvals: Any = None  # breakdesk.approvals.service.ApprovalService
-    executor: Any = None  # breakdesk.tools.executor.ToolExecutor (breaker states)
-    runs: Any = None  # breakdesk.api.worker.BackgroundRuns: executions resumed by approvals
+    #: breakdesk.api.worker.Background: executor, execution and approval services, intake worker, scheduler
+    background: Any = None
     inline_queue_ids: set[int] = field(default_factory=set)
+
+    @property
+    def worker(self) -> Any:
+        """The intake worker (None when disabled)."""
+        return self.background.worker
+
+    @property
+    def execution(self) -> Any:
+        """The execution service (None: plans stay plans)."""
+        return self.background.execution
+
+    @property
+    def approvals(self) -> Any:
+        return self.background.approvals
+
+    @property
+    def executor(self) -> Any:
+        """The tool executor (breaker states)."""
+        return self.background.executor
+
+    @property
+    def runs(self) -> Any:
+        """Executions resumed by approvals, run after the response."""
+        return self.background.runs
 
     async def limits_for(self, tenant_id: str | None) -> TenantLimits:
         tenant = await self.tenants.get(tenant_id) if tenant_id is not None else None
