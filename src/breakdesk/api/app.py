@@ -19,7 +19,6 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
-from sqlalchemy.exc import SQLAlchemyError
 
 from breakdesk.api.auth import Authenticator, FailureLog, JwtVerifier
 from breakdesk.api.deps import ApiContext, Require
@@ -43,9 +42,7 @@ from breakdesk.api.settings import ApiSettings
 from breakdesk.api.worker import Background
 from breakdesk.catalog import Catalog
 from breakdesk.pipeline.orchestrator import Orchestrator
-from breakdesk.store import Store, StoreError, database_url, make_engine
-from breakdesk.store._base import translate
-from breakdesk.store.migrate import upgrade_engine
+from breakdesk.store import Store
 
 #: Request bodies read by the handlers themselves (see api/body.py), described in the OpenAPI components.
 BODY_SCHEMAS: dict[str, Any] = {
@@ -108,28 +105,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 async def open_store(settings: ApiSettings) -> Store:
     """The store with a connection pool sized for a server: SQLAlchemy's default (5 + 10 overflow) closes and
-    reopens connections under concurrent requests, which costs far more than the queries themselves. Every
-    store call runs in an explicit transaction that commits or rolls back before the connection goes back,
-    so the pool's extra rollback on return (a round trip to the driver's thread on SQLite) is skipped."""
-    engine = make_engine(
-        database_url(settings.database_url),
+    reopens connections under concurrent requests, which costs far more than the queries themselves."""
+    return await Store.open(
+        settings.database_url,
+        migrate=settings.auto_migrate,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_reset_on_return=None,
     )
-    try:
-        if settings.auto_migrate:
-            await upgrade_engine(engine)
-    except SQLAlchemyError as exc:
-        await engine.dispose()
-        raise translate(exc) from exc
-    except (OSError, TimeoutError) as exc:
-        await engine.dispose()
-        raise StoreError(f"cannot connect to the database: {exc}") from exc
-    except BaseException:
-        await engine.dispose()
-        raise
-    return Store(engine)
 
 
 def create_app(settings: ApiSettings | None = None, store: Store | None = None) -> FastAPI:

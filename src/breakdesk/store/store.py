@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,12 +39,14 @@ class Store(
         super().__init__(engine)
 
     @classmethod
-    async def open(cls, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> Store:
+    async def open(
+        cls, url: str | None = None, *, migrate: bool = True, echo: bool = False, **pool: Any
+    ) -> Store:
         """Connect to `url` (default: $BREAKDESK_DATABASE_URL, else ./breakdesk.db) and bring the schema
-        to the current revision."""
+        to the current revision. `pool` sizes the connection pool (`pool_size`, `max_overflow`)."""
         # Every store call runs in an explicit transaction that ends before the connection goes back to the
         # pool, so the pool's own rollback on return (a round trip to the driver's thread on SQLite) is skipped.
-        engine = make_engine(database_url(url), echo=echo, pool_reset_on_return=None)
+        engine = make_engine(database_url(url), echo=echo, pool_reset_on_return=None, **pool)
         try:
             if migrate:
                 await upgrade_engine(engine)
