@@ -3,8 +3,12 @@ that a refused or conflicting entry writes nothing of its own, and that it stays
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,7 +166,7 @@ async def test_an_unknown_tenant_is_not_found(store: Store, new_tenant_id: Calla
 
 async def test_the_portable_path_writes_the_same_journal(store: Store, tenant: str) -> None:
     """Drivers without a fast path run the same statements through SQLAlchemy (forced here)."""
-    store._write_program = store._write_program_sqlalchemy  # type: ignore[method-assign]
+    store._write_program = lambda program, **_: store._write_program_sqlalchemy(program)  # type: ignore[method-assign]
     await _open(store, tenant, "E1")
     claim = _claim("E1", 0)
     await store.record_execution(tenant, JournalEntry("E1", inserts=[claim], **_logged("E1", "claim")))
@@ -174,3 +178,93 @@ async def test_the_portable_path_writes_the_same_journal(store: Store, tenant: s
     assert (row.status, row.output) == ("SUCCEEDED", {"ok": True, "n": 1e300})
     assert (await store.get_exception(tenant, "E1") or {})["status"] == "RESOLVED"
     assert (await store.verify_audit(tenant)).ok
+
+
+async def test_a_small_entry_takes_the_short_path_and_writes_a_verifiable_chain(
+    store: Store, tenant: str, other_tenant: str
+) -> None:
+    """A claim with its predecessor's outcome, several events and audit entries: one statement on PostgreSQL
+    (the server hashes the chain), one transaction on the event loop's thread on SQLite."""
+    await _open(store, tenant, "E1")
+    await _open(store, other_tenant, "E1")
+    other_head = await store.audit_head(other_tenant)
+    first = _claim("E1", 0)
+    await store.record_execution(tenant, JournalEntry("E1", inserts=[first]))
+    calls: list[dict[str, Any]] = []
+    write = store._write_program
+
+    async def spy(program: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return await write(program, **kwargs)
+
+    store._write_program = spy  # type: ignore[method-assign]
+    events_before = len(await store.get_events(tenant, "E1"))
+    details = [{"what": "settle", "n": 1e300}, {"what": "claim", "s": "\"quoted\" é"}, {"what": "third"}]
+    entry = JournalEntry(
+        "E1", inserts=[_claim("E1", 1), _claim("E1", 2)], settles=[_outcome(first)],
+        events=[EventRow("E1", "tool.attempt", T0, None, d) for d in details[:2]],
+        audits=[AuditRow("executor", "tool.attempt", "E1", T0, d) for d in details],
+    )
+    await store.record_execution(tenant, entry)
+    assert calls == [{"single": True}] if store.dialect == "postgresql" else [{"inline": True}]
+    records = await store.execution_records(tenant, "E1")
+    assert [(r.key, r.status, r.final) for r in records] == [
+        ((0, "step", 1), "SUCCEEDED", True), ((1, "step", 1), "STARTED", False), ((2, "step", 1), "STARTED", False)
+    ]
+    assert records[0].output == {"ok": True, "n": 1e300} and records[1].deadline == _claim("E1", 1).deadline
+    events = await store.get_events(tenant, "E1")
+    assert [e["payload"] for e in events[events_before:]] == details[:2]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert (await store.verify_audit(tenant)).ok
+    assert [e.detail for e in (await store.get_audit(tenant, limit=1000))[-3:]] == details
+    assert await store.audit_head(other_tenant) == other_head
+    assert await store.execution_records(other_tenant, "E1") == []
+
+
+async def test_a_refused_small_entry_writes_nothing(store: Store, tenant: str) -> None:
+    """The short paths refuse like the general one: unknown exception, wrong status, settle without claim."""
+    await _open(store, tenant, "E1")
+    await _open(store, tenant, "E2", status="TRIAGED")
+    head = await store.audit_head(tenant)
+    events = len(await store.get_events(tenant, "E1"))
+    results = await store.record_executions(tenant, [JournalEntry("NOPE", inserts=[_claim("NOPE", 0)],
+                                                                  **_logged("NOPE", "x"))])
+    assert isinstance(results[0], NotFound)
+    with pytest.raises(StatusChanged):
+        await store.record_execution(tenant, JournalEntry("E2", inserts=[_claim("E2", 0)], **_logged("E2", "x")))
+    with pytest.raises(ClaimLost):  # the settle finds no STARTED row: the claim beside it is not written
+        await store.record_execution(tenant, JournalEntry("E1", inserts=[_claim("E1", 1)],
+                                                          settles=[_outcome(_claim("E1", 0))], **_logged("E1", "x")))
+    await store.record_execution(tenant, JournalEntry("E1", inserts=[_claim("E1", 0)]))
+    with pytest.raises(ClaimLost):  # another runner's claim of the same attempt
+        await store.record_execution(tenant, JournalEntry("E1", inserts=[_claim("E1", 0)], **_logged("E1", "x")))
+    assert [r.key for r in await store.execution_records(tenant, "E1")] == [(0, "step", 1)]
+    assert await store.execution_records(tenant, "E2") == []
+    assert len(await store.get_events(tenant, "E1")) == events
+    assert await store.audit_head(tenant) == head
+
+
+async def test_the_event_loop_never_waits_for_another_sqlite_writer(tmp_path: Path) -> None:
+    """While another connection holds SQLite's write lock, a journal write waits off the event loop's thread
+    (the loop keeps running) and commits once the lock is released."""
+    path = tmp_path / "locked.db"
+    async with await Store.open(f"sqlite+aiosqlite:///{path}") as store:
+        await store.create_tenant("t1", "T")
+        await _open(store, "t1", "E1")
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            write = asyncio.create_task(store.record_execution("t1", JournalEntry("E1", inserts=[_claim("E1", 0)])))
+            started = time.perf_counter()
+            await asyncio.sleep(0.2)
+            assert time.perf_counter() - started < 0.5  # the loop ran on: the write is not blocking it
+            assert not write.done()
+            other.execute("COMMIT")
+            await asyncio.wait_for(write, 10)
+        finally:
+            other.close()
+        assert [r.key for r in await store.execution_records("t1", "E1")] == [(0, "step", 1)]
+        await store.record_execution("t1", JournalEntry("E1", inserts=[_claim("E1", 1)]))  # the lock is free:
+        inline = store._inline._conn if store._inline is not None else None
+        assert inline is not None and inline.total_changes == 1  # that one ran on the loop's own connection
+        assert (await store.verify_audit("t1")).ok

@@ -1,7 +1,8 @@
 """Durable execution: a worker SIGKILLed in the middle of a playbook, and a new process that resumes it.
 
 The tool server holds step 2's request open until the test has killed the worker, so the kill lands while a
-call is in flight, after step 1 (not idempotent) has been sent and settled.
+call is in flight, after step 1 (not idempotent) has been sent and settled. Each test runs on SQLite and on
+PostgreSQL (their journal writes take different paths: see `store/executions.py`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ async def crashed_exception(store: Store, tenant: str) -> str:
 
 
 async def test_sigkill_mid_playbook_then_resume_never_repeats_a_completed_step(
-    tool_server: ToolServer, tmp_path: Path, tenant_id: str
+    tool_server: ToolServer, tmp_path: Path, tenant_id: str, db_url: str
 ) -> None:
     charge, wait, notify = uid("charge"), uid("wait"), uid("notify")
     tools = {
@@ -77,7 +78,7 @@ async def test_sigkill_mid_playbook_then_resume_never_repeats_a_completed_step(
     }
     dom = domain_pack(tools, [playbook("pb", [step("charge", "charge"), step("wait", "wait"),
                                               step("notify", "notify")])])
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+    url = db_url  # a fresh SQLite file, or the session's PostgreSQL database
     async with await Store.open(url) as store:
         await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom))
     worker = start_worker(url, tenant_id, tmp_path)
@@ -108,7 +109,7 @@ async def test_sigkill_mid_playbook_then_resume_never_repeats_a_completed_step(
 
 
 async def test_sigkill_during_a_non_idempotent_call_escalates_instead_of_resending(
-    tool_server: ToolServer, tmp_path: Path, tenant_id: str
+    tool_server: ToolServer, tmp_path: Path, tenant_id: str, db_url: str
 ) -> None:
     charge, transfer = uid("charge"), uid("transfer")
     tools = {
@@ -116,7 +117,7 @@ async def test_sigkill_during_a_non_idempotent_call_escalates_instead_of_resendi
         "transfer": tool(f"{tool_server.base}/block/{transfer}", idempotent=False, timeout=30),
     }
     dom = domain_pack(tools, [playbook("pb", [step("charge", "charge"), step("transfer", "transfer")])])
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crash2.db'}"
+    url = db_url  # a fresh SQLite file, or the session's PostgreSQL database
     async with await Store.open(url) as store:
         await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom))
     worker = start_worker(url, tenant_id, tmp_path)

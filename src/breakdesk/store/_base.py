@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import greenlet_spawn
 
 from breakdesk.audit.chain import AuditEntry, canonical_json, link_json
-from breakdesk.store.engine import WRITE_OPTION, WalCheckpointer, sqlite_file
+from breakdesk.store.engine import WRITE_OPTION, WalCheckpointer, sqlite_file, sqlite_pragmas
 from breakdesk.store.errors import Conflict, NotFound, StoreError
 from breakdesk.store.records import AuditRow
 from breakdesk.store.tables import audit_entries, audit_heads
@@ -272,6 +275,11 @@ def translate_driver(exc: Exception) -> StoreError:
 def _run_sqlite_program(conn: sqlite3.Connection, program: Program[T]) -> T:
     """Drive a write program to its end on the connection's own thread, in one BEGIN IMMEDIATE transaction."""
     conn.execute("BEGIN IMMEDIATE")
+    return _finish_sqlite_program(conn, program)
+
+
+def _finish_sqlite_program(conn: sqlite3.Connection, program: Program[T]) -> T:
+    """Run a write program inside the BEGIN IMMEDIATE transaction the caller opened; commit or roll back."""
     try:
         op = next(program)
         while True:
@@ -293,14 +301,90 @@ def _run_sqlite_program(conn: sqlite3.Connection, program: Program[T]) -> T:
         raise
 
 
-async def _run_asyncpg_program(conn: Any, program: Program[T]) -> T:
+class InlineSqliteWriter:
+    """A sqlite3 connection used straight from the event loop's thread for small write programs.
+
+    A journal claim is a handful of statements that SQLite runs in tens of microseconds (WAL,
+    synchronous=NORMAL: the commit appends to the WAL file without an fsync), yet going through aiosqlite
+    costs a hand-off to its thread and a wake-up of the event loop on the way back, which were most of a
+    non-idempotent step's overhead. The loop must never wait for another writer, so this connection has no
+    busy timeout: when BEGIN IMMEDIATE finds the write lock taken, `run` declines and the caller goes
+    through aiosqlite, whose thread waits instead. Durability and isolation are the other connections'
+    (same file, same WAL, same pragmas): it is one more connection, not a different store.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        self._disabled = False
+        #: Two event loops in two threads sharing a store must not share the connection at the same time.
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._pid != os.getpid():  # never use a connection inherited across fork(); open our own
+            self._conn, self._pid = None, os.getpid()
+        if self._conn is None and not self._disabled:
+            try:
+                conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error:
+                self._disabled = True
+                return None
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":  # a commit would fsync here: not on the loop
+                    conn.close()
+                    self._disabled = True
+                    return None
+                # no busy wait and no inline checkpoint (copying pages and an fsync) on the loop's thread: the
+                # background checkpointer and the other connections' backstop keep the WAL short
+                for pragma in sqlite_pragmas(busy_timeout_ms=0, autocheckpoint_pages=0):
+                    conn.execute(pragma)
+            except sqlite3.Error:
+                conn.close()
+                return None  # e.g. the file is locked while it is being migrated: try again next time
+            self._conn = conn
+        return self._conn
+
+    def run(self, program: Program[T]) -> tuple[bool, T | None]:
+        """(True, result) when the program ran and committed here; (False, None), with the program not
+        started, when the write lock is taken or the connection is unavailable."""
+        if not self._lock.acquire(blocking=False):
+            return False, None
+        try:
+            conn = self._connection()
+            if conn is None:
+                return False, None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:  # busy (another writer), or something the aiosqlite path will report
+                return False, None
+            return True, _finish_sqlite_program(conn, program)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._disabled = True
+            if conn is not None and self._pid == os.getpid():
+                conn.close()
+
+
+async def _run_asyncpg_program(conn: Any, program: Program[T], *, single: bool = False) -> T:
     """Drive a write program on a raw asyncpg connection in its own transaction, skipping SQLAlchemy's
-    per-statement compilation and result processing (asyncpg caches the prepared statements by text)."""
-    async with conn.transaction():
+    per-statement compilation and result processing (asyncpg caches the prepared statements by text).
+    `single`: the program is one statement, which PostgreSQL runs atomically in an implicit transaction."""
+    single = single and not conn.is_in_transaction()  # inside a transaction it would not commit by itself
+    async with contextlib.nullcontext() if single else conn.transaction():
         try:
             op = next(program)
+            ops = 0
             while True:
                 kind, sql, params = op
+                ops += 1
+                if single and ops > 1:  # it would run in a transaction of its own: refuse before it does
+                    raise StoreError("a single-statement write program issued a second statement")
                 if kind == "many":
                     if len(params) == 1:  # one row: a plain execute is one message exchange less
                         await conn.execute(sql, *params[0])
@@ -347,6 +431,8 @@ class StoreBase:
         path = sqlite_file(engine)
         #: SQLite files: WAL checkpoints run in the background instead of inside a writer's commit.
         self._checkpointer = WalCheckpointer(path) if path is not None else None
+        #: SQLite files: small write programs run on the event loop's thread (see `InlineSqliteWriter`).
+        self._inline = InlineSqliteWriter(path) if path is not None else None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -388,14 +474,31 @@ class StoreBase:
         if self._checkpointer is not None:
             self._checkpointer.request()
 
-    async def _write_program(self, program: Program[T]) -> T:
+    def _close_inline(self) -> None:
+        """Close the inline SQLite writer's connection (the store is closing)."""
+        if self._inline is not None:
+            self._inline.close()
+
+    async def _write_program(self, program: Program[T], *, inline: bool = False, single: bool = False) -> T:
         """Run a write program as one transaction with as few driver round trips as the driver allows.
 
-        SQLite: the whole transaction (BEGIN IMMEDIATE ... COMMIT) is one job on aiosqlite's connection
-        thread, instead of about four thread hand-offs per statement through SQLAlchemy's adapter (the
-        hand-offs, not SQLite, were most of a small transaction's CPU). PostgreSQL: the raw asyncpg
-        connection, one round trip per statement. Store errors raised by the program roll it back.
+        SQLite: with `inline` (a small program: microseconds of SQLite work) the transaction runs on the
+        event loop's own thread when the write lock is free (`InlineSqliteWriter`); otherwise the whole
+        transaction (BEGIN IMMEDIATE ... COMMIT) is one job on aiosqlite's connection thread, instead of
+        about four thread hand-offs per statement through SQLAlchemy's adapter. PostgreSQL: the raw asyncpg
+        connection, one round trip per statement; a `single` program (exactly one statement, atomic by
+        itself) runs in its implicit transaction, without the BEGIN and COMMIT round trips. Store errors
+        raised by the program roll it back.
         """
+        if inline and self._inline is not None:
+            try:
+                done, value = self._inline.run(program)
+            except sqlite3.Error as exc:
+                raise translate_driver(exc) from exc
+            if done:
+                if self._checkpointer is not None:
+                    self._checkpointer.request()
+                return value  # type: ignore[return-value]  # done: the program's own result
         try:
             # A pooled DBAPI connection without an AsyncConnection around it (measured: 38 µs to check out
             # and return, against 90 µs through `engine.connect()`); the pool still resets it on return.
@@ -412,7 +515,7 @@ class StoreBase:
                     import asyncpg
 
                     try:
-                        result = await _run_asyncpg_program(driver, program)
+                        result = await _run_asyncpg_program(driver, program, single=single)
                     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                         raise translate_driver(exc) from exc
                 else:

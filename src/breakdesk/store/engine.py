@@ -38,16 +38,29 @@ def _json_dumps(value: Any) -> str:
     return canonical_json(value).decode()
 
 
+def sqlite_pragmas(
+    busy_timeout_ms: int = _BUSY_TIMEOUT_MS, autocheckpoint_pages: int = _AUTOCHECKPOINT_PAGES
+) -> tuple[str, ...]:
+    """Per-connection settings every Breakdesk SQLite connection runs with (after journal_mode=WAL).
+
+    synchronous=NORMAL in WAL mode: a commit is durable against a crash of this process (the WAL is written
+    before the commit returns) but not against an OS crash or power loss (the WAL is fsynced at checkpoints)."""
+    return (
+        "PRAGMA synchronous=NORMAL",
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA wal_autocheckpoint={autocheckpoint_pages}",
+    )
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     # Take BEGIN away from the sqlite3 module (it skips BEGIN for SELECT and DDL) and emit it ourselves.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+        for pragma in sqlite_pragmas():
+            cursor.execute(pragma)
     finally:
         cursor.close()
 

@@ -69,6 +69,7 @@ class Store(
             return False
 
     async def close(self) -> None:
+        self._close_inline()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         await self._engine.dispose()
