@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from breakdesk.catalog import Catalog
+from breakdesk.heap import tune_for_throughput
 from breakdesk.packs.loader import read_file
 from breakdesk.packs.workspace import compile_domain_file, compile_tenant_file
 from breakdesk.pipeline.intake import IntakeRejected, intake
@@ -178,9 +179,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the durable runs (slows them down)")
     ap.add_argument("--pure-only", action="store_true", help="only the pure-stage benchmark (no database)")
     ap.add_argument("--repeat", type=int, default=1, help="pure stages: passes over the workload, the last reported")
+    ap.add_argument("--gc-default", action="store_true",
+                    help="keep CPython's default collector settings instead of breakdesk.heap's (as `breakdesk run`)")
     args = ap.parse_args(argv if argv is not None else [])
     backends = ("sqlite",) if args.skip_postgres else {"both": ("sqlite", "postgres")}.get(args.backend, (args.backend,))
     memory = args.memory == "on"
+    if not args.gc_default:
+        tune_for_throughput()  # what `breakdesk run`, `serve` and `worker` do once started
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"date: {datetime.now(UTC):%Y-%m-%d}")
     items = workload(args.count)

@@ -24,7 +24,7 @@ from breakdesk.api.auth import Authenticator, FailureLog, JwtVerifier
 from breakdesk.api.deps import ApiContext, Require
 from breakdesk.api.intake import AcceptQueue
 from breakdesk.api.limits import RateLimiter, TenantCache
-from breakdesk.api.observe import ApiMetrics, ObserveMiddleware, freeze_startup_heap, get_logger
+from breakdesk.api.observe import ApiMetrics, ObserveMiddleware, get_logger
 from breakdesk.api.problems import EXCEPTION_HANDLERS, Problem
 from breakdesk.api.rbac import min_role
 from breakdesk.api.routes import approvals, exceptions, executions, packs, similar, system, tenants
@@ -41,6 +41,7 @@ from breakdesk.api.schemas import (
 from breakdesk.api.settings import ApiSettings
 from breakdesk.api.worker import Background
 from breakdesk.catalog import Catalog
+from breakdesk.heap import tune_for_throughput
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.store import Store
 
@@ -143,7 +144,7 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
         background.start()
         app.state.ctx = ctx
         if own_store:  # a server process; a caller that passes its store (tests, embedding) owns its heap
-            freeze_startup_heap()
+            tune_for_throughput()
         log.info("api.started", database=s.dialect, worker=settings.worker_enabled, jwt=jwt_verifier is not None)
         try:
             yield

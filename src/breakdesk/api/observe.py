@@ -7,7 +7,6 @@ Starlette's BaseHTTPMiddleware and keeps label cardinality bounded (route templa
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import re
@@ -54,15 +53,6 @@ def configure_logging(level: str = "info") -> None:
 
 def get_logger(name: str = "breakdesk.api") -> Any:
     return structlog.get_logger(name)
-
-
-def freeze_startup_heap() -> None:
-    """Exempt everything built at startup (app, routes, schemas, compiled packs, SQLAlchemy metadata: ~180k
-    objects) from the cyclic garbage collector. A full collection otherwise walks all of them and stops the
-    event loop for 60-90 ms several times a minute under load, which was the API's p99; afterwards it walks
-    only what was allocated since. Called once, when the server has started."""
-    gc.collect()
-    gc.freeze()
 
 
 class ApiMetrics:

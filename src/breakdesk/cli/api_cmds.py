@@ -82,6 +82,7 @@ def worker_process(
     from breakdesk.api.app import open_store
     from breakdesk.api.observe import ApiMetrics, configure_logging, get_logger
     from breakdesk.api.worker import Background
+    from breakdesk.heap import tune_for_throughput
     from breakdesk.pipeline.orchestrator import Orchestrator
     from breakdesk.store import StoreError
 
@@ -99,6 +100,7 @@ def worker_process(
         if metrics_port is not None:
             start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
         background = Background(store, Orchestrator(store), settings, metrics)
+        tune_for_throughput()
         background.start()
         log.info("worker.started", database=store.dialect, execution=settings.execution_enabled)
         try:

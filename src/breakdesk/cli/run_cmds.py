@@ -18,6 +18,7 @@ from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.runtime import opened, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
+from breakdesk.heap import tune_for_throughput
 from breakdesk.pipeline.orchestrator import BatchReport, NoActivePacks, Orchestrator, Rejected
 from breakdesk.pipeline.types import Submission
 
@@ -148,6 +149,7 @@ def run(
 
     async def go(store: Any) -> BatchReport:
         async with services(store) as svc:
+            tune_for_throughput()
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=console, transient=False,
@@ -245,6 +247,7 @@ def demo(
             async with opened(url) as store, services(store, settings) as svc:
                 # --- end tools
                 cat = Catalog(store)
+                tune_for_throughput()
                 with Progress(
                     TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console,

@@ -22,6 +22,7 @@ from sqlalchemy.util import greenlet_spawn
 from breakdesk.audit.chain import AuditEntry, canonical_json, link_json
 from breakdesk.store.engine import WRITE_OPTION, WalCheckpointer, sqlite_file, sqlite_pragmas
 from breakdesk.store.errors import Conflict, NotFound, StoreError
+from breakdesk.store.planner import PlannerStats
 from breakdesk.store.records import AuditRow
 from breakdesk.store.tables import audit_entries, audit_heads
 from breakdesk.store.types import UTCDateTime
@@ -428,6 +429,8 @@ class StoreBase:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._pg = engine.dialect.name == "postgresql"
+        #: PostgreSQL: keeps planner statistics current on the tables the pipeline grows (store/planner.py).
+        self._planner = PlannerStats() if self._pg else None
         path = sqlite_file(engine)
         #: SQLite files: WAL checkpoints run in the background instead of inside a writer's commit.
         self._checkpointer = WalCheckpointer(path) if path is not None else None

@@ -260,6 +260,8 @@ class ExceptionRepo(StoreBase):
                     await _complete_queue(conn, tenant_id, complete_queue_ids, now)
         except Conflict as exc:
             raise await self._explain_conflict(tenant_id, writes) from exc
+        if self._planner is not None and plan.inserts:
+            await self._planner.wrote(self._engine, len(plan.inserts))
         return BatchResult(
             inserted=len(plan.inserts),
             updated=len(plan.updates),
