@@ -9,7 +9,8 @@
   wall-clock second and per CPU second of the process (the steadier figure on a shared machine); the hot
   path never waits for embeddings.
 
-Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|indexing|pipeline]`.
+Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|indexing|pipeline]
+[--gc-default]` (collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes measured).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from breakdesk.catalog import Catalog
+from breakdesk.heap import tune_for_throughput
 from breakdesk.memory import Memory, Query
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
@@ -350,7 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
     ap.add_argument("--only", choices=["quality", "latency", "indexing", "pipeline"])
+    ap.add_argument("--gc-default", action="store_true",
+                    help="keep CPython's default collector settings instead of breakdesk.heap's (as `breakdesk run`)")
     args = ap.parse_args(argv if argv is not None else [])
+    if not args.gc_default:
+        tune_for_throughput()  # what `breakdesk run`, `serve` and `worker` do once started (as bench.pipeline)
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"date: {datetime.now(UTC):%Y-%m-%d}")
     if args.only in (None, "quality"):

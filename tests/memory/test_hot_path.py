@@ -4,6 +4,7 @@ accumulating scores, and the per-batch field statistics (which must follow the i
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 from test_text_and_index import case, fields_index, key_fields_index, key_query
@@ -69,3 +70,129 @@ def test_field_statistics_follow_the_index_between_searches() -> None:
     hits = idx.search(query, 6)
     assert as_rows(hits) == as_rows(fresh.search(query, 6))
     assert not any("UBS AG" in h.why for h in hits)  # now in most cases: it says nothing
+
+
+# ---------------------------------------------------------------------------------------------- search_many
+
+REASONS = ["LATE_AFFIRMATION", "SSI_MISMATCH", "INSUFFICIENT_SECURITIES", "COUNTERPARTY_FAIL"]
+BANKS = ["Jefferies LLC", "UBS AG", "Barclays Capital Inc.", "Citigroup", "BNP Paribas", "HSBC"]
+MESSAGES = ["Client affirmed after the cut-off", "Standing settlement instructions outdated",
+            "Counterparty short of securities at the depository", "Broker failed to deliver the shares on time",
+            "", "Instruction pending at the custodian"]
+KEYS = ("failReason", "counterparty", "csd")
+
+
+def _entities(rng: random.Random, n: int) -> dict[str, str]:
+    return {"failReason": rng.choice(REASONS), "counterparty": rng.choice(BANKS),
+            "csd": "DTC" if rng.random() < 0.8 else "CREST", "side": rng.choice(["RECEIVE", "DELIVER"]),
+            "tier": rng.choice(["TIER_1", "TIER_2", "TIER_3"]), "isin": f"US{rng.randrange(max(1, n // 3)):04d}"}
+
+
+def busy_index(seed: int, n: int = 400, *, ascending: bool = True, replaced: int = 0) -> TenantIndex:
+    """Settlement fails and a few cash breaks drawn from small vocabularies: big field lists (csd=DTC in
+    most cases), many exact ties, messages shared word for word, ids in order or shuffled, some cases
+    replaced (dead slots)."""
+    rng = random.Random(seed)
+    ids = [f"C{i:05d}" for i in range(n)]
+    if not ascending:
+        rng.shuffle(ids)
+    idx = TenantIndex("t1")
+    for i, eid in enumerate(ids):
+        etype = "CASH_BREAK" if i % 9 == 0 else "SETTLEMENT_FAIL"
+        idx.add(case(eid, rng.choice(MESSAGES), etype=etype, cid=i + 1, entities=_entities(rng, n),
+                     source=rng.choice(["custody-feed", "swift"]), fp=f"fp{i % 50}"))
+    for j in range(replaced):
+        old = idx.case(ids[rng.randrange(n)])
+        assert old is not None
+        idx.add(dataclasses.replace(old, id=n + j + 1, status="RESOLVED", resolution={"summary": f"fixed {j}"}))
+    return idx
+
+
+def busy_queries(seed: int, count: int = 60) -> list[Query]:
+    rng = random.Random(seed + 1)
+    out = []
+    for i in range(count):
+        ents = _entities(rng, 400)
+        if i % 4 == 0:
+            ents = {name: ents[name] for name in ("counterparty", "isin")}  # sharing little
+        out.append(Query(f"Q{i}", "CASH_BREAK" if i % 7 == 0 else "SETTLEMENT_FAIL", rng.choice(["custody-feed", "swift"]),
+                         term_counts(rng.choice(MESSAGES)), ents, f"fp{rng.randrange(60)}",
+                         key_fields=KEYS if i % 3 else ()))
+    return out
+
+
+def full_rows(hits: list) -> list[tuple]:
+    return [tuple(h) for h in hits]
+
+
+@pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
+@pytest.mark.parametrize("pruning", ["default", "aggressive", "none"])
+def test_batched_search_finds_what_search_finds(monkeypatch: pytest.MonkeyPatch, ascending: bool, replaced: int,
+                                                pruning: str) -> None:
+    """Same hits, same order, same scores and explanations as one `search` per query — whether the batch is
+    pruned, pruned too far (and so redone in full) or not pruned, split into chunks or not, with ids in
+    order or not and with replaced cases."""
+    if pruning == "aggressive":
+        monkeypatch.setattr(index_module, "PRUNE_GUESS", 1.0)
+        monkeypatch.setattr(index_module, "PRUNE_MIN_POSTINGS", 1)
+    elif pruning == "none":
+        monkeypatch.setattr(index_module, "PRUNE_GUESS", 0.0)
+    monkeypatch.setattr(index_module, "BATCH_CELLS", 4000)  # ~10 queries per chunk
+    idx = busy_index(3, ascending=ascending, replaced=replaced)
+    queries = busy_queries(3)
+    indexed = idx.case("C00007")
+    assert indexed is not None
+    queries.append(idx.query_for(indexed, key_fields=KEYS))  # its own case is indexed: never its own hit
+    for k in (1, 5, 12):
+        expected = [full_rows(idx.search(q, k)) for q in queries]
+        assert [full_rows(h) for h in idx.search_many(queries, k)] == expected
+        bare = idx.search_many(queries, k, explain=False)
+        assert [[(h.exception_id, h.score, h.resolution, h.lexical) for h in hits] for hits in bare] == \
+            [[(row[0], row[1], row[6], row[7]) for row in rows] for rows in expected]
+        assert all(h.why == "" for hits in bare for h in hits)
+    assert all(h.exception_id != "C00007" for h in idx.search_many(queries, 5)[-1])
+
+
+def test_pruning_skips_the_big_lists_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common values (csd=DTC) are skipped for queries whose best cases share the rarer fields, and those
+    queries are not scored again in full."""
+    idx = busy_index(5, n=600)
+    queries = [q for q in busy_queries(5) if q.key_fields]
+    calls: list[bool] = []
+    real = TenantIndex._score_chunk
+
+    def spy(self: TenantIndex, qs: list, preps: list, skips: list, k: int) -> list:
+        calls.extend(bool(s) for s in skips)
+        return real(self, qs, preps, skips, k)
+
+    monkeypatch.setattr(TenantIndex, "_score_chunk", spy)
+    got = idx.search_many(queries, 5)
+    pruned = sum(calls[:len(queries)])
+    redone = len(calls) - len(queries)
+    assert pruned >= len(queries) // 2 and redone < pruned
+    dtc = idx._field_id["csd=dtc"]
+    assert any(dtc in idx._prune_plan((idx._query_terms(q.terms), *idx._query_fields(q, None)))[0] for q in queries)
+    assert [full_rows(h) for h in got] == [full_rows(idx.search(q, 5)) for q in queries]
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_ties_are_ranked_by_exception_id(ascending: bool) -> None:
+    """Thirty cases the query cannot tell apart: the k hits are the k smallest ids, in id order, from
+    `search` and from `search_many`, whatever order the cases were indexed in (a fixed-size candidate pool
+    used to cut such a tie at an arbitrary place)."""
+    ids = [f"T{i:03d}" for i in range(30)]
+    if not ascending:
+        random.Random(1).shuffle(ids)
+    idx = TenantIndex("t1")
+    same = {"failReason": "SSI_MISMATCH", "counterparty": "UBS AG", "csd": "DTC"}
+    for i, eid in enumerate(ids):
+        idx.add(case(eid, "Standing settlement instructions outdated", cid=i + 1, entities=same))
+    for i in range(20):
+        idx.add(case(f"O{i:03d}", "Client affirmed after the cut-off", cid=100 + i,
+                     entities={"failReason": "LATE_AFFIRMATION", "counterparty": f"Bank {i}", "csd": "DTC"}))
+    query = Query("NEW", "SETTLEMENT_FAIL", "custody-feed", term_counts("Standing settlement instructions outdated"),
+                  same, key_fields=KEYS)
+    want = [f"T{i:03d}" for i in range(5)]
+    assert [h.exception_id for h in idx.search(query, 5)] == want
+    assert [h.exception_id for h in idx.search_many([query, query], 5)[1]] == want
+    assert len({h.score for h in idx.search(query, 5)}) == 1

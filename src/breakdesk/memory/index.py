@@ -26,13 +26,15 @@ says why a case is read through two lenses):
 
 The scores are fused as a weighted sum of normalised scores plus boosts for the same type and source (the
 vector list also brings in candidates that share no word); when fewer than k cases share anything, the
-latest cases of the same type fill in. Every hit says why it matched. The hot path (`Memory.for_batch`)
-uses the same search without vectors; the weights were tuned with `python -m bench.memory`.
+latest cases of the same type fill in. Equal scores rank by exception id. Every hit says why it matched.
+The hot path (`Memory.for_batch`) asks for a whole batch at once (`search_many`: the same hits and scores
+without vectors, scored together and pruned); the weights were tuned with `python -m bench.memory`.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +63,17 @@ TYPO_WEIGHT = 0.8
 #: over n-sized arrays. Both give the same numbers; 8 was the fastest of 0.5, 1, 3 and 8 on the pipeline
 #: bench's queries at ~5.6k cases (~1.7k postings per query).
 SORT_FACTOR = 8
+#: `search_many` first tries skipping the biggest field lists whose shares add up to less than this share of
+#: the best possible score; where that proves nothing, it skips what stays under the k-th best score it found
+#: (which always holds). Only speed depends on it: 0.75-0.9 were the fastest of 0-1 on the pipeline bench.
+PRUNE_GUESS = 0.75
+#: ...and only lists of at least this many cases (or 1/32 of the tenant's).
+PRUNE_MIN_POSTINGS = 64
+#: `search_many` scores a batch's queries together, as many at a time as keep (queries x cases) within this
+#: many cells (an index-sized boolean and int64 array per group: ~9 MB).
+BATCH_CELLS = 1 << 20
+#: ...and at most this many queries (see `search_many`).
+CHUNK_QUERIES = 128
 #: Candidates taken from each list (lexical+fields, vector) before the final ranking.
 CANDIDATES = 60
 #: Field IDF saturates here: every shared value held by fewer than ~1 in 3 cases of the type counts the same.
@@ -176,22 +189,17 @@ class Hit(NamedTuple):
 
 
 class _Postings:
-    """The cases (slots) containing one term or field value; for words, their term frequencies and the
-    BM25 term weights derived from them (cached: the hot path reuses them across a whole batch)."""
+    """The cases (slots) containing one word, their term frequencies and the BM25 term weights derived from
+    them (cached: the hot path reuses them across a whole batch)."""
 
     __slots__ = ("_bm25", "_bm25_key", "_np_docs", "docs", "tfs")
 
-    def __init__(self, weighted: bool) -> None:
+    def __init__(self) -> None:
         self.docs = array("i")
-        self.tfs: array | None = array("f") if weighted else None
+        self.tfs = array("f")
         self._np_docs: np.ndarray | None = None
         self._bm25: np.ndarray | None = None
         self._bm25_key = (0, 0.0)
-
-    def add(self, slot: int, tf: float = 1.0) -> None:
-        self.docs.append(slot)
-        if self.tfs is not None:
-            self.tfs.append(tf)
 
     def slots(self) -> np.ndarray:
         if self._np_docs is None or self._np_docs.shape[0] != len(self.docs):
@@ -234,6 +242,34 @@ class _Codes:
         return [self.codes[v] for v in values if v in self.codes]
 
 
+#: Type of a query's prepared lists: (query words, fields, their weight total, declared keys, their count).
+_Prep = tuple[list[tuple[int, float]], list["QField"], float, list["QField"], float]
+#: Field weights at least this add up exactly in float64 (24-bit mantissas, exponents within 2^6 / 2^-24 of
+#: each other): `_score_chunk` relies on it to add skipped lists' shares afterwards.
+MIN_EXACT_WEIGHT = 2.0 ** -20
+#: One ranked candidate: (-score, exception id, slot, normalised text score).
+_Ranked = tuple[float, str, int, float]
+
+
+def _below(reach: float, theta: float) -> bool:
+    """`reach` (a bound summed in float64) is surely below `theta` (a float32 score): float32 rounding of the
+    fused score is ~1e-7 relative, the margin 1e-6."""
+    return reach * (1 + 1e-6) + 1e-6 < theta
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A cleared boolean array and an int64 array of at least `size` cells, reused across `search_many`
+    calls of this thread (allocating them per batch costs more in page faults than the search itself; a
+    sort of the postings instead measured 1.5-2x slower). Callers leave the boolean array all False."""
+    have = getattr(_SCRATCH, "arrays", None)
+    if have is None or have[0].shape[0] < size:
+        have = _SCRATCH.arrays = (np.zeros(size, dtype=bool), np.empty(size, dtype=np.int64))
+    return have
+
+
 def _idf(n: int, df: int) -> float:
     return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
@@ -247,6 +283,9 @@ class TenantIndex:
         self.last_case_id = 0
         self.last_vector_id: dict[str, int] = {}
         self._eids: list[str] = []
+        #: Every slot's exception id sorts after the previous slot's (ids issued in order, no case replaced):
+        #: ranking ties by id is then ranking them by slot.
+        self._ids_ascending = True
         self._slot: dict[str, int] = {}
         self._cases: list[StoredCase | None] = []
         self._terms: list[tuple[array, array] | None] = []  # per slot: term ids, tfs
@@ -267,13 +306,17 @@ class TenantIndex:
         self._deletes: dict[str, list[int]] = {}  # one-letter deletions of words -> the words
         self._near: dict[int, list[int]] = {}  # word -> words one edit away
         self._field_id: dict[str, int] = {}
-        self._fpost: list[_Postings] = []
+        # Field postings: plain arrays (a tenant has several new field values per case, ids mostly; arrays are
+        # not tracked by the garbage collector, whose full passes grow with every object the index holds).
+        self._fpost: list[array] = []
+        self._fnp: dict[int, np.ndarray] = {}  # field id -> its postings as numpy, while they do not grow
         self._fdf: list[int] = []
         self._type_live: dict[int, int] = {}
         self._by_type: dict[int, array] = {}  # type code -> slots, oldest first
         self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
         self._fp_resolved: dict[str, int] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
+        self._bitmaps: dict[int, np.ndarray] = {}  # field id -> slots holding it (`_bitmap`), until a change
         self._total_len = 0.0
         self._live = 0
         self.vectors: dict[str, VectorIndex] = {}
@@ -317,7 +360,7 @@ class TenantIndex:
         if tid is None:
             tid = self._term_id[word] = len(self._term_names)
             self._term_names.append(word)
-            self._post.append(_Postings(True))
+            self._post.append(_Postings())
             self._df.append(0)
             if _typo_candidate(word):
                 for other in self._neighbours(word):
@@ -342,7 +385,7 @@ class TenantIndex:
         fid = self._field_id.get(token)
         if fid is None:
             fid = self._field_id[token] = len(self._fpost)
-            self._fpost.append(_Postings(False))
+            self._fpost.append(array("i"))
             self._fdf.append(0)
         return fid
 
@@ -355,12 +398,16 @@ class TenantIndex:
             raise ValueError(f"case of tenant {case.tenant_id!r} offered to the index of {self.tenant_id!r}")
         if self._field_stats:
             self._field_stats.clear()
+        if self._bitmaps:
+            self._bitmaps.clear()
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(case.exception_id)
         if old is not None:
             self._retire(old)
         slot = len(self._eids)
         self._grow(slot + 1)
+        if self._ids_ascending and self._eids and case.exception_id <= self._eids[-1]:
+            self._ids_ascending = False
         self._eids.append(case.exception_id)
         self._slot[case.exception_id] = slot
         self._cases.append(case)
@@ -374,7 +421,7 @@ class TenantIndex:
                 tid = self._term(word)
             p = post[tid]
             p.docs.append(slot)
-            p.tfs.append(tf)  # type: ignore[union-attr]
+            p.tfs.append(tf)
             df[tid] += 1
             tids.append(tid)
             length += tf
@@ -386,7 +433,7 @@ class TenantIndex:
             fid = field_id.get(tok)
             if fid is None:
                 fid = self._field(tok)
-            fpost[fid].docs.append(slot)
+            fpost[fid].append(slot)
             fdf[fid] += 1
             type_df[(fid, tcode)] = type_df.get((fid, tcode), 0) + 1
             fids.append(fid)
@@ -413,6 +460,7 @@ class TenantIndex:
         if not self._alive[slot]:
             return
         self._field_stats.clear()
+        self._bitmaps.clear()
         self._alive[slot] = False
         self._live -= 1
         tcode = int(self._type[slot])
@@ -582,7 +630,7 @@ class TenantIndex:
         norms: list[np.ndarray] = []
         sizes: list[int] = []
         weights: list[float] = []
-        post, fpost, lengths = self._post, self._fpost, self._len
+        post, lengths = self._post, self._len
         for tid, w in qterms:
             docs, norm = post[tid].bm25(lengths, avgdl)
             docs_parts.append(docs)
@@ -594,7 +642,7 @@ class TenantIndex:
         for group in (qfields, qkeys):
             start = len(sizes)
             for f in group:
-                docs = fpost[f.fid].slots()
+                docs = self._field_slots(f.fid)
                 docs_parts.append(docs)
                 sizes.append(docs.shape[0])
                 weights.append(f.weight)
@@ -722,9 +770,18 @@ class TenantIndex:
         if knorm > 0:
             score += W_KEY * (keys / knorm)
         score += W_TYPE * (self._type[slots] == qtype) + W_SOURCE * (self._source[slots] == qsrc)
-        pool = CANDIDATES if with_vectors else k + 8  # without vectors the score is final: ties broken below
-        if slots.shape[0] > pool:
-            pick = np.argpartition(-score, pool - 1)[:pool]
+        if with_vectors and slots.shape[0] > CANDIDATES:  # the vector score is still to come: a wide pool
+            pick = np.argpartition(-score, CANDIDATES - 1)[:CANDIDATES]
+            cand, cand_text, cand_score = slots[pick], text_n[pick], score[pick]
+        elif not with_vectors and slots.shape[0] > k:
+            # The score is final: every case scoring at least the k-th best, ties ranked by id below (a pool
+            # of a fixed size would cut a tie at an arbitrary place).
+            neg = -score
+            kth = np.partition(neg, k - 1)[k - 1]
+            pick = np.flatnonzero(neg <= kth)
+            if self._ids_ascending and pick.shape[0] > k:  # slots in id order: the first of a tie are kept
+                tie = neg[pick] == kth
+                pick = pick[~tie | (np.cumsum(tie) <= k - (pick.shape[0] - int(tie.sum())))]
             cand, cand_text, cand_score = slots[pick], text_n[pick], score[pick]
         else:
             cand, cand_text, cand_score = slots, text_n, score
@@ -755,12 +812,291 @@ class TenantIndex:
         sems = sem.tolist() if sem is not None else [None] * cand.shape[0]
         ranked = sorted((-sc, self._eids[slot], slot, tx, sm) for sc, slot, tx, sm in
                         zip(cand_score.tolist(), cand.tolist(), cand_text.tolist(), sems, strict=True))[:k]
-        # What every explanation compares against, prepared once for the k hits (never for the pool).
-        weights = dict(qterms)
-        key_pairs = [(f.name, f.value, f"{f.name}={f.value}") for f in qkeys]
-        field_pairs = [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp"]
-        return [self._hit(q, slot, -neg / scale, tx, sm, weights, key_pairs, field_pairs, len(qkeys))
-                for neg, _, slot, tx, sm in ranked]
+        pairs = self._explaining(qterms, qfields, qkeys)
+        return [self._hit(q, slot, -neg / scale, tx, sm, *pairs, len(qkeys)) for neg, _, slot, tx, sm in ranked]
+
+    @staticmethod
+    def _explaining(qterms: Sequence[tuple[int, float]], qfields: Sequence[QField], qkeys: Sequence[QField]
+                    ) -> tuple[dict[int, float], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """What every explanation compares against (`_hit`), prepared once for the k hits, never for the pool."""
+        return (dict(qterms), [(f.name, f.value, f"{f.name}={f.value}") for f in qkeys],
+                [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp"])
+
+    def _bare_hit(self, slot: int, score: float, lexical: float) -> Hit:
+        """A hit without its explanation (`search_many(explain=False)`)."""
+        case = self._cases[slot]
+        assert case is not None
+        res = case.resolution
+        summary = str(res["summary"]) if res and res.get("summary") else None
+        return Hit(case.exception_id, round(score, 4), "", case.exception_type, case.status, case.severity, summary,
+                   lexical)
+
+    def search_many(self, queries: Sequence[Query], k: int, *, explain: bool = True) -> list[list[Hit]]:
+        """`search(q, k)` for each query (no filters, no vectors: the pipeline's lexical + structured lookups
+        for one batch): the same hits in the same order with the same scores, for less work.
+
+        Why: the pipeline searches once per exception, and a search scores every case sharing anything with
+        the query — common values such as `csd=DTC` or `side=RECEIVE` make that a sixth of the tenant, most of
+        which cannot reach the top k — through ~40 numpy calls whose fixed cost outweighs the arithmetic. So
+        the queries are scored together (`_score_chunk`: one pass of numpy calls for up to `CHUNK_QUERIES`
+        queries) and first pruned (`_prune_plan`): each skips its biggest field lists when the most a case
+        found only in those could score is below the k-th best score of the others; where that does not
+        hold, the query is scored again skipping only what stays below the k-th best score found. Equal
+        scores rank by exception id, as in `search`. `explain=False` leaves `Hit.why` empty: the pipeline
+        shows ids, scores and resolutions only, and explaining k hits costs as much as finding them."""
+        out: list[list[Hit]] = [[] for _ in queries]
+        n = len(self._eids)
+        if n == 0 or k <= 0 or self._live == 0 or not queries:
+            return out
+        todo: list[int] = []
+        for i, q in enumerate(queries):
+            if q.exception_id is not None and q.exception_id in self._slot:
+                out[i] = self._one(q, k, explain)  # its own case is excluded: `search` knows how
+            else:
+                todo.append(i)
+        # A chunk at a time, start to end: what a query needs is dropped with its chunk (objects kept across
+        # the whole batch would survive into the collector's older generations and make its passes dearer).
+        per_chunk = max(1, min(CHUNK_QUERIES, BATCH_CELLS // n))
+        for start in range(0, len(todo), per_chunk):
+            part = todo[start:start + per_chunk]
+            preps = [(self._query_terms(queries[i].terms), *self._query_fields(queries[i], None)) for i in part]
+            plans = [self._prune_plan(prep) for prep in preps]
+            found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k)
+            # Where the guess skipped too much, the k-th best found is still a lower bound of the true one:
+            # skip what stays under it. That always holds (the cases scoring above it are then all kept).
+            again: list[int] = []
+            for j, (f, (skipped, reach)) in enumerate(zip(found, plans, strict=True)):
+                if skipped and (f is None or not _below(reach, f[0])):
+                    plans[j] = self._prune_plan(preps[j], f[0]) if f is not None else ({}, 0.0)
+                    again.append(j)
+            if again:
+                redone = self._score_chunk([queries[part[j]] for j in again], [preps[j] for j in again],
+                                           [plans[j][0] for j in again], k)
+                full = []
+                for j, f in zip(again, redone, strict=True):
+                    found[j] = f
+                    if plans[j][0] and (f is None or not _below(plans[j][1], f[0])):
+                        full.append(j)  # cannot happen (see above); kept exact all the same
+                if full:
+                    redone = self._score_chunk([queries[part[j]] for j in full], [preps[j] for j in full],
+                                               [{}] * len(full), k)
+                    for j, f in zip(full, redone, strict=True):
+                        found[j] = f
+            for i, prep, f in zip(part, preps, found, strict=True):
+                if f is None:  # fewer than k candidates: `search` tops them up with recent cases of the type
+                    out[i] = self._one(queries[i], k, explain)
+                    continue
+                qterms, qfields, _, qkeys, knorm = prep
+                scale = W_TEXT + W_FIELD + W_TYPE + W_SOURCE + (W_KEY if knorm > 0 else 0.0)
+                if explain:
+                    pairs = self._explaining(qterms, qfields, qkeys)
+                    out[i] = [self._hit(queries[i], slot, -neg / scale, tx, None, *pairs, len(qkeys))
+                              for neg, _, slot, tx in f[1]]
+                else:
+                    out[i] = [self._bare_hit(slot, -neg / scale, tx) for neg, _, slot, tx in f[1]]
+        return out
+
+    def _field_slots(self, fid: int) -> np.ndarray:
+        """The slots holding field value `fid`, as a numpy array (cached until the postings grow)."""
+        docs = self._fpost[fid]
+        out = self._fnp.get(fid)
+        if out is None or out.shape[0] != len(docs):
+            out = self._fnp[fid] = np.frombuffer(docs, dtype=np.int32).copy() if docs else np.zeros(0, np.int32)
+        return out
+
+    def _bitmap(self, fid: int) -> np.ndarray:
+        """Which slots hold field value `fid`, as a boolean array (kept until the index changes: the big
+        lists a batch skips recur across its queries)."""
+        bm = self._bitmaps.get(fid)
+        if bm is None:
+            bm = self._bitmaps[fid] = np.zeros(len(self._eids), dtype=bool)
+            bm[self._field_slots(fid)] = True
+        return bm
+
+    def _one(self, q: Query, k: int, explain: bool) -> list[Hit]:
+        """`search` for a query `search_many` leaves to it, without explanations unless asked."""
+        hits = self.search(q, k)
+        return hits if explain else [h._replace(why="", matched_terms=(), shared_entities=()) for h in hits]
+
+    def _prune_plan(self, prep: _Prep, theta: float | None = None) -> tuple[dict[int, tuple[float, float]], float]:
+        """The field lists a query may skip — {field id: (float32 field weight, declared key count)} — and the
+        most a case found only in them can score (their shares + text weight + type and source boosts).
+
+        A field list adds a constant to every case in it, so that bound holds for every skipped case. The
+        biggest lists (of at least `PRUNE_MIN_POSTINGS` or 1/32 of the cases) are skipped first while the
+        bound stays under `PRUNE_GUESS` of the best possible score — or, given `theta` (a k-th best score
+        found), surely under `theta`. Whether the bound is under the k-th best score is checked by the caller."""
+        _, qfields, fnorm, qkeys, knorm = prep
+        share: dict[int, list[float]] = {}
+        for f in qfields:
+            share[f.fid] = [float(np.float32(f.weight)), 0.0]
+        for f in qkeys:
+            share.setdefault(f.fid, [0.0, 0.0])[1] += 1.0
+        if len(share) < 2 or any(0.0 < w < MIN_EXACT_WEIGHT for w, _ in share.values()):
+            return {}, 0.0
+        bound = {fid: (W_FIELD * w / fnorm if w else 0.0) + (W_KEY * c / knorm if c else 0.0)
+                 for fid, (w, c) in share.items()}
+        reach = (W_TEXT if prep[0] else 0.0) + W_TYPE + W_SOURCE
+        guess = PRUNE_GUESS * (reach + sum(bound.values()))
+        fpost = self._fpost
+        skipped: dict[int, tuple[float, float]] = {}
+        big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
+        for fid in sorted(share, key=lambda f: -len(fpost[f])):
+            if len(fpost[fid]) < big:
+                break
+            if (reach + bound[fid] < guess) if theta is None else _below(reach + bound[fid], theta):
+                w, c = share[fid]
+                skipped[fid] = (w, c)
+                reach += bound[fid]
+        if not skipped or len(skipped) == len(share):
+            return {}, 0.0
+        return skipped, reach
+
+    def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
+                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int
+                     ) -> list[tuple[float, list[_Ranked]] | None]:
+        """Each query's k-th best score and top k (as `search` ranks them), over the cases sharing a word or
+        a field list not in its `skips` with it; None for a query with fewer than k such cases.
+
+        Scores are `search`'s, bit for bit: text sums the same float32 weights in the same order (one cell per
+        query, case and signal, one bincount for all); field and key sums are exact in float64 whatever the
+        order (weights ≥ `MIN_EXACT_WEIGHT` with 24-bit mantissas, fewer than 64 of them), so skipped lists
+        can be added afterwards from `_bitmap`; the fusion is the same float32 arithmetic."""
+        n = len(self._eids)
+        nq = len(queries)
+        avgdl = self._total_len / max(1, self._live) or 1.0
+        post, lengths = self._post, self._len
+        # Per signal (text, fields, keys): the posting arrays of every query, query after query and within a
+        # query in `search`'s list order, their list weights and the cell offset (query position · n).
+        parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        sizes: tuple[list[int], list[int], list[int]] = ([], [], [])
+        weights: tuple[list[float], list[float], list[float]] = ([], [], [])
+        offsets: tuple[list[int], list[int], list[int]] = ([], [], [])
+        norms: list[np.ndarray] = []
+        skipped: list[tuple[int, int, float, float]] = []  # (query position, field id, weight, key count)
+        for pos, ((qterms, qfields, _, qkeys, _), skip) in enumerate(zip(preps, skips, strict=True)):
+            at = pos * n
+            for tid, w in qterms:
+                docs, norm = post[tid].bm25(lengths, avgdl)
+                parts[0].append(docs)
+                norms.append(norm)
+                sizes[0].append(docs.shape[0])
+                weights[0].append(w)
+                offsets[0].append(at)
+            for signal, group in ((1, qfields), (2, qkeys)):
+                for f in group:
+                    if f.fid in skip:
+                        continue
+                    docs = self._field_slots(f.fid)
+                    parts[signal].append(docs)
+                    sizes[signal].append(docs.shape[0])
+                    weights[signal].append(f.weight)
+                    offsets[signal].append(at)
+            skipped.extend((pos, fid, w, c) for fid, (w, c) in skip.items())
+        cells_of: list[np.ndarray] = []
+        weights_of: list[np.ndarray] = []
+        for signal in range(3):
+            if not parts[signal]:
+                cells_of.append(np.zeros(0, np.int64))
+                weights_of.append(np.zeros(0, np.float32))
+                continue
+            cells_of.append(np.concatenate(parts[signal]).astype(np.int64)
+                            + np.repeat(np.asarray(offsets[signal], dtype=np.int64), sizes[signal]))
+            w32 = np.repeat(np.asarray(weights[signal], dtype=np.float32), sizes[signal])
+            if signal == 0:
+                w32 *= np.concatenate(norms)  # float32 products, as in `_scores`
+            weights_of.append(w32)
+        # The cells that have a posting, in (query, case) order (marked in a reused scratch array, cleared
+        # again below), each cell's position among them, and one bincount for the three signals.
+        space = nq * n
+        present, where = _scratch(space)
+        for cells in cells_of:
+            present[cells] = True
+        cells = np.flatnonzero(present[:space])
+        present[cells] = False
+        width = cells.shape[0]
+        where[cells] = np.arange(width, dtype=np.int64)
+        index = np.concatenate([where[cells_of[0]], where[cells_of[1]] + width, where[cells_of[2]] + 2 * width])
+        table = np.bincount(index, weights=np.concatenate(weights_of), minlength=3 * width).reshape(3, width)
+        slots = cells % n
+        if self._live != n:  # replaced cases keep their slot, not their postings' say
+            alive = self._alive[slots]
+            cells, slots, table = cells[alive], slots[alive], table[:, alive]
+        qpos = cells // n
+        bound_at = np.searchsorted(qpos, np.arange(nq + 1))
+        counts = np.diff(bound_at)
+        bounds = bound_at.tolist()
+        fields64, keys64 = table[1], table[2]
+        if skipped:  # each skipped list's share, for the cells of the queries that skipped it
+            fids = list(dict.fromkeys(f for _, f, _, _ in skipped))
+            held = np.stack([self._bitmap(f) for f in fids])
+            local = {f: i for i, f in enumerate(fids)}
+            pos_of = np.asarray([p for p, _, _, _ in skipped])
+            lens = counts[pos_of]
+            starts = bound_at[pos_of]
+            cell_at = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+            member = held[np.repeat(np.asarray([local[f] for _, f, _, _ in skipped]), lens), slots[cell_at]]
+            fields64 += np.bincount(cell_at, weights=np.repeat([w for _, _, w, _ in skipped], lens) * member,
+                                    minlength=fields64.shape[0])
+            keys64 += np.bincount(cell_at, weights=np.repeat([c for _, _, _, c in skipped], lens) * member,
+                                  minlength=keys64.shape[0])
+        text, fields, keys = table[0].astype(np.float32), fields64.astype(np.float32), keys64.astype(np.float32)
+        # Per-query constants spread over their cells; a zero norm divides by 1 (`search` leaves those unscaled).
+        top_text = np.ones(nq, dtype=np.float32)
+        fnorms = np.ones(nq, dtype=np.float32)
+        knorms = np.ones(nq, dtype=np.float32)
+        qtypes = np.full(nq, -1, dtype=np.int32)
+        qsrcs = np.full(nq, -1, dtype=np.int32)
+        for pos, prep in enumerate(preps):
+            if prep[0] and bounds[pos + 1] > bounds[pos]:  # the best text score (none without query words)
+                top = float(text[bounds[pos]:bounds[pos + 1]].max())
+                if top > 0:
+                    top_text[pos] = top
+            if prep[2] > 0:
+                fnorms[pos] = prep[2]
+            if prep[4] > 0:
+                knorms[pos] = prep[4]
+            q = queries[pos]
+            qtypes[pos] = self._types.codes.get(q.exception_type, -1)
+            qsrcs[pos] = self._sources.codes.get(q.source_system, -1)
+        text_n = text / np.repeat(top_text, counts)
+        score = W_TEXT * text_n + W_FIELD * (fields / np.repeat(fnorms, counts))
+        score += W_KEY * (keys / np.repeat(knorms, counts))  # zero where the query has no declared keys
+        score += (W_TYPE * (self._type[slots] == np.repeat(qtypes, counts))
+                  + W_SOURCE * (self._source[slots] == np.repeat(qsrcs, counts)))
+        # Each query's k-th best score, and every case scoring at least that (ties at the k-th included).
+        neg = -score
+        kths = [-math.inf] * nq
+        for pos in range(nq):
+            lo, hi = bounds[pos], bounds[pos + 1]
+            if hi - lo >= k:
+                kths[pos] = float(np.partition(neg[lo:hi], k - 1)[k - 1])
+        kth_at = np.repeat(np.asarray(kths, dtype=np.float32), counts)
+        picked = np.flatnonzero(neg <= kth_at)
+        if self._ids_ascending and picked.shape[0] > nq * k:
+            # Ties at the k-th score, ranked by id: slots are in id order here, and a query's cells in slot
+            # order, so of each query's tied cases the first (k - strictly better ones) are kept.
+            tie = neg[picked] == kth_at[picked]
+            per = np.bincount(qpos[picked], minlength=nq)
+            better = per - np.bincount(qpos[picked], weights=tie, minlength=nq).astype(np.int64)
+            seen = np.cumsum(tie)
+            first = np.concatenate([[0], seen])[np.cumsum(per) - per]  # ties before each query's picks
+            picked = picked[~tie | (seen - np.repeat(first, per) <= np.repeat(k - better, per))]
+        per_query = np.bincount(qpos[picked], minlength=nq).tolist()
+        p_neg, p_slot, p_text = neg[picked].tolist(), slots[picked].tolist(), text_n[picked].tolist()
+        results: list[tuple[float, list[_Ranked]] | None] = []
+        eids = self._eids
+        i = 0
+        for pos in range(nq):
+            j = i + per_query[pos]
+            if counts[pos] < k:
+                results.append(None)
+            else:
+                ranked = sorted(zip(p_neg[i:j], [eids[s] for s in p_slot[i:j]], p_slot[i:j], p_text[i:j],
+                                    strict=True))[:k]
+                results.append((-kths[pos], ranked))
+            i = j
+        return results
 
     def _hit(self, q: Query, slot: int, score: float, lexical: float, semantic: float | None,
              weights: Mapping[int, float], key_pairs: Sequence[tuple[str, str, str]],

@@ -210,6 +210,7 @@ class Memory:
         idx = await self.index(tenant_id)
         pending = self._pending.setdefault(tenant_id, {})
         searchable = len(idx) > 0  # the index does not change during the batch (pending cases wait for a sync)
+        queries: list[Query] = []
         for ir in items:
             rec = ir.record
             fp = ir.fingerprint
@@ -226,11 +227,13 @@ class Memory:
             if not searchable:
                 continue
             qtokens = (query_tokens(entities, fp) if fp and entities.get("fp") == fp else tuple(tokens))
-            q = Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, fp,
-                      key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens)
-            out.similar[rec.exception_id] = tuple(
-                SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in idx.search(q, k)
-            )
+            queries.append(Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, fp,
+                                 key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens))
+        # One batched search for the whole batch; triage shows ids, scores and resolutions, not explanations
+        # (`similar()` explains), so none are built here.
+        for q, hits in zip(queries, idx.search_many(queries, k, explain=False), strict=True):
+            assert q.exception_id is not None
+            out.similar[q.exception_id] = tuple(SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in hits)
         return out
 
     # ------------------------------------------------------------------ queries
