@@ -150,6 +150,10 @@ def test_batched_search_finds_what_search_finds(monkeypatch: pytest.MonkeyPatch,
         assert [[(h.exception_id, h.score, h.resolution, h.lexical) for h in hits] for hits in bare] == \
             [[(row[0], row[1], row[6], row[7]) for row in rows] for rows in expected]
         assert all(h.why == "" for hits in bare for h in hits)
+        # the pipeline's evidence, built straight from the ranking: the same ids, scores and resolutions
+        assert [[(c.exception_id, c.score, c.summary, c.resolution) for c in found]
+                for found in idx.similar_many(queries, k)] == \
+            [[(row[0], row[1], "", row[6]) for row in rows] for rows in expected]
     assert all(h.exception_id != "C00007" for h in idx.search_many(queries, 5)[-1])
 
 

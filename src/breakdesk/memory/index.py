@@ -27,8 +27,9 @@ says why a case is read through two lenses):
 The scores are fused as a weighted sum of normalised scores plus boosts for the same type and source (the
 vector list also brings in candidates that share no word); when fewer than k cases share anything, the
 latest cases of the same type fill in. Equal scores rank by exception id. Every hit says why it matched.
-The hot path (`Memory.for_batch`) asks for a whole batch at once (`search_many`: the same hits and scores
-without vectors, scored together and pruned); the weights were tuned with `python -m bench.memory`.
+The hot path (`Memory.for_batch`) asks for a whole batch at once (`similar_many`, `search_many`: the same
+hits and scores without vectors, scored together and pruned); the weights were tuned with
+`python -m bench.memory`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 
 from breakdesk.memory.text import analyze, field_token, key_tokens
 from breakdesk.memory.vectors import VectorIndex
+from breakdesk.pipeline.types import SimilarCase
 from breakdesk.store.cases import StoredCase
 
 K1 = 1.2
@@ -844,16 +846,51 @@ class TenantIndex:
         hold, the query is scored again skipping only what stays below the k-th best score found. Equal
         scores rank by exception id, as in `search`. `explain=False` leaves `Hit.why` empty: the pipeline
         shows ids, scores and resolutions only, and explaining k hits costs as much as finding them."""
-        out: list[list[Hit]] = [[] for _ in queries]
+        out: list[list[Hit]] = []
+        for q, found in zip(queries, self._batch(queries, k), strict=True):
+            if found is None:
+                out.append(self._one(q, k, explain))
+                continue
+            scale, ranked, prep = found
+            if explain and ranked:
+                assert prep is not None
+                qterms, qfields, _, qkeys, _ = prep
+                pairs = self._explaining(qterms, qfields, qkeys)
+                out.append([self._hit(q, slot, -neg / scale, tx, None, *pairs, len(qkeys)) for neg, _, slot, tx in ranked])
+            else:
+                out.append([self._bare_hit(slot, -neg / scale, tx) for neg, _, slot, tx in ranked])
+        return out
+
+    def similar_many(self, queries: Sequence[Query], k: int) -> list[tuple[SimilarCase, ...]]:
+        """`search_many(queries, k, explain=False)` as the pipeline's triage evidence (id, score, resolution),
+        built straight from the ranking: the hot path makes k of them per exception."""
+        out: list[tuple[SimilarCase, ...]] = []
+        cases = self._cases
+        for q, found in zip(queries, self._batch(queries, k), strict=True):
+            if found is None:
+                out.append(tuple(SimilarCase(h.exception_id, h.score, h.why, h.resolution)
+                                 for h in self._one(q, k, False)))
+                continue
+            scale, ranked, _ = found
+            row = []
+            for neg, eid, slot, _ in ranked:
+                case = cases[slot]
+                assert case is not None  # ranked slots are alive
+                res = case.resolution
+                row.append(SimilarCase(eid, round(-neg / scale, 4), "",
+                                       str(res["summary"]) if res and res.get("summary") else None))
+            out.append(tuple(row))
+        return out
+
+    def _batch(self, queries: Sequence[Query], k: int) -> list[tuple[float, list[_Ranked], _Prep | None] | None]:
+        """Per query: (the score scale, its top k as `search` ranks them, its prepared lists), or None for a
+        query `search` must answer itself (its own case is indexed, or fewer than k cases share anything)."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0 or not queries:
-            return out
-        todo: list[int] = []
-        for i, q in enumerate(queries):
-            if q.exception_id is not None and q.exception_id in self._slot:
-                out[i] = self._one(q, k, explain)  # its own case is excluded: `search` knows how
-            else:
-                todo.append(i)
+            return [(1.0, [], None) for _ in queries]
+        out: list[tuple[float, list[_Ranked], _Prep | None] | None] = [None] * len(queries)
+        todo = [i for i, q in enumerate(queries) if q.exception_id is None or q.exception_id not in self._slot]
+        # (a query whose own case is indexed is left to `search`, which knows how to exclude it)
         # A chunk at a time, start to end: what a query needs is dropped with its chunk (objects kept across
         # the whole batch would survive into the collector's older generations and make its passes dearer).
         per_chunk = max(1, min(CHUNK_QUERIES, BATCH_CELLS // n))
@@ -883,17 +920,9 @@ class TenantIndex:
                     for j, f in zip(full, redone, strict=True):
                         found[j] = f
             for i, prep, f in zip(part, preps, found, strict=True):
-                if f is None:  # fewer than k candidates: `search` tops them up with recent cases of the type
-                    out[i] = self._one(queries[i], k, explain)
-                    continue
-                qterms, qfields, _, qkeys, knorm = prep
-                scale = W_TEXT + W_FIELD + W_TYPE + W_SOURCE + (W_KEY if knorm > 0 else 0.0)
-                if explain:
-                    pairs = self._explaining(qterms, qfields, qkeys)
-                    out[i] = [self._hit(queries[i], slot, -neg / scale, tx, None, *pairs, len(qkeys))
-                              for neg, _, slot, tx in f[1]]
-                else:
-                    out[i] = [self._bare_hit(slot, -neg / scale, tx) for neg, _, slot, tx in f[1]]
+                if f is not None:  # None: fewer than k candidates, `search` tops them up with recent cases
+                    scale = W_TEXT + W_FIELD + W_TYPE + W_SOURCE + (W_KEY if prep[4] > 0 else 0.0)
+                    out[i] = (scale, f[1], prep)
         return out
 
     def _field_slots(self, fid: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from breakdesk.memory.text import (
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
 from breakdesk.pipeline.types import IntakeResult, SimilarCase
-from breakdesk.store.cases import CaseDoc, StoredCase, pgvector_available
+from breakdesk.store.cases import CaseDoc, CaseHead, StoredCase, pgvector_available
 
 SYNC_PAGE = 5000
 #: Cases (index slots) kept resident across all tenants before the least recently used tenants' indexes
@@ -44,6 +44,12 @@ SYNC_PAGE = 5000
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
 MAX_CASES_ENV = "BREAKDESK_MEMORY_MAX_CASES"
+
+
+def _check_tenant(case: StoredCase, tenant_id: str) -> None:
+    """Defence in depth: every read is tenant-scoped already."""
+    if case.tenant_id != tenant_id:
+        raise RuntimeError("memory: a case of another tenant reached this tenant's index")
 
 
 class NotIndexed(LookupError):
@@ -79,6 +85,26 @@ class _Prepared:
 
 
 @dataclass(slots=True)
+class _Pending:
+    """A case the hot path analysed before its row was written: its text terms and structured tokens, and the
+    row it asked to write (`BatchMemory.case_doc`), so the next sync indexes that row without reading it back
+    or analysing it again."""
+
+    counts: dict[str, float]
+    tokens: list[str]
+    doc: CaseDoc | None = None
+
+    def wrote(self, head: CaseHead) -> CaseDoc | None:
+        """What this process asked to write, if row `head` is that (None: another writer's row, or replaced
+        or resolved since: it must be read)."""
+        d = self.doc
+        if (d is None or head.resolved or d.resolution is not None or d.exception_id != head.exception_id
+                or d.status != head.status or d.severity != head.severity or d.fingerprint != head.fingerprint):
+            return None
+        return d
+
+
+@dataclass(slots=True)
 class BatchMemory:
     """What the memory contributes to one pipeline batch: similar cases and last resolutions to show in
     triage, and the case rows to write with the batch (analysed once, here)."""
@@ -87,6 +113,8 @@ class BatchMemory:
     last_resolution: dict[str, str] = field(default_factory=dict)
     _prepared: dict[str, _Prepared] = field(default_factory=dict)
     domain: CompiledDomainPack | None = None
+    #: The tenant's pending cases (`Memory._pending`) when the batch keeps a resident index in step.
+    _pending: dict[str, _Pending] | None = None
 
     def case_doc(self, ir: IntakeResult, *, status: str, severity: str | None, received_at: datetime) -> CaseDoc:
         rec = ir.record
@@ -94,11 +122,15 @@ class BatchMemory:
         if prep is None:
             return case_doc(rec, self.domain, status=status, received_at=received_at, severity=severity,
                             fingerprint=ir.fingerprint)
-        return CaseDoc(
+        doc = CaseDoc(
             exception_id=rec.exception_id, exception_type=rec.exception_type, source_system=rec.source_system,
             status=status, received_at=received_at, body=prep.body, entities=prep.entities, severity=severity,
             domain=self.domain.spec.name if self.domain else None, fingerprint=ir.fingerprint,
         )
+        pending = self._pending.get(rec.exception_id) if self._pending is not None else None
+        if pending is not None:
+            pending.doc = doc
+        return doc
 
 
 class Memory:
@@ -116,9 +148,9 @@ class Memory:
                                    else int(env) if env.isdigit() else MAX_RESIDENT_CASES)
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
-        #: tenant -> exception id -> (text terms, structured tokens) of cases the hot path analysed before
-        #: their rows were written: the next sync indexes those rows without analysing them again.
-        self._pending: dict[str, dict[str, tuple[dict[str, float], list[str]]]] = {}
+        #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
+        #: written: the next sync indexes those rows without reading them back or analysing them again.
+        self._pending: dict[str, dict[str, _Pending]] = {}
         self._embedders: dict[tuple[str, str | None, str | None, str | None], Embedder] = {}
 
     @classmethod
@@ -140,16 +172,15 @@ class Memory:
             self._indexes.move_to_end(tenant_id)
             pending = self._pending.pop(tenant_id, {})
             while True:
-                rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
-                for case in rows:
-                    if case.tenant_id != tenant_id:  # defence in depth: the query is tenant-scoped already
-                        raise RuntimeError("memory: a case of another tenant reached this tenant's index")
-                    known = pending.pop(case.exception_id, None)
-                    if known is None:
+                if pending:
+                    got = await self._sync_written(tenant_id, idx, pending)
+                else:
+                    rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
+                    for case in rows:
+                        _check_tenant(case, tenant_id)
                         idx.add(case)
-                    else:
-                        idx.add(case, *known)
-                if len(rows) < SYNC_PAGE:
+                    got = len(rows)
+                if got < SYNC_PAGE:
                     break
             if model is not None and not await pgvector_available(self.store):
                 while True:
@@ -160,6 +191,35 @@ class Memory:
                         break
             self._evict(keep=tenant_id)
             return idx
+
+    async def _sync_written(self, tenant_id: str, idx: TenantIndex, pending: dict[str, _Pending]) -> int:
+        """Catch `idx` up by one page of rows when this process wrote most of them itself: their small columns
+        are read (`case_heads_after`) and the cases built from what the hot path asked to write; only rows that
+        are not that (another writer's, replaced, resolved) are read in full. Returns the rows in the page."""
+        heads = await self.store.case_heads_after(tenant_id, idx.last_case_id, SYNC_PAGE)
+        mine: dict[int, tuple[StoredCase, _Pending]] = {}
+        for h in heads:
+            p = pending.get(h.exception_id)
+            doc = p.wrote(h) if p is not None else None
+            if p is not None and doc is not None:
+                mine[h.id] = (self.store.case_as_stored(tenant_id, h.id, doc), p)
+        others = [h.id for h in heads if h.id not in mine]
+        read = {c.id: c for c in await self.store.cases_by_ids(tenant_id, others)} if others else {}
+        for h in heads:  # in id order: a case replaced within the page ends with its latest row
+            own = mine.get(h.id)
+            if own is not None:
+                case, p = own
+                del pending[h.exception_id]
+                idx.add(case, p.counts, p.tokens)
+                continue
+            pending.pop(h.exception_id, None)  # what it analysed is not what is stored
+            stored = read.get(h.id)
+            if stored is None:  # deleted since the first read (replaced: its new row comes later)
+                idx.last_case_id = max(idx.last_case_id, h.id)
+                continue
+            _check_tenant(stored, tenant_id)
+            idx.add(stored)
+        return len(heads)
 
     def resident_cases(self) -> int:
         """Index slots held in memory across tenants (what `max_resident_cases` bounds)."""
@@ -208,7 +268,7 @@ class Memory:
                     out.last_resolution[fp] = f"{case.resolution.get('summary')} ({case.exception_id})"
             return out
         idx = await self.index(tenant_id)
-        pending = self._pending.setdefault(tenant_id, {})
+        pending = out._pending = self._pending.setdefault(tenant_id, {})
         searchable = len(idx) > 0  # the index does not change during the batch (pending cases wait for a sync)
         queries: list[Query] = []
         for ir in items:
@@ -219,7 +279,7 @@ class Memory:
             # The case's structured tokens serve its query now and its index entry at the next sync.
             tokens = key_tokens(entities, fp)
             out._prepared[rec.exception_id] = _Prepared(body, entities)
-            pending[rec.exception_id] = (counts, tokens)
+            pending[rec.exception_id] = _Pending(counts, tokens)
             if fp:
                 last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
@@ -231,9 +291,9 @@ class Memory:
                                  key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens))
         # One batched search for the whole batch; triage shows ids, scores and resolutions, not explanations
         # (`similar()` explains), so none are built here.
-        for q, hits in zip(queries, idx.search_many(queries, k, explain=False), strict=True):
+        for q, similar in zip(queries, idx.similar_many(queries, k), strict=True):
             assert q.exception_id is not None
-            out.similar[q.exception_id] = tuple(SimilarCase(h.exception_id, h.score, h.why, h.resolution) for h in hits)
+            out.similar[q.exception_id] = similar
         return out
 
     # ------------------------------------------------------------------ queries

@@ -12,15 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from breakdesk.audit.chain import canonical_json
 from breakdesk.store._base import StoreBase, bulk_insert, chunked, translate, utcnow
 from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
 
@@ -66,6 +68,19 @@ class StoredCase:
     resolution: dict[str, Any] | None
     received_at: datetime
     resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseHead:
+    """The small columns of a `memory_cases` row (`case_heads_after`): enough for a process that wrote the row
+    itself to tell that the row is the case it wrote, without reading back its entities and body."""
+
+    id: int
+    exception_id: str
+    status: str
+    severity: str | None
+    fingerprint: str | None
+    resolved: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +146,13 @@ def _stored(row: Any) -> StoredCase:
     )
 
 
+def _utc(value: datetime) -> datetime:
+    """A datetime as the store gives it back (aware UTC; a naive one is UTC)."""
+    if value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 _PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
 
 
@@ -146,6 +168,43 @@ class CaseRepo(StoreBase):
         stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.id > after_id).order_by(_C.id).limit(limit)
         async with self._read() as conn:
             return [_stored(r) for r in (await conn.execute(stmt)).all()]
+
+    async def case_heads_after(self, tenant_id: str, after_id: int, limit: int = 5000) -> list[CaseHead]:
+        """`cases_after` without the documents (entities, resolution, body) and dates: what a process needs to
+        follow rows it wrote itself (`breakdesk.memory.Memory.index`), which it has in memory already. Served
+        by ix_memory_cases_tenant_id like `cases_after`."""
+        stmt = (
+            select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None))
+            .where(_C.tenant_id == tenant_id, _C.id > after_id)
+            .order_by(_C.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [CaseHead(int(i), e, st, sev, fp, bool(res)) for i, e, st, sev, fp, res in rows]
+
+    async def cases_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[StoredCase]:
+        """The tenant's cases with these row ids, in id order (ids of other tenants' or deleted rows: absent)."""
+        out: list[StoredCase] = []
+        async with self._read() as conn:
+            for part in chunked(sorted(set(ids))):
+                stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part)).order_by(_C.id)
+                out.extend(_stored(r) for r in (await conn.execute(stmt)).all())
+        return out
+
+    def case_as_stored(self, tenant_id: str, case_id: int, doc: CaseDoc) -> StoredCase:
+        """`doc`, stored as row `case_id`, exactly as `cases_after` would read it back, without reading it:
+        dates aware UTC, and the entities in the order the database gives a document's keys back (SQLite: the
+        canonical JSON's sorted keys; PostgreSQL's JSONB: shorter keys first, then bytewise). Their order is
+        the order a case's fields and words are analysed in when it is searched for, so it must not depend on
+        how the case reached the index."""
+        if self._pg:
+            entities = dict(sorted(doc.entities.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
+        else:
+            entities = orjson.loads(canonical_json(doc.entities))
+        return StoredCase(case_id, tenant_id, doc.exception_id, doc.exception_type, doc.source_system, doc.severity,
+                          doc.status, doc.domain, doc.fingerprint, entities, doc.body, doc.resolution,
+                          _utc(doc.received_at), None if doc.resolved_at is None else _utc(doc.resolved_at))
 
     async def get_case(self, tenant_id: str, exception_id: str) -> StoredCase | None:
         stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id == exception_id)
