@@ -10,13 +10,15 @@
   path never waits for embeddings.
 
 Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|indexing|pipeline]
-[--gc-default]` (collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes measured).
+[--gc-default] [--split]` (collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes
+measured; `--split`: quality per half of the queries, A for tuning and B held out).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import platform
 import random
@@ -93,7 +95,9 @@ async def ingest(store: Store, cases: list[dict[str, Any]], provider: str) -> Or
     return orch
 
 
-async def evaluate(provider: str, url: str, k: int = 5) -> Quality:
+async def evaluate(provider: str, url: str, k: int = 5,
+                   per_query: list[tuple[dict[str, Any], float, float]] | None = None) -> Quality:
+    """`per_query`, when given, receives (query, recall@k, reciprocal rank) for every query (`--split`)."""
     cases, queries = load_set()
     tenant_of = {c["submission"]["exceptionId"]: c["tenant"] for c in cases}
     store = await Store.open(url)
@@ -135,6 +139,8 @@ async def evaluate(provider: str, url: str, k: int = 5) -> Quality:
             recalls.append(recall)
             rr.append(1.0 / first if first else 0.0)
             per_domain.setdefault(qd["domain"], []).append((recall, rr[-1]))
+            if per_query is not None:
+                per_query.append((qd, recall, rr[-1]))
         return Quality(
             provider, len(queries), statistics.fmean(recalls), statistics.fmean(rr), cross,
             {d: (statistics.fmean(r for r, _ in v), statistics.fmean(m for _, m in v)) for d, v in per_domain.items()},
@@ -156,6 +162,31 @@ def quality(skip_minilm: bool) -> list[Quality]:
                   + (f"; query embedding p50 {q.query_embedding_ms:.1f} ms" if q.query_embedding_ms else ""))
             out.append(q)
     return out
+
+
+def split_half(query: dict[str, Any]) -> str:
+    """The query's half, `A` or `B`, by a hash of its family, fixed before any result was seen: changes to the
+    memory are tuned on half A only and checked on half B, so a gain that only fits A's labels shows as none
+    on B. By family, not by query, because both queries of a family share their relevant cases."""
+    return "A" if hashlib.sha256(query["family"].encode()).digest()[0] % 2 == 0 else "B"
+
+
+def quality_split(skip_minilm: bool) -> None:
+    """recall@5 / MRR per half (A: tuning, B: held out) and per domain within each half."""
+    for provider in ("none",) + (() if skip_minilm else ("minilm",)):
+        rows: list[tuple[dict[str, Any], float, float]] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            q = asyncio.run(evaluate(provider, f"sqlite+aiosqlite:///{tmp}/q.db", per_query=rows))
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for qd, recall, rr in rows:
+            for half in (split_half(qd), "all"):
+                groups.setdefault((half, "all"), []).append((recall, rr))
+                groups.setdefault((half, qd["domain"]), []).append((recall, rr))
+        for half in ("A", "B", "all"):
+            parts = [f"{dom} {statistics.fmean(r for r, _ in v):.3f}/{statistics.fmean(m for _, m in v):.3f} "
+                     f"(n={len(v)})" for (h, dom), v in sorted(groups.items()) if h == half]
+            print(f"retrieval [{provider}] half {half}: " + ", ".join(parts))
+        print(f"retrieval [{provider}]: cross-tenant hits {q.cross_tenant_hits}")
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -352,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
     ap.add_argument("--only", choices=["quality", "latency", "indexing", "pipeline"])
+    ap.add_argument("--split", action="store_true",
+                    help="quality per half of the queries (A: tuning, B: held out; see split_half)")
     ap.add_argument("--gc-default", action="store_true",
                     help="keep CPython's default collector settings instead of breakdesk.heap's (as `breakdesk run`)")
     args = ap.parse_args(argv if argv is not None else [])
@@ -360,7 +393,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
           f"date: {datetime.now(UTC):%Y-%m-%d}")
     if args.only in (None, "quality"):
-        quality(args.skip_minilm)
+        if args.split:
+            quality_split(args.skip_minilm)
+        else:
+            quality(args.skip_minilm)
     if args.only in (None, "latency"):
         exact_vs_ann()
         latency([10_000] if args.quick else [10_000, 100_000])
