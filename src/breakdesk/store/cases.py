@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from breakdesk.audit.chain import canonical_json
 from breakdesk.store._base import StoreBase, bulk_insert, chunked, translate, utcnow
 from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
+from breakdesk.store.types import aware_utc
 
 _C = memory_cases.c
 _V = memory_vectors.c
@@ -146,13 +147,6 @@ def _stored(row: Any) -> StoredCase:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    """A datetime as the store gives it back (aware UTC; a naive one is UTC)."""
-    if value.tzinfo is UTC:
-        return value
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 _PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
 
 
@@ -204,7 +198,7 @@ class CaseRepo(StoreBase):
             entities = orjson.loads(canonical_json(doc.entities))
         return StoredCase(case_id, tenant_id, doc.exception_id, doc.exception_type, doc.source_system, doc.severity,
                           doc.status, doc.domain, doc.fingerprint, entities, doc.body, doc.resolution,
-                          _utc(doc.received_at), None if doc.resolved_at is None else _utc(doc.resolved_at))
+                          aware_utc(doc.received_at), aware_utc(doc.resolved_at))
 
     async def get_case(self, tenant_id: str, exception_id: str) -> StoredCase | None:
         stmt = select(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id == exception_id)

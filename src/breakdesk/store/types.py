@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer
 from sqlalchemy.dialects.postgresql import JSONB
@@ -19,7 +19,12 @@ def _sqlite_text(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ", timespec="microseconds")
 
 
-def _aware_utc(value: datetime | None) -> datetime | None:
+@overload
+def aware_utc(value: datetime) -> datetime: ...
+@overload
+def aware_utc(value: None) -> None: ...
+def aware_utc(value: datetime | None) -> datetime | None:
+    """A datetime as the store gives it back: aware UTC (a naive one is UTC)."""
     if value is None or value.tzinfo is UTC:
         return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -42,7 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return _sqlite_text
         if dialect.name == "postgresql" and self.impl.dialect_impl(dialect).bind_processor(dialect) is None:
             # asyncpg takes aware datetimes as they are: skip the TypeDecorator's wrapper
-            return _aware_utc
+            return aware_utc
         return super().bind_processor(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
