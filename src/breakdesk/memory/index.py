@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from breakdesk.memory.text import analyze, field_token, key_tokens
+from breakdesk.memory.text import analyze, field_token, key_tokens, resolution_summary
 from breakdesk.memory.vectors import VectorIndex
 from breakdesk.pipeline.types import SimilarCase
 from breakdesk.store.cases import StoredCase
@@ -828,10 +828,8 @@ class TenantIndex:
         """A hit without its explanation (`search_many(explain=False)`)."""
         case = self._cases[slot]
         assert case is not None
-        res = case.resolution
-        summary = str(res["summary"]) if res and res.get("summary") else None
-        return Hit(case.exception_id, round(score, 4), "", case.exception_type, case.status, case.severity, summary,
-                   lexical)
+        return Hit(case.exception_id, round(score, 4), "", case.exception_type, case.status, case.severity,
+                   resolution_summary(case.resolution), lexical)
 
     def search_many(self, queries: Sequence[Query], k: int, *, explain: bool = True) -> list[list[Hit]]:
         """`search(q, k)` for each query (no filters, no vectors: the pipeline's lexical + structured lookups
@@ -876,9 +874,7 @@ class TenantIndex:
             for neg, eid, slot, _ in ranked:
                 case = cases[slot]
                 assert case is not None  # ranked slots are alive
-                res = case.resolution
-                row.append(SimilarCase(eid, round(-neg / scale, 4), "",
-                                       str(res["summary"]) if res and res.get("summary") else None))
+                row.append(SimilarCase(eid, round(-neg / scale, 4), "", resolution_summary(case.resolution)))
             out.append(tuple(row))
         return out
 
@@ -1162,9 +1158,8 @@ class TenantIndex:
             why.append(f"semantic {semantic:.2f}")
         if case.source_system == q.source_system:
             why.append(f"same source {case.source_system}")
-        res = case.resolution or {}
         return Hit(case.exception_id, round(score, 4), "; ".join(why) or "related", case.exception_type, case.status,
-                   case.severity, str(res["summary"]) if res.get("summary") else None, lexical, semantic,
+                   case.severity, resolution_summary(case.resolution), lexical, semantic,
                    tuple(matched), same + others)
 
     def query_for(self, case: StoredCase, model: str | None = None, key_fields: tuple[str, ...] = ()) -> Query:

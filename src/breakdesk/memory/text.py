@@ -243,6 +243,11 @@ def semantic_text(body: str, fields: Mapping[str, str]) -> str:
     return "\n".join(line for line in body.split("\n") if line not in drop)
 
 
+def resolution_summary(resolution: Mapping[str, Any] | None) -> str | None:
+    """The one-line summary a case's resolution carries, if any (what hits and case texts show)."""
+    return str(resolution["summary"]) if resolution and resolution.get("summary") else None
+
+
 def case_doc(
     record: ExceptionRecord,
     domain: CompiledDomainPack | None,
@@ -255,8 +260,7 @@ def case_doc(
     resolved_at: datetime | None = None,
 ) -> CaseDoc:
     """The memory row of one exception."""
-    summary = str(resolution.get("summary")) if resolution and resolution.get("summary") else None
-    body, fields = describe(record, domain, summary)
+    body, fields = describe(record, domain, resolution_summary(resolution))
     return CaseDoc(
         exception_id=record.exception_id,
         exception_type=record.exception_type,
