@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from breakdesk.domain.models import Actionability, AgentDecision, ExceptionRecord, Severity
 
@@ -30,8 +30,10 @@ class RecurrenceInfo:
     last_resolution: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SimilarCase:
+class SimilarCase(NamedTuple):
+    """One similar case as triage evidence. A tuple: the hot path builds k of them per exception, and a
+    frozen dataclass's initialiser costs several times more."""
+
     exception_id: str
     score: float
     summary: str
