@@ -34,6 +34,7 @@ from breakdesk.memory.text import (
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
 from breakdesk.pipeline.types import IntakeResult, SimilarCase
+from breakdesk.slicing import Slicer
 from breakdesk.store.cases import CaseDoc, CaseHead, StoredCase, pgvector_available
 
 SYNC_PAGE = 5000
@@ -44,6 +45,12 @@ SYNC_PAGE = 5000
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
 MAX_CASES_ENV = "BREAKDESK_MEMORY_MAX_CASES"
+#: A batch's similar-case searches run in slices of about this many seconds, the event loop free in between
+#: (a server answers requests on the same loop). Batched searching gains little beyond a few dozen queries
+#: per call, so slices cost no throughput (bench/RESULTS.md).
+SEARCH_SLICE_S = 0.002
+SEARCH_FIRST_SLICE = 16
+SEARCH_MAX_SLICE = 512
 
 
 def _check_tenant(case: StoredCase, tenant_id: str) -> None:
@@ -176,7 +183,9 @@ class Memory:
                     got = await self._sync_written(tenant_id, idx, pending)
                 else:
                     rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
+                    slicer = Slicer()
                     for case in rows:
+                        await slicer.tick()
                         _check_tenant(case, tenant_id)
                         idx.add(case)
                     got = len(rows)
@@ -205,7 +214,9 @@ class Memory:
                 mine[h.id] = (self.store.case_as_stored(tenant_id, h.id, doc), p)
         others = [h.id for h in heads if h.id not in mine]
         read = {c.id: c for c in await self.store.cases_by_ids(tenant_id, others)} if others else {}
+        slicer = Slicer()
         for h in heads:  # in id order: a case replaced within the page ends with its latest row
+            await slicer.tick()
             own = mine.get(h.id)
             if own is not None:
                 case, p = own
@@ -269,9 +280,13 @@ class Memory:
             return out
         idx = await self.index(tenant_id)
         pending = out._pending = self._pending.setdefault(tenant_id, {})
-        searchable = len(idx) > 0  # the index does not change during the batch (pending cases wait for a sync)
+        # Whether to search at all is decided once: this batch's own cases wait for the next sync, and what
+        # other writers stored meanwhile may join the index while this batch yields to the event loop.
+        searchable = len(idx) > 0
         queries: list[Query] = []
+        slicer = Slicer()
         for ir in items:
+            await slicer.tick()
             rec = ir.record
             fp = ir.fingerprint
             body, entities = describe(rec, domain)
@@ -289,11 +304,22 @@ class Memory:
             qtokens = (query_tokens(entities, fp) if fp and entities.get("fp") == fp else tuple(tokens))
             queries.append(Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, fp,
                                  key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens))
-        # One batched search for the whole batch; triage shows ids, scores and resolutions, not explanations
-        # (`similar()` explains), so none are built here.
-        for q, similar in zip(queries, idx.similar_many(queries, k), strict=True):
-            assert q.exception_id is not None
-            out.similar[q.exception_id] = similar
+        # Batched searches (triage shows ids, scores and resolutions, not explanations: `similar()` explains),
+        # in slices of about `SEARCH_SLICE_S` each, sized from the previous slice's time per query, with the
+        # event loop free in between.
+        size, start = SEARCH_FIRST_SLICE, 0
+        while start < len(queries):
+            part = queries[start:start + size]
+            t = time.perf_counter()
+            found = idx.similar_many(part, k)
+            per_query = (time.perf_counter() - t) / len(part)
+            for q, similar in zip(part, found, strict=True):
+                assert q.exception_id is not None
+                out.similar[q.exception_id] = similar
+            start += len(part)
+            size = max(1, min(SEARCH_MAX_SLICE, int(SEARCH_SLICE_S / max(per_query, 1e-6))))
+            if start < len(queries):
+                await asyncio.sleep(0)
         return out
 
     # ------------------------------------------------------------------ queries

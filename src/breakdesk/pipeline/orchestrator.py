@@ -32,6 +32,7 @@ from breakdesk.packs.schema import DomainPack, TenantPolicy
 from breakdesk.pipeline.intake import IntakeRejected, intake
 from breakdesk.pipeline.stages import Decided, decide
 from breakdesk.pipeline.types import IntakeResult, RecurrenceInfo, StageEvent, Submission
+from breakdesk.slicing import Slicer
 from breakdesk.store.executions import ExecutionContext
 from breakdesk.store.records import AuditRow, EventRow, ExceptionRow, ExceptionWrite
 
@@ -185,30 +186,26 @@ class _ChunkWriter:
     recurrence always finds its target stored and the audit chain grows in submission order. While a chunk
     is in flight, `step` yields to the event loop once per exception so the driver's completions are picked
     up promptly; the database itself (SQLite's thread, the PostgreSQL server) works in parallel with the
-    deciding. Deciding never holds the event loop for more than `SLICE_S` at a time either: in a server the
-    same loop answers requests, whose latency would otherwise include a whole batch's CPU."""
+    deciding. Deciding never holds the event loop for more than a slice (`breakdesk.slicing`) at a time
+    either: in a server the same loop answers requests, whose latency would otherwise include a whole
+    batch's CPU."""
 
-    SLICE_S = 0.002
-
-    def __init__(self, store: Any, tenant_id: str, chunk: int) -> None:
+    def __init__(self, store: Any, tenant_id: str, chunk: int, slicer: Slicer) -> None:
         self.store = store
         self.tenant_id = tenant_id
         self.chunk = chunk
         self.pending: asyncio.Task[Any] | None = None
         # how much of each list (writes, queue ids, approvals, cases) earlier chunks took
         self.taken = (0, 0, 0, 0)
-        self._slice_start = time.perf_counter()
+        self.slicer = slicer
 
     async def step(self, writes: list[ExceptionWrite], queue_ids: list[int], approvals: list[Any],
                    cases: list[Any]) -> None:
         """Called before each exception is decided: start the next chunk when one is full."""
         if len(writes) - self.taken[0] >= self.chunk:
             await self._start(writes, queue_ids, approvals, cases)
-        elif (self.pending is not None and not self.pending.done()) or (
-            time.perf_counter() - self._slice_start > self.SLICE_S
-        ):
-            await asyncio.sleep(0)
-            self._slice_start = time.perf_counter()
+        elif (self.pending is not None and not self.pending.done()) or self.slicer.spent():
+            await self.slicer.yield_now()
 
     async def finish(self, writes: list[ExceptionWrite], queue_ids: list[int], approvals: list[Any],
                      cases: list[Any]) -> None:
@@ -318,7 +315,7 @@ class Orchestrator:
         commits in exactly one transaction together with its events, audit entry, approval request, memory
         case and intake-queue completion, and chunks commit in order, so a crash leaves a prefix of the batch
         stored and no half-processed exception; running the batch again dedupes what was stored."""
-        writer = _ChunkWriter(self.store, tenant_id, self.write_chunk)
+        writer = _ChunkWriter(self.store, tenant_id, self.write_chunk, Slicer())
         try:
             return await self._process(tenant_id, submissions, dry_run, writer)
         finally:
@@ -333,6 +330,7 @@ class Orchestrator:
         now = self.clock()
         accepted: list[tuple[Submission, IntakeResult, str | None]] = []
         for sub in submissions:
+            await writer.slicer.tick()
             explicit = isinstance(sub.data, dict) and isinstance(sub.data.get("exceptionId"), str)
             try:
                 eid = str(sub.data["exceptionId"]).strip() if explicit else self.id_factory()
