@@ -1,15 +1,18 @@
 """Batch work shares the event loop with the API: the similar-case searches of a batch run in slices with the
 loop free in between (same evidence as one search call), the audit chain of a batch is hashed in slices
-(and still verifies). On SQLite and PostgreSQL."""
+(and still verifies), and the collector stays paused while a batch is open. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from memkit import SMALL, process, sf
 
+from breakdesk import heap
 from breakdesk.memory import service
 from breakdesk.memory.index import TenantIndex
 from breakdesk.store import Store
@@ -74,3 +77,29 @@ async def test_a_batch_audit_chain_hashed_in_slices_verifies(
     assert report.processed == 40
     result = await store.verify_audit(t)
     assert result.ok and result.checked >= 40
+
+
+@pytest.fixture
+def batch_pause() -> Iterator[None]:
+    before = heap._batch_pause
+    heap._batch_pause = True  # as `tune_for_throughput` leaves it in the server, worker and `run`
+    yield
+    heap._batch_pause = before
+
+
+async def test_the_collector_is_paused_while_a_batch_is_written(
+    store: Store, tenant_factory: Any, monkeypatch: pytest.MonkeyPatch, batch_pause: None
+) -> None:
+    assert gc.isenabled()
+    seen: list[bool] = []
+    real = type(store).write_batch
+
+    async def watching(self: Any, *a: Any, **k: Any) -> Any:
+        seen.append(gc.isenabled())
+        return await real(self, *a, **k)
+
+    monkeypatch.setattr(type(store), "write_batch", watching)
+    t = await tenant_factory()
+    await process(store, t, SMALL)
+    assert seen and not any(seen)
+    assert gc.isenabled()

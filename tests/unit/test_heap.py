@@ -1,21 +1,26 @@
-"""The collector settings entry points apply: startup heap frozen, young generation collected less often."""
+"""The collector settings entry points apply: startup heap frozen, young generation collected less often, no
+automatic collection while a pipeline batch is open."""
 
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from breakdesk.heap import THRESHOLDS, tune_for_throughput
+from breakdesk import heap
+from breakdesk.heap import THRESHOLDS, batch_scope, tune_for_throughput
 
 
 @pytest.fixture
 def restore_gc() -> Iterator[None]:
-    before = gc.get_threshold()
+    before, pause, enabled = gc.get_threshold(), heap._batch_pause, gc.isenabled()
     yield
     gc.unfreeze()
     gc.set_threshold(*before)
+    heap._batch_pause = pause
+    (gc.enable if enabled else gc.disable)()
 
 
 def test_tune_freezes_what_exists_and_raises_thresholds(restore_gc: None) -> None:
@@ -37,3 +42,82 @@ def test_cycles_are_still_collected(restore_gc: None) -> None:
     a.ref, b.ref = b, a
     del a, b
     assert gc.collect() >= 2
+
+
+def test_batches_pause_the_collector_only_once_an_entry_point_asked(restore_gc: None) -> None:
+    heap._batch_pause = False  # library default: embedding applications and tests keep their collector
+    with batch_scope():
+        assert gc.isenabled()
+    tune_for_throughput()
+    with batch_scope():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_the_collector_resumes_when_the_last_open_batch_ends(restore_gc: None) -> None:
+    tune_for_throughput()
+    outer, inner = batch_scope(), batch_scope()  # two tenants' batches in flight on one event loop
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert not gc.isenabled()
+    inner.__exit__(None, None, None)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), batch_scope():
+        raise RuntimeError("a failed batch")
+    assert gc.isenabled()
+
+
+def test_a_collector_the_application_disabled_stays_disabled(restore_gc: None) -> None:
+    tune_for_throughput()
+    gc.disable()
+    with batch_scope():
+        pass
+    assert not gc.isenabled()
+
+
+def test_cycles_made_during_a_batch_are_collected_when_it_ends(restore_gc: None) -> None:
+    tune_for_throughput()
+
+    class Node:
+        ref: object
+
+    with batch_scope():
+        a, b = Node(), Node()
+        a.ref, b.ref = b, a
+        probe = weakref.ref(a)
+        del a, b
+        assert probe() is not None  # no collection while the batch is open
+    assert probe() is None
+
+
+def test_older_generations_get_their_turn_between_back_to_back_batches(restore_gc: None) -> None:
+    tune_for_throughput()
+    gc.set_threshold(THRESHOLDS[0], 2, 100)
+    gc.collect(1)
+    for _ in range(3):
+        with batch_scope():
+            pass
+    assert gc.get_count()[1] == 3  # three young collections since generation 1's last: over its threshold
+    with batch_scope():
+        pass
+    assert gc.get_count()[1] == 0  # the fourth batch's end collected generation 1
+
+
+def test_batches_that_always_overlap_still_see_collections(restore_gc: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    tune_for_throughput()
+    monkeypatch.setattr(heap, "MAX_PAUSE_S", 0.0)
+
+    class Node:
+        ref: object
+
+    outer = batch_scope()
+    outer.__enter__()
+    with batch_scope():
+        a, b = Node(), Node()
+        a.ref, b.ref = b, a
+        probe = weakref.ref(a)
+        del a, b
+    assert probe() is None and not gc.isenabled()  # collected at the inner end, still paused for the outer
+    outer.__exit__(None, None, None)
+    assert gc.isenabled()

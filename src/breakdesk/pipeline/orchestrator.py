@@ -25,6 +25,7 @@ from breakdesk.approvals.requests import request_for_decision, tenant_ttl
 from breakdesk.audit.chain import canonical_json
 from breakdesk.domain.ids import new_exception_id
 from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
+from breakdesk.heap import batch_scope
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
 from breakdesk.packs.loader import model_from_data
 from breakdesk.packs.problems import PackError
@@ -316,10 +317,11 @@ class Orchestrator:
         case and intake-queue completion, and chunks commit in order, so a crash leaves a prefix of the batch
         stored and no half-processed exception; running the batch again dedupes what was stored."""
         writer = _ChunkWriter(self.store, tenant_id, self.write_chunk, Slicer())
-        try:
-            return await self._process(tenant_id, submissions, dry_run, writer)
-        finally:
-            await writer.drain()  # never return (or raise) with a transaction still in flight
+        with batch_scope():
+            try:
+                return await self._process(tenant_id, submissions, dry_run, writer)
+            finally:
+                await writer.drain()  # never return (or raise) with a transaction still in flight
 
     async def _process(
         self, tenant_id: str, submissions: Iterable[Submission], dry_run: bool, writer: _ChunkWriter
