@@ -207,14 +207,15 @@ class Memory:
         are not that (another writer's, replaced, resolved) are read in full. Returns the rows in the page."""
         heads = await self.store.case_heads_after(tenant_id, idx.last_case_id, SYNC_PAGE)
         mine: dict[int, tuple[StoredCase, _Pending]] = {}
+        slicer = Slicer()
         for h in heads:
+            await slicer.tick()
             p = pending.get(h.exception_id)
             doc = p.wrote(h) if p is not None else None
             if p is not None and doc is not None:
                 mine[h.id] = (self.store.case_as_stored(tenant_id, h.id, doc), p)
         others = [h.id for h in heads if h.id not in mine]
         read = {c.id: c for c in await self.store.cases_by_ids(tenant_id, others)} if others else {}
-        slicer = Slicer()
         for h in heads:  # in id order: a case replaced within the page ends with its latest row
             await slicer.tick()
             own = mine.get(h.id)
