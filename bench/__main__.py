@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.rules", "bench.pipeline", "bench.tools"]
+MODULES = ["bench.rules", "bench.pipeline", "bench.loop", "bench.tools"]
 
 
 def main() -> None:
