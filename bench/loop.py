@@ -23,10 +23,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.pipeline import ROOT, TENANT, workload
+from bench.pipeline import TENANT, setup_tenant, workload
 from breakdesk import heap
-from breakdesk.catalog import Catalog
-from breakdesk.packs.loader import read_file
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.pipeline.types import Submission
 from breakdesk.store import Store
@@ -51,11 +49,7 @@ class _GcClock:
 async def _run(url: str, items: list[dict[str, Any]], memory: bool) -> tuple[float, list[float]]:
     store = await Store.open(url)
     try:
-        await store.create_tenant(TENANT, "bench")
-        cat = Catalog(store)
-        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
-            data, src = read_file(ROOT / f)
-            await cat.publish(TENANT, data, src, "bench", activate=True)
+        await setup_tenant(store)
         orchestrator = Orchestrator(store, memory=None if memory else False)
         await orchestrator.active_packs(TENANT)
         now = datetime.now(UTC)

@@ -100,16 +100,21 @@ def _pure_pass(items: list[dict[str, Any]], domain: Any, tenant: Any, *, report:
     return len(lat) / total
 
 
+async def setup_tenant(store: Store) -> None:
+    """The bench tenant with the example finance packs published and active."""
+    await store.create_tenant(TENANT, "bench")
+    cat = Catalog(store)
+    for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
+        data, src = read_file(ROOT / f)
+        await cat.publish(TENANT, data, src, "bench", activate=True)
+
+
 async def durable(
     url: str, items: list[dict[str, Any]], label: str, batch: int = 500, memory: bool = True, **orch: Any
 ) -> float:
     store = await Store.open(url)
     try:
-        await store.create_tenant(TENANT, "bench")
-        cat = Catalog(store)
-        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
-            data, src = read_file(ROOT / f)
-            await cat.publish(TENANT, data, src, "bench", activate=True)
+        await setup_tenant(store)
         orchestrator = Orchestrator(store, memory=None if memory else False, **orch)
         await orchestrator.active_packs(TENANT)
         now = datetime.now(UTC)
