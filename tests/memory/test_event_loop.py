@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from memkit import SMALL, process, sf
+from memkit import SMALL, T0, process, sf
 
 from breakdesk import heap
 from breakdesk.memory import service
 from breakdesk.memory.index import TenantIndex
+from breakdesk.pipeline.orchestrator import Orchestrator
+from breakdesk.pipeline.types import Submission
 from breakdesk.store import Store
 from breakdesk.store import _base as store_base
 
@@ -103,3 +105,20 @@ async def test_the_collector_is_paused_while_a_batch_is_written(
     await process(store, t, SMALL)
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+async def test_the_collector_runs_while_a_batch_plans_tool_calls(
+    store: Store, tenant_factory: Any, batch_pause: None
+) -> None:
+    """Tool calls can take as long as the tools' timeouts: the pause ends before they start."""
+    seen: list[bool] = []
+
+    class Execution:  # stands in for ExecutionService: records the collector's state when plans are handed over
+        async def run_many(self, tenant_id: str, ready: list[Any]) -> list[Any]:
+            seen.append(gc.isenabled())
+            return []
+
+    t = await tenant_factory()
+    orch = Orchestrator(store, execution=Execution())
+    await orch.process(t, [Submission(d, T0, i) for i, d in enumerate(SMALL)], dry_run=False)
+    assert seen == [True]

@@ -317,16 +317,33 @@ class Orchestrator:
         case and intake-queue completion, and chunks commit in order, so a crash leaves a prefix of the batch
         stored and no half-processed exception; running the batch again dedupes what was stored."""
         writer = _ChunkWriter(self.store, tenant_id, self.write_chunk, Slicer())
-        with batch_scope():
-            try:
-                return await self._process(tenant_id, submissions, dry_run, writer)
-            finally:
-                await writer.drain()  # never return (or raise) with a transaction still in flight
+        try:
+            return await self._process(tenant_id, submissions, dry_run, writer)
+        finally:
+            await writer.drain()  # never return (or raise) with a transaction still in flight
 
     async def _process(
         self, tenant_id: str, submissions: Iterable[Submission], dry_run: bool, writer: _ChunkWriter
     ) -> BatchReport:
         t0 = time.perf_counter()
+        # The collector pauses while the batch is decided and written (`heap.batch_scope`), not while its
+        # plans' tool calls run, which can take as long as the tools' timeouts.
+        with batch_scope():
+            report, packs, writes = await self._decide_and_write(tenant_id, submissions, dry_run, writer)
+        # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
+        if self.execution is not None and not dry_run and not packs.tenant.spec.dryRun:
+            ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
+            for result in await self.execution.run_many(tenant_id, ready):
+                if result.executed and result.status != "IN_PROGRESS":
+                    report.by_status["IN_PROGRESS"] -= 1
+                    report.by_status[result.status] += 1
+        # --- end execution
+        report.elapsed_s = time.perf_counter() - t0
+        return report
+
+    async def _decide_and_write(
+        self, tenant_id: str, submissions: Iterable[Submission], dry_run: bool, writer: _ChunkWriter
+    ) -> tuple[BatchReport, ActivePacks, list[ExceptionWrite]]:
         packs = await self.active_packs(tenant_id)
         report = BatchReport()
         now = self.clock()
@@ -443,16 +460,7 @@ class Orchestrator:
         for sub, k in batch_dups:
             outcome(sub, "duplicate", known.get(k))
         await writer.finish(writes, done_queue_ids, approvals, cases)
-        # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
-        if self.execution is not None and not dry_run and not packs.tenant.spec.dryRun:
-            ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
-            for result in await self.execution.run_many(tenant_id, ready):
-                if result.executed and result.status != "IN_PROGRESS":
-                    report.by_status["IN_PROGRESS"] -= 1
-                    report.by_status[result.status] += 1
-        # --- end execution
-        report.elapsed_s = time.perf_counter() - t0
-        return report
+        return report, packs, writes
 
     # --- memory
     async def _memory_batch(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks) -> Any:
