@@ -8,7 +8,7 @@ quarter of its cost; with the startup heap frozen and the young generation colle
 instead of 700, about 25 µs. Reference cycles are still collected, in rarer passes.
 
 Those settings also turn on the batch pause (`batch_scope`): no automatic collection while a pipeline batch
-is open, one collection of what is due when it ends. Collections during a batch only traverse and promote
+is open, one collection of the two young generations when it ends. Collections during a batch only traverse and promote
 objects about to be freed by reference counting; the pause takes the collector's cost from ~45-70 to
 ~13-30 µs per exception and removes the 40 ms (generation 1) and ~100 ms (full) passes that used to stall the
 event loop mid-batch, where `breakdesk serve` answers requests too.
@@ -46,14 +46,15 @@ MAX_PAUSE_S = 5.0
 @contextmanager
 def batch_scope() -> Iterator[None]:
     """Around one pipeline batch: with the collector's batch pause on, no automatic collection runs until
-    the last open batch ends; then the young generation is collected once.
+    the last open batch ends; then the two young generations are collected once.
 
     Why: a batch's hundreds of thousands of objects live until its write commits and are freed by reference
     counting right after, so every collection during a batch traverses objects that are about to die anyway,
     and promotes them, which makes the older generations' passes long — measured 40 ms (generation 1) and
     116 ms (full) stalls of the event loop that also answers the API, and ~50 µs of CPU per exception. After
-    the batch, what remains in the young generation is small. Reference cycles made meanwhile wait for that
-    collection at the end of the batch."""
+    the batch, what remains young is small (a few milliseconds to traverse): its survivors, such as the
+    memory's new index entries, go straight to the oldest generation, whose full passes CPython still starts
+    by its own rule (when it grew by a quarter). Cycles made meanwhile wait for the end of the batch."""
     global _open_batches, _paused, _paused_at
     if not _batch_pause:
         yield
@@ -69,19 +70,8 @@ def batch_scope() -> Iterator[None]:
         if _paused and _open_batches == 0:
             _paused = False
             gc.enable()
-            gc.collect(_due_generation())
+            gc.collect(1)
         elif _paused and time.monotonic() - _paused_at > MAX_PAUSE_S:
             # overlapping batches (a worker's and an API caller's) may keep one open at all times
-            gc.collect(_due_generation())
+            gc.collect(1)
             _paused_at = time.monotonic()
-
-
-def _due_generation() -> int:
-    """The oldest generation whose collection is due, as CPython's own trigger picks it (its extra condition
-    for full collections aside): a busy worker opens batches back to back, so the end of a batch is when the
-    older generations must get their turn, or cycles promoted into them would never be collected."""
-    counts, thresholds = gc.get_count(), gc.get_threshold()
-    for generation in (2, 1):
-        if counts[generation] > thresholds[generation]:
-            return generation
-    return 0

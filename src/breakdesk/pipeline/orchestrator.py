@@ -327,12 +327,16 @@ class Orchestrator:
     ) -> BatchReport:
         t0 = time.perf_counter()
         # The collector pauses while the batch is decided and written (`heap.batch_scope`), not while its
-        # plans' tool calls run, which can take as long as the tools' timeouts.
+        # plans' tool calls run, which can take as long as the tools' timeouts. The batch's writes are let go
+        # inside the pause, so the collection that ends it does not traverse them.
         with batch_scope():
             report, packs, writes = await self._decide_and_write(tenant_id, submissions, dry_run, writer)
+            execute = self.execution is not None and not dry_run and not packs.tenant.spec.dryRun
+            ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"] if execute else []
+            del writes
         # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
-        if self.execution is not None and not dry_run and not packs.tenant.spec.dryRun:
-            ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
+        if execute:
+            assert self.execution is not None
             for result in await self.execution.run_many(tenant_id, ready):
                 if result.executed and result.status != "IN_PROGRESS":
                     report.by_status["IN_PROGRESS"] -= 1
