@@ -327,15 +327,12 @@ class Orchestrator:
     ) -> BatchReport:
         t0 = time.perf_counter()
         # The collector pauses while the batch is decided and written (`heap.batch_scope`), not while its
-        # plans' tool calls run, which can take as long as the tools' timeouts. The batch's writes are let go
-        # inside the pause, so the collection that ends it does not traverse them.
+        # plans' tool calls run, which can take as long as the tools' timeouts. The batch's writes are gone
+        # when `_decide_and_write` returns, so the collection that ends the pause does not traverse them.
         with batch_scope():
-            report, packs, writes = await self._decide_and_write(tenant_id, submissions, dry_run, writer)
-            execute = self.execution is not None and not dry_run and not packs.tenant.spec.dryRun
-            ready = [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"] if execute else []
-            del writes
-        # --- execution: hand ready plans to the tool executor (never in a dry run or for a dryRun tenant)
-        if execute:
+            report, ready = await self._decide_and_write(tenant_id, submissions, dry_run, writer)
+        # --- execution: hand ready plans to the tool executor
+        if ready is not None:
             assert self.execution is not None
             for result in await self.execution.run_many(tenant_id, ready):
                 if result.executed and result.status != "IN_PROGRESS":
@@ -347,7 +344,9 @@ class Orchestrator:
 
     async def _decide_and_write(
         self, tenant_id: str, submissions: Iterable[Submission], dry_run: bool, writer: _ChunkWriter
-    ) -> tuple[BatchReport, ActivePacks, list[ExceptionWrite]]:
+    ) -> tuple[BatchReport, list[ExecutionContext] | None]:
+        """The batch decided and stored; with the plans ready to execute, or None when this batch executes
+        nothing (a dry run, a dryRun tenant, or no execution service)."""
         packs = await self.active_packs(tenant_id)
         report = BatchReport()
         now = self.clock()
@@ -464,7 +463,9 @@ class Orchestrator:
         for sub, k in batch_dups:
             outcome(sub, "duplicate", known.get(k))
         await writer.finish(writes, done_queue_ids, approvals, cases)
-        return report, packs, writes
+        if self.execution is None or dry_run or packs.tenant.spec.dryRun:
+            return report, None
+        return report, [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
 
     # --- memory
     async def _memory_batch(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks) -> Any:
