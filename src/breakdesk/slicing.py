@@ -31,7 +31,7 @@ class Slicer:
         return time.perf_counter() - self._start > self.budget
 
     async def tick(self) -> None:
-        if time.perf_counter() - self._start > self.budget:
+        if self.spent():
             await self.yield_now()
 
     async def yield_now(self) -> None:
