@@ -10,12 +10,15 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Stamps re-run the install whenever pyproject.toml changes.
-$(VENV)/.base: $(BIN)/activate pyproject.toml
+# The modules setup.py compiles with mypyc (listed in src/breakdesk/native.py): editing one rebuilds it.
+CORE := $(shell sed -n 's|^ *"\(breakdesk/[a-z_/]*\.py\)",$$|src/\1|p' src/breakdesk/native.py)
+
+# Stamps re-run the install whenever the project's metadata or a compiled module's source changes.
+$(VENV)/.base: $(BIN)/activate pyproject.toml setup.py src/breakdesk/native.py $(CORE)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev: $(BIN)/activate pyproject.toml
+$(VENV)/.dev: $(BIN)/activate pyproject.toml setup.py src/breakdesk/native.py $(CORE)
 	$(PY) -m pip install --quiet -e '.[dev,semantic]'
 	touch $@ $(VENV)/.base
 
@@ -33,4 +36,4 @@ lint: $(VENV)/.dev
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache breakdesk.db*
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build breakdesk.db* src/*__mypyc* src/breakdesk/*/*.so

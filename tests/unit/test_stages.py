@@ -7,7 +7,11 @@ variations of them); nothing of ours is mocked, except where a test is about a s
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -1446,6 +1450,25 @@ def test_supervisors_never_relax_and_plans_stay_safe(
 # =============================================================================================== decide
 
 
+@pytest.fixture
+def stages_source(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """`stages` run from its source file. Compiled (breakdesk.native), `decide` calls the stage functions
+    directly, so replacing one to make it fail only works on the interpreted module: the same source."""
+    path = Path(stages.__file__ or "").with_name("stages.py")
+    spec = importlib.util.spec_from_file_location("breakdesk_stages_from_source", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_source(module: ModuleType, domain: CompiledDomainPack, tenant: Any, data: dict[str, Any]) -> Decided:
+    decided: Decided = module.decide(submit(domain, data, tenant.tenant_id), domain, tenant,
+                                     received_at=RECEIVED, now=RECEIVED)
+    return decided
+
+
 class TestDecide:
     def test_events_in_stage_order(self, desk_domain: CompiledDomainPack, desk_tenant: Any) -> None:
         out = run(desk_domain, desk_tenant, BREAK_BIG)
@@ -1546,12 +1569,13 @@ class TestDecide:
         desk_tenant: Any,
         target: str,
         stage: str,
+        stages_source: ModuleType,
     ) -> None:
         def boom(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(stages, target, boom)
-        out = run(desk_domain, desk_tenant, BREAK_BIG)
+        monkeypatch.setattr(stages_source, target, boom)
+        out = run_source(stages_source, desk_domain, desk_tenant, BREAK_BIG)
         assert out.status == ResolutionStatus.ESCALATED
         assert out.escalated is True
         assert out.error == f"{stage} failed: RuntimeError: boom"
@@ -1566,13 +1590,17 @@ class TestDecide:
         assert out.events[0].stage == "intake"  # what was decided before the failure is kept
 
     def test_failure_keeps_earlier_stage_results(
-        self, monkeypatch: pytest.MonkeyPatch, desk_domain: CompiledDomainPack, desk_tenant: Any
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        desk_domain: CompiledDomainPack,
+        desk_tenant: Any,
+        stages_source: ModuleType,
     ) -> None:
         def boom(*args: Any, **kwargs: Any) -> Any:
             raise ValueError("x" * 1000)
 
-        monkeypatch.setattr(stages, "plan_resolution", boom)
-        out = run(desk_domain, desk_tenant, BREAK_BIG)
+        monkeypatch.setattr(stages_source, "plan_resolution", boom)
+        out = run_source(stages_source, desk_domain, desk_tenant, BREAK_BIG)
         assert out.triage is not None and out.policy is not None and out.plan is None
         assert [e.stage for e in out.events] == ["intake", "triage", "policy", "supervisor", "resolution"]
         assert out.error is not None and len(out.error) == 500  # bounded

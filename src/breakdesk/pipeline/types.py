@@ -13,7 +13,7 @@ from breakdesk.domain.models import Actionability, AgentDecision, ExceptionRecor
 class Submission:
     """One raw exception as received (file line, API item, broker message). Untrusted."""
 
-    data: dict[str, Any]
+    data: Any  # intake checks that it is an object: a typed field would refuse it before intake could explain why
     received_at: datetime
     line: int | None = None  # input line number, for error reports
     queue_id: int | None = None  # intake-queue item it came from: completed with its writes, dedupe fallback

@@ -128,7 +128,7 @@ def _short(exc: Exception) -> str:
 
 
 @lru_cache(maxsize=65536)
-def compile_condition(source: str) -> Condition:
+def compile_condition(source: object) -> Condition:
     """Compile CEL once. Raises CelSyntaxError with the column of the first problem.
 
     Memoized: a Condition is immutable, and the same source is compiled by schema validation and again by

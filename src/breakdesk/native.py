@@ -1,0 +1,93 @@
+"""Which modules are compiled to C with mypyc, and the guard against running a stale compiled module.
+
+Why compile: the pure decision core builds about twenty objects and runs about ten CEL calls per exception, and
+interpreted Python spends most of that time on the interpreter itself (a flat profile, bench/RESULTS.md).
+mypyc compiles the same type-annotated source; nothing is written twice, and with `BREAKDESK_COMPILE=0` at
+install time the same modules run interpreted.
+
+Why guard: an editable install builds the extensions next to their sources, and Python imports an extension
+before a `.py` of the same name. A source edited after the build would silently not run, so in a source checkout
+importing `breakdesk` refuses a compiled module older than its source and says how to rebuild.
+
+Standard library only: `setup.py` reads `COMPILED` before anything is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+from pathlib import Path
+
+#: Paths relative to `src/`. Pure functions over data only: no I/O, no monkeypatching targets, no pydantic models
+#: (mypyc cannot compile pydantic's class machinery).
+COMPILED: tuple[str, ...] = (
+    "breakdesk/domain/digest.py",
+    "breakdesk/rules/cel.py",
+    "breakdesk/rules/templates.py",
+    "breakdesk/pipeline/context.py",
+    "breakdesk/pipeline/types.py",
+    "breakdesk/pipeline/intake.py",
+    "breakdesk/pipeline/triage.py",
+    "breakdesk/pipeline/policy.py",
+    "breakdesk/pipeline/resolution.py",
+    "breakdesk/pipeline/supervisor.py",
+    "breakdesk/pipeline/feedback.py",
+    "breakdesk/pipeline/stages.py",
+)
+
+_SRC = Path(__file__).resolve().parent.parent
+
+
+def module_name(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def built_extensions(src: Path = _SRC) -> dict[Path, Path]:
+    """Source → compiled extension, for the compiled modules that have an extension next to their source."""
+    found: dict[Path, Path] = {}
+    for rel in COMPILED:
+        source = src / rel
+        stem = source.with_suffix("")
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            ext = stem.with_name(stem.name + suffix)
+            if ext.exists():
+                found[source] = ext
+                break
+    return found
+
+
+def stale(src: Path = _SRC) -> list[Path]:
+    """Compiled modules whose source changed after they were built."""
+    return [source for source, ext in built_extensions(src).items()
+            if source.exists() and source.stat().st_mtime > ext.stat().st_mtime]
+
+
+def compiled_modules() -> list[str]:
+    """The compiled modules this process actually imported as extensions (what `breakdesk version` reports)."""
+    out = []
+    for rel in COMPILED:
+        mod = sys.modules.get(module_name(rel))
+        if mod is None:
+            mod = importlib.import_module(module_name(rel))
+        if not (getattr(mod, "__file__", "") or "").endswith(".py"):
+            out.append(module_name(rel))
+    return out
+
+
+class StaleBuild(ImportError):
+    """A compiled module is older than its source: the source's changes would not run."""
+
+
+def check_fresh(src: Path = _SRC) -> None:
+    """Refuse stale compiled modules, in a source checkout only (an installed wheel has no sources to edit)."""
+    if not (src.parent / "pyproject.toml").exists():
+        return
+    old = stale(src)
+    if old:
+        names = ", ".join(str(p.relative_to(src.parent)) for p in old)
+        raise StaleBuild(
+            f"{names} changed after it was compiled, so the compiled module would run instead of your change. "
+            "Rebuild with `make .venv/.base` (or `make test`, `make run`), or `.venv/bin/pip install -e .`; "
+            "`BREAKDESK_COMPILE=0 .venv/bin/pip install -e .` runs everything from source."
+        )
+
