@@ -22,6 +22,7 @@ from pathlib import Path
 #: (mypyc cannot compile pydantic's class machinery).
 COMPILED: tuple[str, ...] = (
     "breakdesk/domain/digest.py",
+    "breakdesk/domain/construct.py",
     "breakdesk/rules/cel.py",
     "breakdesk/rules/templates.py",
     "breakdesk/pipeline/context.py",

@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from breakdesk.domain.models import (
-    AgentDecision,
-    Evidence,
-    ExceptionRecord,
-    decision,
-    ev,
-    new_record,
-)
+from breakdesk.domain.construct import decision, ev, new_record
+from breakdesk.domain.models import AgentDecision, Evidence, ExceptionRecord
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.context import condition_context
 from breakdesk.pipeline.intake import _too_deep

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from breakdesk.audit.chain import content_hash, utc_iso
-from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
+from breakdesk.domain.construct import ev
+from breakdesk.domain.models import AgentDecision, ResolutionStatus
 from breakdesk.pipeline.execution import ExecutionOutcome, ExecutionService, PacksFor
 from breakdesk.store.approvals import Approval, ApprovalChange
 from breakdesk.store.errors import Conflict, NotFound

@@ -34,7 +34,8 @@ from typing import Any, NoReturn
 import structlog
 
 from breakdesk.approvals.requests import plan_request, step_request, tenant_ttl
-from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
+from breakdesk.domain.construct import ev
+from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus
 from breakdesk.packs.compiler import CompiledPlaybook, CompiledStep, CompiledTenantPolicy
 from breakdesk.pipeline.context import condition_vars
 from breakdesk.rules.cel import make_context

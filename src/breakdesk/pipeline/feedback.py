@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from breakdesk.domain.models import Actionability, ResolutionStatus, decision, ev
+from breakdesk.domain.construct import decision, ev
+from breakdesk.domain.models import Actionability, ResolutionStatus
 from breakdesk.pipeline.types import Outcome, Plan, PolicyResult, RecurrenceInfo, TriageResult
 
 

@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from breakdesk.domain.construct import decision, ev, new_record
 from breakdesk.domain.digest import stable_digest
-from breakdesk.domain.models import (
-    UNCLASSIFIED,
-    Evidence,
-    ExceptionRecord,
-    decision,
-    ev,
-    new_record,
-    parse_timestamp,
-)
+from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord, parse_timestamp
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.pipeline.context import fields_read
 from breakdesk.pipeline.types import IntakeResult, Submission

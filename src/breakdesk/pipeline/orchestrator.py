@@ -23,8 +23,9 @@ import orjson
 
 from breakdesk.approvals.requests import request_for_decision, tenant_ttl
 from breakdesk.audit.chain import canonical_json
+from breakdesk.domain.construct import ev
 from breakdesk.domain.ids import new_exception_id
-from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus, ev
+from breakdesk.domain.models import AgentDecision, ExceptionRecord, ResolutionStatus
 from breakdesk.heap import batch_scope
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy, compile_domain, compile_tenant
 from breakdesk.packs.loader import model_from_data

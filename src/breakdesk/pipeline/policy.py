@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from breakdesk.domain.models import UNCLASSIFIED, Actionability, Evidence, Severity, decision, ev
+from breakdesk.domain.construct import decision, ev
+from breakdesk.domain.models import UNCLASSIFIED, Actionability, Evidence, Severity
 from breakdesk.packs.compiler import (
     CompiledApprovalRule,
     CompiledDomainPack,

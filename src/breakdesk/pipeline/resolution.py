@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from breakdesk.domain.models import Actionability, decision, ev
+from breakdesk.domain.construct import decision, ev
+from breakdesk.domain.models import Actionability
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledStep, CompiledTenantPolicy
 from breakdesk.pipeline.types import Plan, PlanStep, PolicyResult, ResolutionResult
 from breakdesk.rules.templates import RenderError

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from breakdesk.domain.models import AgentDecision, ResolutionStatus, ev
+from breakdesk.domain.construct import ev
+from breakdesk.domain.models import AgentDecision, ResolutionStatus
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.context import condition_context, fields_read
 from breakdesk.pipeline.feedback import feedback, final_status
@@ -175,9 +176,11 @@ def type_plan(domain: CompiledDomainPack, tenant: CompiledTenantPolicy, etype: s
     return plan
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class Decided:
-    """Everything the pipeline decided for one exception, plus the events to persist in order."""
+    """Everything the pipeline decided for one exception, plus the events to persist in order.
+
+    Its own `__init__`: compiled (breakdesk.native), a dataclass's generated one would stay interpreted."""
 
     intake: IntakeResult
     status: ResolutionStatus
@@ -189,6 +192,18 @@ class Decided:
     approval_required: bool = False
     escalated: bool = False
     error: str | None = None
+
+    def __init__(self, intake: IntakeResult, status: ResolutionStatus) -> None:
+        self.intake = intake
+        self.status = status
+        self.events = []
+        self.triage = None
+        self.policy = None
+        self.plan = None
+        self.outcome = None
+        self.approval_required = False
+        self.escalated = False
+        self.error = None
 
 
 def decide(

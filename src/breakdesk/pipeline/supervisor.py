@@ -6,7 +6,8 @@ earlier stage or a clever payload cannot turn a guarded case into an automatic o
 
 from __future__ import annotations
 
-from breakdesk.domain.models import UNCLASSIFIED, Actionability, Severity, decision, ev
+from breakdesk.domain.construct import decision, ev
+from breakdesk.domain.models import UNCLASSIFIED, Actionability, Severity
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.types import IntakeResult, Plan, PolicyResult, SupervisorResult, TriageResult
 

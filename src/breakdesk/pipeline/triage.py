@@ -10,7 +10,8 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
-from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord, Severity, decision, ev
+from breakdesk.domain.construct import decision, ev
+from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord, Severity
 from breakdesk.packs.compiler import CompiledDomainPack, CompiledTenantPolicy
 from breakdesk.pipeline.types import IntakeResult, RecurrenceInfo, SimilarCase, TriageResult
 

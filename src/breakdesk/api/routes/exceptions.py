@@ -37,7 +37,8 @@ from breakdesk.api.schemas import (
     QueryDateTime,
     ReopenAction,
 )
-from breakdesk.domain.models import AgentDecision, ResolutionStatus, Severity, ev
+from breakdesk.domain.construct import ev
+from breakdesk.domain.models import AgentDecision, ResolutionStatus, Severity
 from breakdesk.pipeline.intake import intake
 from breakdesk.pipeline.orchestrator import BatchReport, idempotency_key
 from breakdesk.pipeline.types import Submission
