@@ -23,6 +23,7 @@ from pathlib import Path
 COMPILED: tuple[str, ...] = (
     "breakdesk/domain/digest.py",
     "breakdesk/domain/construct.py",
+    "breakdesk/domain/timestamps.py",
     "breakdesk/rules/cel.py",
     "breakdesk/rules/templates.py",
     "breakdesk/pipeline/context.py",

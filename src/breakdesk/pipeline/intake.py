@@ -7,7 +7,8 @@ from typing import Any
 
 from breakdesk.domain.construct import decision, ev, new_record
 from breakdesk.domain.digest import stable_digest
-from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord, parse_timestamp
+from breakdesk.domain.models import UNCLASSIFIED, Evidence, ExceptionRecord
+from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.pipeline.context import fields_read
 from breakdesk.pipeline.types import IntakeResult, Submission

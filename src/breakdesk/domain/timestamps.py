@@ -1,0 +1,42 @@
+"""Timestamps as senders write them, as aware UTC datetimes.
+
+Its own module so that it can be compiled (breakdesk.native): intake parses one per exception, and the
+pydantic models that also use it cannot be compiled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parse ISO-8601 (with `Z`), epoch seconds/milliseconds, or a datetime; always return an aware UTC datetime."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, bool):
+        raise ValueError("timestamp must be an ISO-8601 string or epoch number, not a boolean")
+    elif isinstance(value, int | float):
+        try:
+            secs = value / 1000.0 if abs(value) > 1e11 else float(value)
+            return datetime.fromtimestamp(secs, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"epoch timestamp out of range: {str(value)[:40]}") from exc
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise ValueError("timestamp is empty")
+        if text.isdigit():
+            if len(text) > 20:
+                raise ValueError(f"epoch timestamp out of range: {text[:40]}")
+            return parse_timestamp(int(text))
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from exc
+    else:
+        raise ValueError(f"timestamp must be a string or number, got {type(value).__name__}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
