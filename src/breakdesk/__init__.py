@@ -1,7 +1,7 @@
 """Breakdesk: a multi-tenant exception desk driven by domain and tenant policy packs."""
 
-from breakdesk.native import check_fresh
+from breakdesk.native import setup_imports
 
 __version__ = "0.1.0"
 
-check_fresh()
+setup_imports()

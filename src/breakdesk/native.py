@@ -9,14 +9,23 @@ Why guard: an editable install builds the extensions next to their sources, and 
 before a `.py` of the same name. A source edited after the build would silently not run, so in a source checkout
 importing `breakdesk` refuses a compiled module older than its source and says how to rebuild.
 
+`BREAKDESK_INTERPRETED=1` makes a process import those modules from their sources even when compiled: the
+differential test (tests/unit/test_native.py) decides the same exceptions both ways and compares.
+
 Standard library only: `setup.py` reads `COMPILED` before anything is installed.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
+import importlib.util
+import os
 import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
+from types import ModuleType
 
 #: Paths relative to `src/`. Pure functions over data only: no I/O, no monkeypatching targets, no pydantic models
 #: (mypyc cannot compile pydantic's class machinery).
@@ -38,6 +47,7 @@ COMPILED: tuple[str, ...] = (
 )
 
 _SRC = Path(__file__).resolve().parent.parent
+INTERPRET_ENV = "BREAKDESK_INTERPRETED"
 
 
 def module_name(path: str) -> str:
@@ -93,3 +103,23 @@ def check_fresh(src: Path = _SRC) -> None:
             "`BREAKDESK_COMPILE=0 .venv/bin/pip install -e .` runs everything from source."
         )
 
+
+
+class _FromSource(importlib.abc.MetaPathFinder):
+    """Finds the compiled modules' sources before the extensions next to them."""
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        for rel in COMPILED:
+            if module_name(rel) == name:
+                return importlib.util.spec_from_file_location(name, _SRC / rel)
+        return None
+
+
+def setup_imports() -> None:
+    """What importing `breakdesk` does first: interpret the compiled modules if asked, else refuse stale ones."""
+    if os.environ.get(INTERPRET_ENV) == "1":
+        if not any(isinstance(f, _FromSource) for f in sys.meta_path):
+            sys.meta_path.insert(0, _FromSource())
+        return
+    check_fresh()

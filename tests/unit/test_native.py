@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import importlib.machinery
+import json
 import os
+import random
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from breakdesk import native
+from breakdesk.packs.workspace import compile_domain_file, compile_tenant_file
+from breakdesk.pipeline.intake import IntakeRejected, intake
+from breakdesk.pipeline.stages import decide
+from breakdesk.pipeline.types import Submission
+
+from .packkit import RECEIVED
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +76,78 @@ def test_the_core_runs_compiled() -> None:
     if not compiled and os.environ.get("CI") != "true":
         pytest.skip("installed with BREAKDESK_COMPILE=0 or without a C compiler")
     assert compiled == [native.module_name(p) for p in native.COMPILED]
+
+
+# ------------------------------------------------------------------ compiled and interpreted decide alike
+
+#: Values a sender may put anywhere: the edges where compiled code could part from the interpreter
+#: (huge and non-finite numbers, wrong types, empty and long strings, odd timestamps, deep containers).
+ODD_VALUES: list[Any] = [None, True, 0, -1, 10**30, -(10**19), 1.5e308, float("nan"), "", "x" * 300, "2026-13-45",
+                         "1767323045", [], {}, [1, [2, [3]]], {"a": {"b": {"c": None}}}, "ünïcødé ✓", 3.25]
+
+
+def _variants(item: Any, rng: random.Random) -> list[Any]:
+    """The item, and copies with one leaf (or envelope field) replaced by an odd value."""
+    out = [item]
+    if not isinstance(item, dict):
+        return out
+    for _ in range(3):
+        copy = json.loads(json.dumps(item))
+        target = copy
+        raw = copy.get("rawPayload")
+        if isinstance(raw, dict) and raw and rng.random() < 0.7:
+            target = raw
+        key = rng.choice(sorted(target)) if target else "exceptionType"
+        target[key] = rng.choice(ODD_VALUES)
+        out.append(copy)
+    return out
+
+
+def decisions() -> list[Any]:
+    """Every example exception (and odd variants of each) through intake and every stage, as plain data."""
+    rng = random.Random(11)
+    out: list[Any] = []
+    for domain_name, tenant_name in (("finance", "acme-capital"), ("healthcare", "riverside-health")):
+        domain = compile_domain_file(ROOT / f"packs/{domain_name}/domain.yaml")
+        tenant = compile_tenant_file(ROOT / f"packs/{domain_name}/tenants/{tenant_name}.yaml", domain)
+        for n, line in enumerate((ROOT / f"examples/{domain_name}.jsonl").read_text().splitlines()):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            for data in _variants(item, rng):
+                try:
+                    ir = intake(Submission(data, RECEIVED, line=n), tenant_name, f"E{n}", domain)
+                    done = decide(ir, domain, tenant, received_at=RECEIVED, now=RECEIVED)
+                except IntakeRejected as exc:
+                    out.append(["rejected", str(exc)])
+                    continue
+                except Exception as exc:  # recorded, so that both builds must fail alike
+                    out.append(["raised", type(exc).__name__, str(exc)])
+                    continue
+                out.append([ir.record.model_dump(mode="json"), ir.fingerprint, ir.type_source, done.status.value,
+                            done.error, [[e.stage, e.payload, e.decision.model_dump(mode="json") if e.decision else None]
+                                         for e in done.events]])
+    return out
+
+
+def test_compiled_and_interpreted_decide_alike() -> None:
+    """The compiled core must decide exactly what its source decides, on every example and on odd variants of
+    each: a subprocess runs the same function with the sources imported instead of the extensions."""
+    if not native.compiled_modules():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the decision core is not compiled")
+        pytest.skip("the decision core is not compiled: nothing to compare")
+    code = ("import json, sys\nfrom breakdesk import native\nfrom tests.unit.test_native import decisions\n"
+            "assert native.compiled_modules() == [], 'still compiled'\n"
+            "sys.stdout.write(json.dumps(decisions(), default=str, sort_keys=True))")
+    env = {**os.environ, native.INTERPRET_ENV: "1"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    interpreted = json.loads(run.stdout)
+    compiled = json.loads(json.dumps(decisions(), default=str, sort_keys=True))
+    assert len(compiled) == len(interpreted) > 1500
+    assert sum(1 for d in compiled if d[0] == "rejected") > 0 and sum(1 for d in compiled if d[0] not in
+                                                                       ("rejected", "raised")) > 1000
+    for i, (c, p) in enumerate(zip(compiled, interpreted, strict=True)):
+        assert c == p, f"decision {i} differs"

@@ -17,7 +17,8 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError("timestamp must be an ISO-8601 string or epoch number, not a boolean")
     elif isinstance(value, int | float):
         try:
-            secs = value / 1000.0 if abs(value) > 1e11 else float(value)
+            number = float(value)  # first: compiled, `int / float` of a huge int is a TypeError, not an overflow
+            secs = number / 1000.0 if abs(number) > 1e11 else number
             return datetime.fromtimestamp(secs, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise ValueError(f"epoch timestamp out of range: {str(value)[:40]}") from exc
