@@ -43,6 +43,8 @@ def extensions() -> list[Any]:
     commands = {a for a in sys.argv[1:] if not a.startswith("-")}
     if commands and commands <= METADATA:
         return []
+    for orphan in NATIVE["orphans"](ROOT / "src"):  # an earlier build's, for a module no longer compiled
+        orphan.unlink()
     if os.environ.get("BREAKDESK_COMPILE", "1") == "0":
         for source in NATIVE["built_extensions"](ROOT / "src").values():
             source.unlink()

@@ -74,6 +74,14 @@ def stale(src: Path = _SRC) -> list[Path]:
             if source.exists() and source.stat().st_mtime > ext.stat().st_mtime]
 
 
+def orphans(src: Path = _SRC) -> list[Path]:
+    """Extensions inside the package for modules no longer compiled (an earlier build's): they would still be
+    imported instead of their sources."""
+    known = set(built_extensions(src).values())
+    found = {p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in (src / "breakdesk").rglob("*" + suffix)}
+    return sorted(found - known)
+
+
 def compiled_modules() -> list[str]:
     """The compiled modules this process actually imported as extensions (what `breakdesk version` reports)."""
     out = []
@@ -95,14 +103,18 @@ def check_fresh(src: Path = _SRC) -> None:
     if not (src.parent / "pyproject.toml").exists():
         return
     old = stale(src)
-    if old:
+    left = orphans(src)
+    if old or left:
         names = ", ".join(str(p.relative_to(src.parent)) for p in old)
+        problem = f"{names} changed after it was compiled" if old else ""
+        if left:
+            problem += ("; " if problem else "") + ", ".join(str(p.relative_to(src.parent)) for p in left) + \
+                " compiled by an earlier build, no longer listed in breakdesk.native.COMPILED"
         raise StaleBuild(
-            f"{names} changed after it was compiled, so the compiled module would run instead of your change. "
-            "Rebuild with `make .venv/.base` (or `make test`, `make run`), or `.venv/bin/pip install -e .`; "
+            f"{problem}, so the compiled module would run instead of your source. "
+            "Rebuild with `.venv/bin/pip install -e .` (`make test` and `make run` do when a listed source changed); "
             "`BREAKDESK_COMPILE=0 .venv/bin/pip install -e .` runs everything from source."
         )
-
 
 
 class _FromSource(importlib.abc.MetaPathFinder):
