@@ -83,7 +83,7 @@ def orphans(src: Path = _SRC) -> list[Path]:
 
 
 def compiled_modules() -> list[str]:
-    """The compiled modules this process actually imported as extensions (what `breakdesk version` reports)."""
+    """The compiled modules this process imports as extensions (what `breakdesk version` reports)."""
     out = []
     for rel in COMPILED:
         mod = sys.modules.get(module_name(rel))

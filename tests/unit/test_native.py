@@ -162,3 +162,15 @@ def test_compiled_and_interpreted_decide_alike() -> None:
                                                                        ("rejected", "raised")) > 1000
     for i, (c, p) in enumerate(zip(compiled, interpreted, strict=True)):
         assert c == p, f"decision {i} differs"
+
+
+def test_version_says_how_the_core_runs() -> None:
+    def version(**env: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "breakdesk", "version"], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True)
+        return run.stdout
+
+    assert "decision core interpreted" in version(**{native.INTERPRET_ENV: "1"})
+    if native.compiled_modules():
+        n = len(native.COMPILED)
+        assert f"decision core compiled ({n} of {n} modules)" in version()

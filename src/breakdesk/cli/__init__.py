@@ -13,6 +13,20 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def version() -> None:
+    """Print the version, the Python running it and whether the decision core runs compiled."""
+    import platform
+
+    from breakdesk import __version__, native
+
+    compiled = native.compiled_modules()
+    core = (f"decision core compiled ({len(compiled)} of {len(native.COMPILED)} modules)" if compiled else
+            "decision core interpreted (installed with BREAKDESK_COMPILE=0, without a C compiler, "
+            f"or {native.INTERPRET_ENV}=1)")
+    typer.echo(f"breakdesk {__version__} · Python {platform.python_version()} · {core}")
+
+
 def _register() -> None:
     # Imported for their side effect of adding commands to `app`.
     from breakdesk.cli import (  # noqa: F401
