@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import platform
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bench import machine_line
 from bench.pipeline import TENANT, setup_tenant, workload
 from breakdesk import heap
 from breakdesk.pipeline.orchestrator import Orchestrator
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv if argv is not None else [])
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
-          f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(machine_line())
     items = workload(args.count)
     heap.tune_for_throughput()  # as `serve`, `worker` and `run`: frozen startup heap, batch pause on
     clock = _GcClock()

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import platform
 import random
 import statistics
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import machine_line
 from breakdesk.catalog import Catalog
 from breakdesk.heap import tune_for_throughput
 from breakdesk.memory import Memory, Query
@@ -390,8 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv if argv is not None else [])
     if not args.gc_default:
         tune_for_throughput()  # what `breakdesk run`, `serve` and `worker` do once started (as bench.pipeline)
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
-          f"date: {datetime.now(UTC):%Y-%m-%d}")
+    print(machine_line())
     if args.only in (None, "quality"):
         if args.split:
             quality_split(args.skip_minilm)

@@ -17,7 +17,6 @@ import asyncio
 import cProfile
 import importlib.util
 import io
-import platform
 import pstats
 import resource
 import secrets
@@ -30,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from bench import machine_line
 from breakdesk.catalog import Catalog
 from breakdesk.heap import tune_for_throughput
 from breakdesk.packs.loader import read_file
@@ -191,8 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     memory = args.memory == "on"
     if not args.gc_default:
         tune_for_throughput()  # what `breakdesk run`, `serve` and `worker` do once started
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
-          f"date: {datetime.now(UTC):%Y-%m-%d}")
+    print(machine_line())
     items = workload(args.count)
     print(f"workload: {len(items):,} generated finance exceptions, "
           f"{sum(len(orjson.dumps(i)) for i in items) / len(items):.0f} bytes each on average")

@@ -6,7 +6,6 @@ Targets: severity resolution for one exception ≤ 20 µs with 10 rules; loading
 
 from __future__ import annotations
 
-import platform
 import random
 import statistics
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from bench import machine_line
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.packs.compiler import compile_domain
 from breakdesk.packs.loader import load_pack_text, model_from_data
@@ -78,8 +78,7 @@ def generated_pack(types: int = 500, rules: int = 2000, tools: int = 300, playbo
 
 
 def main(argv: list[str] | None = None) -> None:
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}  "
-          f"date: {datetime.now(UTC):%Y-%m-%d}")
+    print(machine_line())
     domain = compile_domain_file(ROOT / "packs" / "finance" / "domain.yaml")
     # A POSITION_BREAK with every field its rules read.
     record = ExceptionRecord(
