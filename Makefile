@@ -32,7 +32,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts setup.py
 	$(BIN)/mypy
 
 clean:
