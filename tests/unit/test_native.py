@@ -97,8 +97,18 @@ ODD_VALUES: list[Any] = [None, True, 0, -1, 10**30, -(10**19), 1.5e308, float("n
                          "1767323045", [], {}, [1, [2, [3]]], {"a": {"b": {"c": None}}}, "ünïcødé ✓", 3.25]
 
 
-def _variants(item: Any, rng: random.Random) -> list[Any]:
-    """The item, and copies with one leaf (or envelope field) replaced by an odd value."""
+def _scramble(value: Any, rng: random.Random) -> Any:
+    """`value` with about a third of its leaves, at any depth, replaced by odd values."""
+    if isinstance(value, dict):
+        return {k: _scramble(v, rng) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scramble(v, rng) for v in value]
+    return rng.choice(ODD_VALUES) if rng.random() < 0.35 else value
+
+
+def _variants(item: Any, rng: random.Random, seen: list[Any]) -> list[Any]:
+    """The item; three copies with one leaf (or envelope field) replaced by an odd value; one with many leaves
+    replaced; one carrying an earlier example's payload (often another type's) under this envelope."""
     out = [item]
     if not isinstance(item, dict):
         return out
@@ -111,6 +121,11 @@ def _variants(item: Any, rng: random.Random) -> list[Any]:
         key = rng.choice(sorted(target)) if target else "exceptionType"
         target[key] = rng.choice(ODD_VALUES)
         out.append(copy)
+    out.append(_scramble(item, rng))
+    if seen:
+        out.append({**item, "rawPayload": rng.choice(seen)})
+    if isinstance(item.get("rawPayload"), dict):
+        seen.append(item["rawPayload"])
     return out
 
 
@@ -118,6 +133,7 @@ def decisions() -> list[Any]:
     """Every example exception (and odd variants of each) through intake and every stage, as plain data."""
     rng = random.Random(11)
     out: list[Any] = []
+    seen: list[Any] = []
     for domain_name, tenant_name in (("finance", "acme-capital"), ("healthcare", "riverside-health")):
         domain = compile_domain_file(ROOT / f"packs/{domain_name}/domain.yaml")
         tenant = compile_tenant_file(ROOT / f"packs/{domain_name}/tenants/{tenant_name}.yaml", domain)
@@ -126,7 +142,7 @@ def decisions() -> list[Any]:
                 item = json.loads(line)
             except ValueError:
                 continue
-            for data in _variants(item, rng):
+            for data in _variants(item, rng, seen):
                 try:
                     ir = intake(Submission(data, RECEIVED, line=n), tenant_name, f"E{n}", domain)
                     done = decide(ir, domain, tenant, received_at=RECEIVED, now=RECEIVED)
@@ -157,7 +173,7 @@ def test_compiled_and_interpreted_decide_alike() -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     interpreted = json.loads(run.stdout)
     compiled = json.loads(json.dumps(decisions(), default=str, sort_keys=True))
-    assert len(compiled) == len(interpreted) > 1500
+    assert len(compiled) == len(interpreted) > 2500
     assert sum(1 for d in compiled if d[0] == "rejected") > 0 and sum(1 for d in compiled if d[0] not in
                                                                        ("rejected", "raised")) > 1000
     for i, (c, p) in enumerate(zip(compiled, interpreted, strict=True)):
