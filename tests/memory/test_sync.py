@@ -4,10 +4,12 @@ process wrote (replaced, resolved, another writer's) are read in full. On SQLite
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-from memkit import SMALL, process, sf
+from memkit import SMALL, make_tenant, process, sf
 
 from breakdesk.memory import Memory
 from breakdesk.store import Store
@@ -103,3 +105,19 @@ async def test_rows_that_are_not_what_the_process_wrote_are_read(store: Store, t
     assert idx.case("E-2").status == "CLOSED"  # type: ignore[union-attr]
     q = idx.query_for(idx.case("E-3"))  # type: ignore[arg-type]
     assert [tuple(h) for h in idx.search(q, 6)] == [tuple(h) for h in fresh.search(fresh.query_for(fresh.case("E-3")), 6)]  # type: ignore[arg-type]
+
+
+async def test_a_closed_store_releases_its_shared_memory(db_url: str) -> None:
+    """`Memory.shared` must not keep a store, and its tenants' resident indexes, alive after the store is
+    gone: the memory refers to its store weakly (a strong reference from the value kept its own key)."""
+    store = await Store.open(db_url)
+    tenant = await make_tenant(store, None)
+    await process(store, tenant, SMALL)
+    memory = Memory.shared(store)
+    await memory.index(tenant)
+    assert Memory.shared(store) is memory and memory.resident_cases() == len(SMALL)
+    gone = weakref.ref(memory)
+    await store.close()
+    del store, memory
+    gc.collect()
+    assert gone() is None

@@ -162,9 +162,11 @@ class Memory:
 
     @classmethod
     def shared(cls, store: Any) -> Memory:
+        """The process's memory of `store`, released with the store. It refers to the store weakly: a strong
+        reference from the value would keep its own key, and so the tenants' resident indexes, alive forever."""
         mem = cls._shared.get(store)
         if mem is None:
-            mem = cls._shared[store] = cls(store)
+            mem = cls._shared[store] = cls(weakref.proxy(store))
         return mem
 
     # ------------------------------------------------------------------ resident indexes
