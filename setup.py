@@ -46,8 +46,8 @@ def extensions() -> list[Any]:
     for orphan in NATIVE["orphans"](ROOT / "src"):  # an earlier build's, for a module no longer compiled
         orphan.unlink()
     if os.environ.get("BREAKDESK_COMPILE", "1") == "0":
-        for source in NATIVE["built_extensions"](ROOT / "src").values():
-            source.unlink()
+        for ext in NATIVE["built_extensions"](ROOT / "src").values():
+            ext.unlink()
         for shared in (ROOT / "src").glob("*__mypyc*"):
             shared.unlink()
         return []

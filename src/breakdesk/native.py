@@ -7,7 +7,8 @@ install time the same modules run interpreted.
 
 Why guard: an editable install builds the extensions next to their sources, and Python imports an extension
 before a `.py` of the same name. A source edited after the build would silently not run, so in a source checkout
-importing `breakdesk` refuses a compiled module older than its source and says how to rebuild.
+importing `breakdesk` refuses a compiled module older than its source (or left by an earlier build for a module
+no longer listed here) and says how to rebuild.
 
 `BREAKDESK_INTERPRETED=1` makes a process import those modules from their sources even when compiled: the
 differential test (tests/unit/test_native.py) decides the same exceptions both ways and compares.
