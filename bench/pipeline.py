@@ -67,7 +67,8 @@ def workload(n: int) -> list[dict[str, Any]]:
 
 def pure(items: list[dict[str, Any]], repeat: int = 1) -> None:
     """Intake → feedback with no I/O. With `repeat` > 1 the workload runs that many times; the first pass is
-    printed, the last is the result: the earlier ones warm the per-pack caches and the allocator, as a long-running worker is."""
+    printed, the last is the result: the earlier ones warm the per-pack caches and the allocator, as a
+    long-running worker is."""
     domain = compile_domain_file(ROOT / "packs/finance/domain.yaml")
     tenant = compile_tenant_file(ROOT / "packs/finance/tenants/acme-capital.yaml", domain)
     for i in range(repeat - 1):
