@@ -35,12 +35,7 @@ def _trusted(cls: type[CanonicalModel], values: dict[str, Any], fields_set: froz
 def ev(kind: Any, message: Any, ref: Any = None) -> Evidence:
     """Shorthand the stages use to cite a reason."""
     if type(kind) is str and type(message) is str and (ref is None or type(ref) is str):
-        obj = _new(Evidence)
-        _setattr(obj, "__dict__", {"kind": kind, "message": message, "ref": ref, "data": None})
-        _setattr(obj, "__pydantic_fields_set__", set(_EVIDENCE_SET))
-        _setattr(obj, "__pydantic_extra__", None)
-        _setattr(obj, "__pydantic_private__", None)
-        return obj
+        return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": None}, _EVIDENCE_SET)
     return Evidence(kind=kind, message=message, ref=ref)
 
 
@@ -59,13 +54,8 @@ def decision(decision: Any, confidence: Any, evidence: Any, next_step: Any) -> A
             if type(e) is not Evidence:
                 break
         else:
-            obj = _new(AgentDecision)
-            _setattr(obj, "__dict__", {"decision": decision, "confidence": confidence, "evidence": evidence,
-                                       "next_step": next_step})
-            _setattr(obj, "__pydantic_fields_set__", set(_DECISION_SET))
-            _setattr(obj, "__pydantic_extra__", None)
-            _setattr(obj, "__pydantic_private__", None)
-            return obj
+            return _trusted(AgentDecision, {"decision": decision, "confidence": confidence, "evidence": evidence,
+                                            "next_step": next_step}, _DECISION_SET)
     return AgentDecision(decision=decision, confidence=confidence, evidence=evidence, next_step=next_step)
 
 
