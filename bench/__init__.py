@@ -10,7 +10,5 @@ def machine_line() -> str:
     """What every benchmark prints first: the machine, Python, whether the decision core runs compiled, when."""
     from breakdesk import native
 
-    compiled = len(native.compiled_modules())
-    core = f"compiled ({compiled} of {len(native.COMPILED)} modules)" if compiled else "interpreted"
     return (f"machine: {platform.node()} {platform.machine()} python {platform.python_version()} "
-            f"decision core: {core} date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+            f"decision core: {native.status()} date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")

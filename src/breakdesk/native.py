@@ -55,6 +55,9 @@ def module_name(path: str) -> str:
     return path.removesuffix(".py").replace("/", ".")
 
 
+_SOURCES = {module_name(rel): rel for rel in COMPILED}
+
+
 def built_extensions(src: Path = _SRC) -> dict[Path, Path]:
     """Source → compiled extension, for the compiled modules that have an extension next to their source."""
     found: dict[Path, Path] = {}
@@ -69,16 +72,16 @@ def built_extensions(src: Path = _SRC) -> dict[Path, Path]:
     return found
 
 
-def stale(src: Path = _SRC) -> list[Path]:
-    """Compiled modules whose source changed after they were built."""
-    return [source for source, ext in built_extensions(src).items()
+def stale(src: Path = _SRC, built: dict[Path, Path] | None = None) -> list[Path]:
+    """Compiled modules whose source changed after they were built (`built`: `built_extensions(src)`)."""
+    return [source for source, ext in (built_extensions(src) if built is None else built).items()
             if source.exists() and source.stat().st_mtime > ext.stat().st_mtime]
 
 
-def orphans(src: Path = _SRC) -> list[Path]:
+def orphans(src: Path = _SRC, built: dict[Path, Path] | None = None) -> list[Path]:
     """Extensions inside the package for modules no longer compiled (an earlier build's): they would still be
     imported instead of their sources."""
-    known = set(built_extensions(src).values())
+    known = set((built_extensions(src) if built is None else built).values())
     found = {p for suffix in importlib.machinery.EXTENSION_SUFFIXES for p in (src / "breakdesk").rglob("*" + suffix)}
     return sorted(found - known)
 
@@ -95,6 +98,12 @@ def compiled_modules() -> list[str]:
     return out
 
 
+def status() -> str:
+    """How the decision core runs in this process, as `breakdesk version` and the benchmarks print it."""
+    compiled = len(compiled_modules())
+    return f"compiled ({compiled} of {len(COMPILED)} modules)" if compiled else "interpreted"
+
+
 class StaleBuild(ImportError):
     """A compiled module is older than its source: the source's changes would not run."""
 
@@ -103,8 +112,9 @@ def check_fresh(src: Path = _SRC) -> None:
     """Refuse stale compiled modules, in a source checkout only (an installed wheel has no sources to edit)."""
     if not (src.parent / "pyproject.toml").exists():
         return
-    old = stale(src)
-    left = orphans(src)
+    built = built_extensions(src)
+    old = stale(src, built)
+    left = orphans(src, built)
     if old or left:
         names = ", ".join(str(p.relative_to(src.parent)) for p in old)
         problem = f"{names} changed after it was compiled" if old else ""
@@ -123,10 +133,8 @@ class _FromSource(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name: str, path: Sequence[str] | None = None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
-        for rel in COMPILED:
-            if module_name(rel) == name:
-                return importlib.util.spec_from_file_location(name, _SRC / rel)
-        return None
+        rel = _SOURCES.get(name)
+        return None if rel is None else importlib.util.spec_from_file_location(name, _SRC / rel)
 
 
 def setup_imports() -> None:

@@ -20,10 +20,9 @@ def version() -> None:
 
     from breakdesk import __version__, native
 
-    compiled = native.compiled_modules()
-    core = (f"decision core compiled ({len(compiled)} of {len(native.COMPILED)} modules)" if compiled else
-            "decision core interpreted (installed with BREAKDESK_COMPILE=0, without a C compiler, "
-            f"or {native.INTERPRET_ENV}=1)")
+    core = f"decision core {native.status()}"
+    if core.endswith("interpreted"):
+        core += f" (installed with BREAKDESK_COMPILE=0, without a C compiler, or {native.INTERPRET_ENV}=1)"
     typer.echo(f"breakdesk {__version__} · Python {platform.python_version()} · {core}")
 
 
