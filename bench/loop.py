@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.count:,} exceptions in batches of 500 on SQLite, {args.rounds} rounds; event-loop gaps seen by a "
           f"{TICK_S * 1e3:.1f} ms ticker (per round: p99 / max), collector time and throughput (median of rounds)")
     for (memory, pause), runs in results.items():
-        gaps = ", ".join(f"{_pct(g, 0.99):.0f} / {max(g) * 1e3:.0f}" for _, _, g in runs)
+        shown = ", ".join(f"{_pct(g, 0.99):.0f} / {max(g) * 1e3:.0f}" for _, _, g in runs)
         print(f"  memory {'on ' if memory else 'off'}, collector {'paused in batches' if pause else 'automatic       '}: "
-              f"gaps ms {gaps}; collector {statistics.median(r[1] for r in runs) * 1e6:.0f} µs/exception; "
+              f"gaps ms {shown}; collector {statistics.median(r[1] for r in runs) * 1e6:.0f} µs/exception; "
               f"{statistics.median(r[0] for r in runs):,.0f}/s")
 
 

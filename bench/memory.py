@@ -4,12 +4,14 @@
   cross-tenant hits (must be 0);
 - query latency p50/p95 at 10k and 100k cases in one tenant: lexical + structured, and with 384-d vectors
   (exact numpy vs usearch HNSW), excluding the query embedding; the query embedding time separately;
+- the pipeline's batched search (`similar_many`) per query at 10k, 50k and 100k cases in one tenant, over
+  every case and within the triage window (`Memory.triage_window`);
 - indexing throughput: lexical only (case rendering + resident index), and minilm embeddings on one thread;
 - pipeline throughput without the memory, with it, and with it but `similarCases: 0` (indexing only), per
   wall-clock second and per CPU second of the process (the steadier figure on a shared machine); the hot
   path never waits for embeddings.
 
-Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|indexing|pipeline]
+Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|hotpath|indexing|pipeline]
 [--gc-default] [--split]` (collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes
 measured; `--split`: quality per half of the queries, A for tuning and B held out).
 """
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -263,6 +266,36 @@ def latency(sizes: list[int], queries: int = 300) -> None:
             del idx, stored
 
 
+def hot_path(sizes: list[int], queries: int = 256, slice_queries: int = 16) -> None:
+    """µs per query of the pipeline's batched search, in slices of `slice_queries` as the hot path runs it
+    (`Memory.for_batch`), over every case and within the default triage window. The queries are new
+    exceptions (ids not indexed), asking with their type's declared key fields."""
+    from breakdesk.memory.service import TRIAGE_WINDOW
+
+    keys = example_key_fields()
+    for n in sizes:
+        idx, stored = synthetic_index(n, None)
+        rng = random.Random(3)
+        qs = []
+        for i in range(queries):
+            c = rng.choice(stored)
+            q = idx.query_for(c, None, keys.get(c.exception_type, ()))
+            qs.append(Query(f"NEW{i}", q.exception_type, q.source_system, q.terms, q.entities, q.fingerprint,
+                            key_fields=q.key_fields))
+        row = []
+        for window in (0, TRIAGE_WINDOW):
+            best = math.inf
+            for _ in range(2):
+                t = time.perf_counter()
+                for start in range(0, len(qs), slice_queries):
+                    idx.similar_many(qs[start:start + slice_queries], 5, window)
+                best = min(best, (time.perf_counter() - t) / len(qs) * 1e6)
+            row.append(best)
+        print(f"hot path {n:>7,} cases: {row[0]:,.0f} µs/query over every case, {row[1]:,.0f} µs/query within "
+              f"the latest {TRIAGE_WINDOW:,} (triage window)")
+        del idx, stored
+
+
 def exact_vs_ann() -> None:
     """Where exact search stops being cheap: p95 of 384-d exact search by size (sets EXACT_LIMIT)."""
     rng = np.random.default_rng(2)
@@ -330,21 +363,28 @@ def indexing(skip_minilm: bool, n: int = 20_000) -> None:
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
-async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int | None = None) -> tuple[float, float]:
+async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int | None = None,
+                    *, window: int | None = None, setup: bool = True) -> tuple[float, float]:
     """Exceptions per wall-clock second and per CPU second of this process (all its threads, SQLite's
-    included) through the orchestrator on SQLite; `k` overrides the policy's `similarCases`. The CPU rate
+    included) through the orchestrator on SQLite; `k` overrides the policy's `similarCases`, `window` the
+    memory's triage window; `setup=False`: the tenant and its packs are in the database already. The CPU rate
     is the steadier one on a shared machine: other processes' load stretches wall time, not CPU time."""
     store = await Store.open(url)
     try:
-        await store.create_tenant("acme-capital", "bench")
-        cat = Catalog(store)
-        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
-            data, src = read_file(ROOT / f)
-            if k is not None and data.get("kind") == "TenantPolicy":
-                data = {**data, "similarCases": k}
-            await cat.publish("acme-capital", data, src, "bench", activate=True)
-        orch = Orchestrator(store, memory=None if memory else False)
+        if setup:
+            await store.create_tenant("acme-capital", "bench")
+            cat = Catalog(store)
+            for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
+                data, src = read_file(ROOT / f)
+                if k is not None and data.get("kind") == "TenantPolicy":
+                    data = {**data, "similarCases": k}
+                await cat.publish("acme-capital", data, src, "bench", activate=True)
+        mem = (False if not memory else Memory.shared(store) if window is None
+               else Memory(store, triage_window=window))
+        orch = Orchestrator(store, memory=mem)
         await orch.active_packs("acme-capital")
+        if orch.memory is not None:  # a running worker has its tenants' indexes loaded: not timed
+            await orch.memory.index("acme-capital")
         now = datetime.now(UTC)
         subs = [Submission(d, now, i) for i, d in enumerate(items)]
         t0, c0 = time.perf_counter(), time.process_time()
@@ -378,11 +418,49 @@ def pipeline(count: int, rounds: int = 3) -> None:
               f"({(cpu / off_cpu - 1) * 100:+.1f}%); target within -20%")
 
 
+async def _prefill(url: str, items: list[dict[str, Any]]) -> None:
+    """A tenant that has run for a while: `items` processed (memory off: faster) and then indexed."""
+    await _pipeline(url, items, False)
+    store = await Store.open(url)
+    try:
+        await MemoryIndexer(store, Memory(store)).catch_up("acme-capital")
+    finally:
+        await store.close()
+
+
+def large_tenant(prefill: int = 60_000, count: int = 5_000, rounds: int = 2) -> None:
+    """Pipeline throughput for a tenant that already has `prefill` cases: memory off, on over every case, and
+    on within the default triage window; interleaved, best of `rounds`. The database is filled once and
+    copied for every run."""
+    import shutil
+
+    from bench.pipeline import workload
+    from breakdesk.memory.service import TRIAGE_WINDOW
+
+    items = workload(prefill + count)
+    configs: dict[str, int | None] = {"off": None, "on, every case": 0, f"on, latest {TRIAGE_WINDOW:,}": TRIAGE_WINDOW}
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = f"{tmp}/base.db"
+        asyncio.run(_prefill(f"sqlite+aiosqlite:///{base}", items[:prefill]))
+        for _ in range(rounds):
+            for name, window in configs.items():
+                run = f"{tmp}/run.db"
+                shutil.copyfile(base, run)
+                rates[name].append(asyncio.run(_pipeline(f"sqlite+aiosqlite:///{run}", items[prefill:],
+                                                         window is not None, window=window, setup=False))[0])
+    off = max(rates["off"])
+    print(f"pipeline, {count:,} exceptions for a tenant with {prefill:,} cases (SQLite, best of {rounds}): "
+          f"without memory {off:,.0f}/s; " + "; ".join(
+              f"memory {name} {max(r):,.0f}/s ({(max(r) / off - 1) * 100:+.1f}%)"
+              for name, r in rates.items() if name != "off"))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench.memory")
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--only", choices=["quality", "latency", "indexing", "pipeline"])
+    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "pipeline"])
     ap.add_argument("--split", action="store_true",
                     help="quality per half of the queries (A: tuning, B: held out; see split_half)")
     ap.add_argument("--gc-default", action="store_true",
@@ -399,6 +477,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "latency"):
         exact_vs_ann()
         latency([10_000] if args.quick else [10_000, 100_000])
+    if args.only in (None, "hotpath"):
+        hot_path([10_000] if args.quick else [10_000, 50_000, 100_000])
+        if not args.quick:
+            large_tenant()
     if args.only in (None, "indexing"):
         indexing(args.skip_minilm)
     if args.only in (None, "pipeline"):

@@ -41,9 +41,9 @@ async def test_sliced_searches_give_the_same_evidence_and_free_the_loop(
     calls: list[int] = []
     real = TenantIndex.similar_many
 
-    def counting(self: TenantIndex, queries: Any, k: int) -> Any:
+    def counting(self: TenantIndex, queries: Any, k: int, window: int = 0) -> Any:
         calls.append(len(queries))
-        return real(self, queries, k)
+        return real(self, queries, k, window)
 
     monkeypatch.setattr(TenantIndex, "similar_many", counting)
     monkeypatch.setattr(service, "SEARCH_FIRST_SLICE", 1)

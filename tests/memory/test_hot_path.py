@@ -165,9 +165,9 @@ def test_pruning_skips_the_big_lists_and_stays_exact(monkeypatch: pytest.MonkeyP
     calls: list[bool] = []
     real = TenantIndex._score_chunk
 
-    def spy(self: TenantIndex, qs: list, preps: list, skips: list, k: int) -> list:
+    def spy(self: TenantIndex, qs: list, preps: list, skips: list, k: int, *rest: int) -> list:
         calls.extend(bool(s) for s in skips)
-        return real(self, qs, preps, skips, k)
+        return real(self, qs, preps, skips, k, *rest)
 
     monkeypatch.setattr(TenantIndex, "_score_chunk", spy)
     got = idx.search_many(queries, 5)
@@ -200,3 +200,56 @@ def test_ties_are_ranked_by_exception_id(ascending: bool) -> None:
     assert [h.exception_id for h in idx.search(query, 5)] == want
     assert [h.exception_id for h in idx.search_many([query, query], 5)[1]] == want
     assert len({h.score for h in idx.search(query, 5)}) == 1
+
+
+# ---------------------------------------------------------------------------------------------- triage window
+
+
+@pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
+@pytest.mark.parametrize("pruning", ["default", "aggressive", "none"])
+def test_a_windowed_batch_finds_what_a_windowed_search_finds(monkeypatch: pytest.MonkeyPatch, ascending: bool,
+                                                             replaced: int, pruning: str) -> None:
+    """Triage looks through the latest cases only: exactly what `search` finds among them (same hits, order
+    and scores), never an older case, pruned or not, chunked, with ids in order or not and replaced cases."""
+    if pruning == "aggressive":
+        monkeypatch.setattr(index_module, "PRUNE_GUESS", 1.0)
+        monkeypatch.setattr(index_module, "PRUNE_MIN_POSTINGS", 1)
+    elif pruning == "none":
+        monkeypatch.setattr(index_module, "PRUNE_GUESS", 0.0)
+    monkeypatch.setattr(index_module, "BATCH_CELLS", 4000)
+    idx = busy_index(3, ascending=ascending, replaced=replaced)
+    queries = busy_queries(3)
+    inside = idx.case(idx._eids[-3])
+    assert inside is not None
+    queries.append(idx.query_for(inside, key_fields=KEYS))  # its own case is in the window: never its own hit
+    window = 150
+    start = idx.window_start(window)
+    assert start == idx.slots - window > 0
+    for k in (1, 5, 12):
+        want = [[(h.exception_id, h.score, "", h.resolution) for h in idx.search(q, k, from_slot=start)]
+                for q in queries]
+        got = [[(c.exception_id, c.score, c.summary, c.resolution) for c in found]
+               for found in idx.similar_many(queries, k, window)]
+        assert got == want
+        assert all(idx._slot[eid] >= start for hits in got for eid, *_ in hits)
+        assert all(len(hits) == k for hits in got)
+    assert all(c.exception_id != inside.exception_id for c in idx.similar_many(queries, 5, window)[-1])
+    # a window as large as the index (or none) is no window
+    full = idx.similar_many(queries, 5)
+    assert idx.similar_many(queries, 5, idx.slots) == full == idx.similar_many(queries, 5, 0)
+
+
+def test_the_window_leaves_out_older_cases_however_alike() -> None:
+    """The best match is the oldest case: triage's window does not see it, a search of every case does."""
+    idx = TenantIndex("t1")
+    same = {"failReason": "SSI_MISMATCH", "counterparty": "UBS AG", "csd": "DTC"}
+    idx.add(case("OLD", "Standing settlement instructions outdated", cid=1, entities=same))
+    for i in range(40):
+        idx.add(case(f"N{i:03d}", "Client affirmed after the cut-off", cid=10 + i,
+                     entities={"failReason": "LATE_AFFIRMATION", "counterparty": f"Bank {i % 4}", "csd": "DTC"}))
+    query = Query("NEW", "SETTLEMENT_FAIL", "custody-feed", term_counts("Standing settlement instructions outdated"),
+                  same, key_fields=KEYS)
+    assert idx.search(query, 3)[0].exception_id == "OLD"
+    assert idx.similar_many([query], 3)[0][0].exception_id == "OLD"
+    windowed = idx.similar_many([query], 3, 40)[0]
+    assert len(windowed) == 3 and all(c.exception_id.startswith("N") for c in windowed)

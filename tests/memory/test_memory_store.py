@@ -143,6 +143,35 @@ async def test_resident_indexes_are_bounded_least_recently_used_first(store: Sto
     assert res.hits and res.indexed_cases == 3 and mem.resident_cases() <= 8 + 3
 
 
+async def test_triage_looks_through_the_latest_cases_only(store: Store, tenant_factory: Any) -> None:
+    """With a triage window of 3 cases, a new exception's evidence cites only the latest 3, while `similar`
+    (API, CLI) still searches every case of the tenant."""
+    t = await tenant_factory()
+    await process(store, t, SMALL)  # E-1 .. E-6
+    mem = Memory(store, triage_window=3)
+    await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES",
+                                "Jefferies short of securities at the depository", "ST-7")], memory=mem)
+    shown = evidence(await store.get_events(t, "E-7"), "similar-case")
+    cited = {m.split()[2] for m in shown}
+    assert shown and cited <= {"E-4", "E-5", "E-6"}
+    res = await mem.similar(t, "E-7", k=3)
+    assert {h.exception_id for h in res.hits} & {"E-1", "E-2"}  # the best matches, outside the window
+
+
+def test_memory_bounds_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BREAKDESK_MEMORY_TRIAGE_WINDOW", "500")
+    monkeypatch.setenv("BREAKDESK_MEMORY_MAX_CASES", "9000")
+    mem = Memory(object())
+    assert (mem.triage_window, mem.max_resident_cases) == (500, 9000)
+    monkeypatch.setenv("BREAKDESK_MEMORY_TRIAGE_WINDOW", "0")
+    assert Memory(object()).triage_window == 0  # every case
+    monkeypatch.delenv("BREAKDESK_MEMORY_TRIAGE_WINDOW")
+    assert Memory(object()).triage_window == 20_000
+    monkeypatch.setenv("BREAKDESK_MEMORY_TRIAGE_WINDOW", "lots")
+    with pytest.raises(ValueError, match="BREAKDESK_MEMORY_TRIAGE_WINDOW must be a whole number"):
+        Memory(object())
+
+
 async def test_no_similar_cases_asked_means_no_resident_index(store: Store, tenant_factory: Any) -> None:
     t = await tenant_factory({"similarCases": 0})
     mem = Memory(store)

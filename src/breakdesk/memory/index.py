@@ -319,6 +319,7 @@ class TenantIndex:
         self._fp_resolved: dict[str, int] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
         self._bitmaps: dict[int, np.ndarray] = {}  # field id -> slots holding it (`_bitmap`), until a change
+        self._tails: dict[int, tuple[int, np.ndarray]] = {}  # field id -> (window start, its slots from there)
         self._total_len = 0.0
         self._live = 0
         self.vectors: dict[str, VectorIndex] = {}
@@ -402,6 +403,8 @@ class TenantIndex:
             self._field_stats.clear()
         if self._bitmaps:
             self._bitmaps.clear()
+        if self._tails:
+            self._tails.clear()
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(case.exception_id)
         if old is not None:
@@ -463,6 +466,7 @@ class TenantIndex:
             return
         self._field_stats.clear()
         self._bitmaps.clear()
+        self._tails.clear()
         self._alive[slot] = False
         self._live -= 1
         tcode = int(self._type[slot])
@@ -712,15 +716,19 @@ class TenantIndex:
         filters: Filters = Filters(),
         model: str | None = None,
         nearest: Sequence[tuple[str, float]] | None = None,
+        from_slot: int = 0,
     ) -> list[Hit]:
         """Top-k hits for `q` among this tenant's cases (never `q` itself, nor `filters.exclude`).
 
         `nearest`: (exception id, cosine) from an external vector search (pgvector) instead of the resident
-        vectors of `model`."""
+        vectors of `model`. `from_slot`: only cases held from that slot on (`window_start`)."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0:
             return []
         mask = self._mask(filters, n)
+        if from_slot > 0:
+            mask = self._alive[:n].copy() if mask is None else mask
+            mask[:from_slot] = False
         excluded: set[int] = set()
         for eid in (q.exception_id, *filters.exclude):
             if eid is not None and eid in self._slot:
@@ -859,15 +867,18 @@ class TenantIndex:
                 out.append([self._bare_hit(slot, -neg / scale, tx) for neg, _, slot, tx in ranked])
         return out
 
-    def similar_many(self, queries: Sequence[Query], k: int) -> list[tuple[SimilarCase, ...]]:
+    def similar_many(self, queries: Sequence[Query], k: int, window: int = 0) -> list[tuple[SimilarCase, ...]]:
         """`search_many(queries, k, explain=False)` as the pipeline's triage evidence (id, score, resolution),
-        built straight from the ranking: the hot path makes k of them per exception."""
+        built straight from the ranking: the hot path makes k of them per exception. With `window` > 0,
+        among the latest `window` cases only (`window_start`): exactly what `search(q, k, from_slot=...)`
+        finds there."""
         out: list[tuple[SimilarCase, ...]] = []
         cases = self._cases
-        for q, found in zip(queries, self._batch(queries, k), strict=True):
+        from_slot = self.window_start(window)
+        for q, found in zip(queries, self._batch(queries, k, from_slot), strict=True):
             if found is None:
                 out.append(tuple(SimilarCase(h.exception_id, h.score, h.why, h.resolution)
-                                 for h in self._one(q, k, False)))
+                                 for h in self._one(q, k, False, from_slot)))
                 continue
             scale, ranked, _ = found
             row = []
@@ -878,9 +889,22 @@ class TenantIndex:
             out.append(tuple(row))
         return out
 
-    def _batch(self, queries: Sequence[Query], k: int) -> list[tuple[float, list[_Ranked], _Prep | None] | None]:
+    def window_start(self, window: int) -> int:
+        """The first slot of the latest `window` cases (slots are held in the order cases arrive; replaced
+        cases keep theirs and count); 0 for no window or an index no larger.
+
+        Why the pipeline has a window: a batched search costs about in proportion to how many cases share
+        the query's common values, i.e. to the tenant's size (bench/RESULTS.md: ~4x from 10k to 100k cases),
+        and the pipeline searches once per exception. Bounding what triage looks through bounds that cost
+        however long a tenant has been running; `similar` (API, CLI) still searches every case."""
+        n = len(self._eids)
+        return n - window if 0 < window < n else 0
+
+    def _batch(self, queries: Sequence[Query], k: int, from_slot: int = 0
+               ) -> list[tuple[float, list[_Ranked], _Prep | None] | None]:
         """Per query: (the score scale, its top k as `search` ranks them, its prepared lists), or None for a
-        query `search` must answer itself (its own case is indexed, or fewer than k cases share anything)."""
+        query `search` must answer itself (its own case is indexed, or fewer than k cases share anything).
+        Only cases from slot `from_slot` on are candidates (as `search(..., from_slot=)`)."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0 or not queries:
             return [(1.0, [], None) for _ in queries]
@@ -894,7 +918,7 @@ class TenantIndex:
             part = todo[start:start + per_chunk]
             preps = [(self._query_terms(queries[i].terms), *self._query_fields(queries[i], None)) for i in part]
             plans = [self._prune_plan(prep) for prep in preps]
-            found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k)
+            found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k, from_slot)
             # Where the guess skipped too much, the k-th best found is still a lower bound of the true one:
             # skip what stays under it. That always holds (the cases scoring above it are then all kept).
             again: list[int] = []
@@ -904,7 +928,7 @@ class TenantIndex:
                     again.append(j)
             if again:
                 redone = self._score_chunk([queries[part[j]] for j in again], [preps[j] for j in again],
-                                           [plans[j][0] for j in again], k)
+                                           [plans[j][0] for j in again], k, from_slot)
                 full = []
                 for j, f in zip(again, redone, strict=True):
                     found[j] = f
@@ -912,7 +936,7 @@ class TenantIndex:
                         full.append(j)  # cannot happen (see above); kept exact all the same
                 if full:
                     redone = self._score_chunk([queries[part[j]] for j in full], [preps[j] for j in full],
-                                               [{}] * len(full), k)
+                                               [{}] * len(full), k, from_slot)
                     for j, f in zip(full, redone, strict=True):
                         found[j] = f
             for i, prep, f in zip(part, preps, found, strict=True):
@@ -921,13 +945,19 @@ class TenantIndex:
                     out[i] = (scale, f[1], prep)
         return out
 
-    def _field_slots(self, fid: int) -> np.ndarray:
-        """The slots holding field value `fid`, as a numpy array (cached until the postings grow)."""
+    def _field_slots(self, fid: int, from_slot: int = 0) -> np.ndarray:
+        """The slots holding field value `fid` (from slot `from_slot` on), as a numpy array (cached until the
+        postings grow; the window's tail until the index changes: a batch's queries share their lists)."""
         docs = self._fpost[fid]
         out = self._fnp.get(fid)
         if out is None or out.shape[0] != len(docs):
             out = self._fnp[fid] = np.frombuffer(docs, dtype=np.int32).copy() if docs else np.zeros(0, np.int32)
-        return out
+        if from_slot <= 0 or (out.shape[0] and out[0] >= from_slot):
+            return out
+        tail = self._tails.get(fid)
+        if tail is None or tail[0] != from_slot:
+            tail = self._tails[fid] = (from_slot, out[int(np.searchsorted(out, from_slot)):])
+        return tail[1]
 
     def _bitmap(self, fid: int) -> np.ndarray:
         """Which slots hold field value `fid`, as a boolean array (kept until the index changes: the big
@@ -938,9 +968,9 @@ class TenantIndex:
             bm[self._field_slots(fid)] = True
         return bm
 
-    def _one(self, q: Query, k: int, explain: bool) -> list[Hit]:
+    def _one(self, q: Query, k: int, explain: bool, from_slot: int = 0) -> list[Hit]:
         """`search` for a query `search_many` leaves to it, without explanations unless asked."""
-        hits = self.search(q, k)
+        hits = self.search(q, k, from_slot=from_slot)
         return hits if explain else [h._replace(why="", matched_terms=(), shared_entities=()) for h in hits]
 
     def _prune_plan(self, prep: _Prep, theta: float | None = None) -> tuple[dict[int, tuple[float, float]], float]:
@@ -978,10 +1008,12 @@ class TenantIndex:
         return skipped, reach
 
     def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
-                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int
+                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
                      ) -> list[tuple[float, list[_Ranked]] | None]:
-        """Each query's k-th best score and top k (as `search` ranks them), over the cases sharing a word or
-        a field list not in its `skips` with it; None for a query with fewer than k such cases.
+        """Each query's k-th best score and top k (as `search` ranks them), over the cases from slot
+        `from_slot` on sharing a word or a field list not in its `skips` with it; None for a query with fewer
+        than k such cases. (Postings are in slot order: the window is each list's tail, so only the tails
+        are read. Skipped lists add their shares to the cells found, so they need no window.)
 
         Scores are `search`'s, bit for bit: text sums the same float32 weights in the same order (one cell per
         query, case and signal, one bincount for all); field and key sums are exact in float64 whatever the
@@ -1003,6 +1035,9 @@ class TenantIndex:
             at = pos * n
             for tid, w in qterms:
                 docs, norm = post[tid].bm25(lengths, avgdl)
+                if from_slot:
+                    at_slot = int(np.searchsorted(docs, from_slot))
+                    docs, norm = docs[at_slot:], norm[at_slot:]
                 parts[0].append(docs)
                 norms.append(norm)
                 sizes[0].append(docs.shape[0])
@@ -1012,7 +1047,7 @@ class TenantIndex:
                 for f in group:
                     if f.fid in skip:
                         continue
-                    docs = self._field_slots(f.fid)
+                    docs = self._field_slots(f.fid, from_slot)
                     parts[signal].append(docs)
                     sizes[signal].append(docs.shape[0])
                     weights[signal].append(f.weight)

@@ -45,12 +45,28 @@ SYNC_PAGE = 5000
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
 MAX_CASES_ENV = "BREAKDESK_MEMORY_MAX_CASES"
+#: Triage's similar cases come from the tenant's latest this many cases (`TenantIndex.window_start`: the
+#: hot path's search costs in proportion to the tenant's size otherwise); `similar` (API, CLI) searches
+#: them all. Env BREAKDESK_MEMORY_TRIAGE_WINDOW; 0 = every case.
+TRIAGE_WINDOW = 20_000
+TRIAGE_WINDOW_ENV = "BREAKDESK_MEMORY_TRIAGE_WINDOW"
 #: A batch's similar-case searches run in slices of about this many seconds, the event loop free in between
 #: (a server answers requests on the same loop). Batched searching gains little beyond a few dozen queries
 #: per call, so slices cost no throughput (bench/RESULTS.md).
 SEARCH_SLICE_S = 0.002
 SEARCH_FIRST_SLICE = 16
 SEARCH_MAX_SLICE = 512
+
+
+def _env_count(name: str, default: int) -> int:
+    """A count from the environment; the default when unset. A value that is not a count is an error, not
+    a silent default: an operator who sets a bound expects it to hold."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number of cases, not {raw!r}")
+    return int(raw)
 
 
 def _check_tenant(case: StoredCase, tenant_id: str) -> None:
@@ -146,13 +162,14 @@ class Memory:
     _shared: weakref.WeakKeyDictionary[Any, Memory] = weakref.WeakKeyDictionary()
 
     def __init__(self, store: Any, *, exact_limit: int | None = None, threads: int | None = None,
-                 max_resident_cases: int | None = None) -> None:
+                 max_resident_cases: int | None = None, triage_window: int | None = None) -> None:
         self.store = store
         self.exact_limit = exact_limit
         self.threads = threads
-        env = os.environ.get(MAX_CASES_ENV, "")
         self.max_resident_cases = (max_resident_cases if max_resident_cases is not None
-                                   else int(env) if env.isdigit() else MAX_RESIDENT_CASES)
+                                   else _env_count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
+        self.triage_window = (triage_window if triage_window is not None
+                              else _env_count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
@@ -266,8 +283,9 @@ class Memory:
     async def for_batch(
         self, tenant_id: str, items: Sequence[IntakeResult], domain: CompiledDomainPack, k: int
     ) -> BatchMemory:
-        """Similar cases (lexical + structured: the hot path never waits for an embedding) and the last
-        resolution of each fingerprint, for a batch about to be triaged."""
+        """Similar cases (lexical + structured: the hot path never waits for an embedding) among the tenant's
+        latest `triage_window` cases, and the last resolution of each fingerprint, for a batch about to be
+        triaged."""
         out = BatchMemory(domain=domain)
         if not items:
             return out
@@ -314,7 +332,7 @@ class Memory:
         while start < len(queries):
             part = queries[start:start + size]
             t = time.perf_counter()
-            found = idx.similar_many(part, k)
+            found = idx.similar_many(part, k, self.triage_window)
             per_query = (time.perf_counter() - t) / len(part)
             for q, similar in zip(part, found, strict=True):
                 assert q.exception_id is not None
