@@ -40,6 +40,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,6 +160,11 @@ class QField(NamedTuple):
     value: str
 
 
+#: `QField(...)` without the generated `__new__`'s Python frame (the hot path makes ~6 per query).
+_new_qfield = tuple.__new__
+_WEIGHT = itemgetter(1)
+
+
 class Hit(NamedTuple):
     """One similar case, its fused score (0..1) and why it is similar. A tuple: the hot path makes many."""
 
@@ -259,16 +265,18 @@ def _below(reach: float, theta: float) -> bool:
     return reach * (1 + 1e-6) + 1e-6 < theta
 
 
+#: float64 → the float32 it rounds to, as a float (field weights recur: a dict look-up is cheaper than numpy).
+_FLOAT32: dict[float, float] = {}
+
 _SCRATCH = threading.local()
 
 
-def _scratch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A cleared boolean array and an int64 array of at least `size` cells, reused across `search_many`
-    calls of this thread (allocating them per batch costs more in page faults than the search itself; a
-    sort of the postings instead measured 1.5-2x slower). Callers leave the boolean array all False."""
-    have = getattr(_SCRATCH, "arrays", None)
-    if have is None or have[0].shape[0] < size:
-        have = _SCRATCH.arrays = (np.zeros(size, dtype=bool), np.empty(size, dtype=np.int64))
+def _scratch(size: int) -> np.ndarray:
+    """An int64 array of at least `size` cells, reused across `search_many` calls of this thread (allocating
+    one per batch costs more in page faults than the search itself)."""
+    have: np.ndarray | None = getattr(_SCRATCH, "where", None)
+    if have is None or have.shape[0] < size:
+        have = _SCRATCH.where = np.empty(size, dtype=np.int64)
     return have
 
 
@@ -318,7 +326,11 @@ class TenantIndex:
         self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
         self._fp_resolved: dict[str, int] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
-        self._bitmaps: dict[int, np.ndarray] = {}  # field id -> slots holding it (`_bitmap`), until a change
+        self._bitmaps: dict[int, int] = {}  # field id -> its row of `_held` (`_held_row`), until a change
+        self._held: np.ndarray | None = None
+        #: field id -> `_field_slots(fid, _slots_from)`, until a change (the hot path asks for each list often)
+        self._slots_of: dict[int, np.ndarray] = {}
+        self._slots_from = 0
         self._tails: dict[int, tuple[int, np.ndarray]] = {}  # field id -> (window start, its slots from there)
         self._total_len = 0.0
         self._live = 0
@@ -405,6 +417,8 @@ class TenantIndex:
             self._bitmaps.clear()
         if self._tails:
             self._tails.clear()
+        if self._slots_of:
+            self._slots_of.clear()
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(case.exception_id)
         if old is not None:
@@ -467,6 +481,7 @@ class TenantIndex:
         self._field_stats.clear()
         self._bitmaps.clear()
         self._tails.clear()
+        self._slots_of.clear()
         self._alive[slot] = False
         self._live -= 1
         tcode = int(self._type[slot])
@@ -586,13 +601,14 @@ class TenantIndex:
         n_all = max(1, self._live)
         own = self._fields[self_slot] if self_slot is not None else None
         own_set = set(own) if own is not None else ()
-        declared = frozenset(q.key_fields)
+        declared = q.key_fields
         out: list[QField] = []
         keys: list[QField] = []
         total = key_total = 0.0
         field_id, fdf, type_df = self._field_id, self._fdf, self._type_df
-        # (df, idf) of a field value among the query's type: the same for every query of a batch until the
-        # index changes (`_field_stats` is emptied on every add and retire)
+        # (df, field weight) of a field value among the query's type — the weight 0.0 where the value is too
+        # common or says too little to count as a field (it may still be a declared key): the same for every
+        # query of a batch until the index changes (`_field_stats` is emptied on every add and retire)
         stats = self._field_stats.setdefault((qtype, self_slot is not None), {})
         items = list(q.entities.items())
         if q.fingerprint:
@@ -607,21 +623,20 @@ class TenantIndex:
             if stat is None:
                 df = fdf[fid] - mine
                 df_type = type_df.get((fid, qtype), 0) - mine
-                stat = (df, _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df) if df > 0 else 0.0)
+                idf = _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df) if df > 0 else 0.0
+                stat = (df, min(idf, FIELD_IDF_CAP) if 0 < df <= cap and idf >= MIN_FIELD_IDF else 0.0)
                 if not mine:
                     stats[fid] = stat
-            df, idf = stat
-            key = name in declared
-            if df <= 0 or (df > cap and not key):  # declared fields are searched however common
+            df, weight = stat
+            if df <= 0:
                 continue
-            if key:
-                keys.append(QField(fid, 1.0, name, value))
+            if name in declared:  # declared fields are searched however common
+                keys.append(_new_qfield(QField, (fid, 1.0, name, value)))
                 key_total += 1.0
-            if df <= cap and idf >= MIN_FIELD_IDF:
-                idf = min(idf, FIELD_IDF_CAP)
-                out.append(QField(fid, idf, name, value))
-                total += idf
-        out.sort(key=lambda f: -f[1])
+            if weight:
+                out.append(_new_qfield(QField, (fid, weight, name, value)))
+                total += weight
+        out.sort(key=_WEIGHT, reverse=True)  # stable: equal weights stay in query order
         return out, total, keys, key_total
 
     def _scores(self, qterms: list[tuple[int, float]], qfields: Sequence[QField], qkeys: Sequence[QField], n: int
@@ -917,7 +932,7 @@ class TenantIndex:
         for start in range(0, len(todo), per_chunk):
             part = todo[start:start + per_chunk]
             preps = [(self._query_terms(queries[i].terms), *self._query_fields(queries[i], None)) for i in part]
-            plans = [self._prune_plan(prep) for prep in preps]
+            plans = [self._prune_plan(prep, None, k) for prep in preps]
             found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k, from_slot)
             # Where the guess skipped too much, the k-th best found is still a lower bound of the true one:
             # skip what stays under it. That always holds (the cases scoring above it are then all kept).
@@ -959,52 +974,89 @@ class TenantIndex:
             tail = self._tails[fid] = (from_slot, out[int(np.searchsorted(out, from_slot)):])
         return tail[1]
 
-    def _bitmap(self, fid: int) -> np.ndarray:
-        """Which slots hold field value `fid`, as a boolean array (kept until the index changes: the big
-        lists a batch skips recur across its queries)."""
-        bm = self._bitmaps.get(fid)
-        if bm is None:
-            bm = self._bitmaps[fid] = np.zeros(len(self._eids), dtype=bool)
-            bm[self._field_slots(fid)] = True
-        return bm
+    def _held_row(self, fid: int) -> int:
+        """The row of `_held` that says which slots hold field value `fid` (kept until the index changes: the
+        big lists a batch skips recur across its queries, and one matrix is read without stacking)."""
+        row = self._bitmaps.get(fid)
+        if row is None:
+            n = len(self._eids)
+            row = len(self._bitmaps)
+            held = self._held
+            if held is None or row == 0:  # the first since a change: a cleared matrix as tall as the last one
+                held = self._held = np.zeros((8 if held is None else held.shape[0], n), dtype=bool)
+            elif row >= held.shape[0]:
+                grown = np.zeros((2 * held.shape[0], n), dtype=bool)
+                grown[:row] = held[:row]
+                held = self._held = grown
+            held[row, self._field_slots(fid)] = True
+            self._bitmaps[fid] = row
+        return row
 
     def _one(self, q: Query, k: int, explain: bool, from_slot: int = 0) -> list[Hit]:
         """`search` for a query `search_many` leaves to it, without explanations unless asked."""
         hits = self.search(q, k, from_slot=from_slot)
         return hits if explain else [h._replace(why="", matched_terms=(), shared_entities=()) for h in hits]
 
-    def _prune_plan(self, prep: _Prep, theta: float | None = None) -> tuple[dict[int, tuple[float, float]], float]:
+    def _prune_plan(self, prep: _Prep, theta: float | None = None, k: int = 0
+                    ) -> tuple[dict[int, tuple[float, float]], float]:
         """The field lists a query may skip — {field id: (float32 field weight, declared key count)} — and the
         most a case found only in them can score (their shares + text weight + type and source boosts).
 
         A field list adds a constant to every case in it, so that bound holds for every skipped case. The
         biggest lists (of at least `PRUNE_MIN_POSTINGS` or 1/32 of the cases) are skipped first while the
         bound stays under `PRUNE_GUESS` of the best possible score — or, given `theta` (a k-th best score
-        found), surely under `theta`. Whether the bound is under the k-th best score is checked by the caller."""
+        found), surely under `theta`. Whether the bound is under the k-th best score is checked by the caller.
+        Guessing with `k`, nothing is skipped where the lists and words left hold fewer than k postings: the
+        query would find fewer than k cases and be scored again."""
         _, qfields, fnorm, qkeys, knorm = prep
         share: dict[int, list[float]] = {}
+        as32 = _FLOAT32
+        inexact = False
         for f in qfields:
-            share[f.fid] = [float(np.float32(f.weight)), 0.0]
+            w = f[1]
+            w32 = as32.get(w)
+            if w32 is None:
+                if len(as32) > 4096:
+                    as32.clear()
+                w32 = as32[w] = float(np.float32(w))
+            share[f[0]] = [w32, 0.0]
+            if 0.0 < w32 < MIN_EXACT_WEIGHT:
+                inexact = True
         for f in qkeys:
-            share.setdefault(f.fid, [0.0, 0.0])[1] += 1.0
-        if len(share) < 2 or any(0.0 < w < MIN_EXACT_WEIGHT for w, _ in share.values()):
+            share.setdefault(f[0], [0.0, 0.0])[1] += 1.0
+        if len(share) < 2 or inexact:
+            return {}, 0.0
+        fpost = self._fpost
+        big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
+        bigs = [fid for fid in share if len(fpost[fid]) >= big]
+        if not bigs:
             return {}, 0.0
         bound = {fid: (W_FIELD * w / fnorm if w else 0.0) + (W_KEY * c / knorm if c else 0.0)
                  for fid, (w, c) in share.items()}
         reach = (W_TEXT if prep[0] else 0.0) + W_TYPE + W_SOURCE
         guess = PRUNE_GUESS * (reach + sum(bound.values()))
-        fpost = self._fpost
         skipped: dict[int, tuple[float, float]] = {}
-        big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
-        for fid in sorted(share, key=lambda f: -len(fpost[f])):
-            if len(fpost[fid]) < big:
-                break
+        if len(bigs) > 1:
+            bigs.sort(key=lambda f: -len(fpost[f]))
+        for fid in bigs:
             if (reach + bound[fid] < guess) if theta is None else _below(reach + bound[fid], theta):
                 w, c = share[fid]
                 skipped[fid] = (w, c)
                 reach += bound[fid]
         if not skipped or len(skipped) == len(share):
             return {}, 0.0
+        if k and theta is None:
+            # Fewer than k postings left (words and unskipped lists together): fewer than k cases found, and
+            # the query would be scored again in full.
+            post = self._post
+            left = sum(len(post[tid].docs) for tid, _ in prep[0])
+            for fid in share:
+                if fid not in skipped:
+                    left += len(fpost[fid])
+                    if left >= k:
+                        break
+            if left < k:
+                return {}, 0.0
         return skipped, reach
 
     def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
@@ -1018,19 +1070,34 @@ class TenantIndex:
         Scores are `search`'s, bit for bit: text sums the same float32 weights in the same order (one cell per
         query, case and signal, one bincount for all); field and key sums are exact in float64 whatever the
         order (weights ≥ `MIN_EXACT_WEIGHT` with 24-bit mantissas, fewer than 64 of them), so skipped lists
-        can be added afterwards from `_bitmap`; the fusion is the same float32 arithmetic."""
+        can be added in the same bincount from `_held_row`'s bitmaps; the fusion is the same float32
+        arithmetic."""
         n = len(self._eids)
         nq = len(queries)
         avgdl = self._total_len / max(1, self._live) or 1.0
         post, lengths = self._post, self._len
-        # Per signal (text, fields, keys): the posting arrays of every query, query after query and within a
-        # query in `search`'s list order, their list weights and the cell offset (query position · n).
-        parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
-        sizes: tuple[list[int], list[int], list[int]] = ([], [], [])
-        weights: tuple[list[float], list[float], list[float]] = ([], [], [])
-        offsets: tuple[list[int], list[int], list[int]] = ([], [], [])
-        norms: list[np.ndarray] = []
-        skipped: list[tuple[int, int, float, float]] = []  # (query position, field id, weight, key count)
+        if self._slots_from != from_slot:
+            self._slots_of.clear()
+            self._slots_from = from_slot
+        slots_of, rows = self._slots_of, self._bitmaps
+        # The posting arrays of every query, query after query, text then fields then keys (within a query in
+        # `search`'s list order), their list weights and cell offsets (query position · n); the skipped lists.
+        t_parts: list[np.ndarray] = []
+        t_norms: list[np.ndarray] = []
+        t_sizes: list[int] = []
+        t_weights: list[float] = []
+        t_offsets: list[int] = []
+        f_parts: list[np.ndarray] = []
+        f_sizes: list[int] = []
+        f_weights: list[float] = []
+        f_offsets: list[int] = []
+        k_parts: list[np.ndarray] = []
+        k_sizes: list[int] = []
+        k_offsets: list[int] = []
+        sk_pos: list[int] = []
+        sk_row: list[int] = []
+        sk_w: list[float] = []
+        sk_c: list[float] = []
         for pos, ((qterms, qfields, _, qkeys, _), skip) in enumerate(zip(preps, skips, strict=True)):
             at = pos * n
             for tid, w in qterms:
@@ -1038,90 +1105,110 @@ class TenantIndex:
                 if from_slot:
                     at_slot = int(np.searchsorted(docs, from_slot))
                     docs, norm = docs[at_slot:], norm[at_slot:]
-                parts[0].append(docs)
-                norms.append(norm)
-                sizes[0].append(docs.shape[0])
-                weights[0].append(w)
-                offsets[0].append(at)
-            for signal, group in ((1, qfields), (2, qkeys)):
-                for f in group:
-                    if f.fid in skip:
-                        continue
-                    docs = self._field_slots(f.fid, from_slot)
-                    parts[signal].append(docs)
-                    sizes[signal].append(docs.shape[0])
-                    weights[signal].append(f.weight)
-                    offsets[signal].append(at)
-            skipped.extend((pos, fid, w, c) for fid, (w, c) in skip.items())
-        cells_of: list[np.ndarray] = []
-        weights_of: list[np.ndarray] = []
-        for signal in range(3):
-            if not parts[signal]:
-                cells_of.append(np.zeros(0, np.int64))
-                weights_of.append(np.zeros(0, np.float32))
-                continue
-            cells_of.append(np.concatenate(parts[signal]).astype(np.int64)
-                            + np.repeat(np.asarray(offsets[signal], dtype=np.int64), sizes[signal]))
-            w32 = np.repeat(np.asarray(weights[signal], dtype=np.float32), sizes[signal])
-            if signal == 0:
-                w32 *= np.concatenate(norms)  # float32 products, as in `_scores`
-            weights_of.append(w32)
-        # The cells that have a posting, in (query, case) order (marked in a reused scratch array, cleared
-        # again below), each cell's position among them, and one bincount for the three signals.
-        space = nq * n
-        present, where = _scratch(space)
-        for cells in cells_of:
-            present[cells] = True
-        cells = np.flatnonzero(present[:space])
-        present[cells] = False
+                t_parts.append(docs)
+                t_norms.append(norm)
+                t_sizes.append(docs.shape[0])
+                t_weights.append(w)
+                t_offsets.append(at)
+            for f in qfields:
+                fid = f[0]
+                if fid in skip:
+                    continue
+                fdocs = slots_of.get(fid)
+                if fdocs is None:
+                    fdocs = slots_of[fid] = self._field_slots(fid, from_slot)
+                f_parts.append(fdocs)
+                f_sizes.append(fdocs.shape[0])
+                f_weights.append(f[1])
+                f_offsets.append(at)
+            for f in qkeys:  # declared keys weigh 1 each
+                fid = f[0]
+                if fid in skip:
+                    continue
+                kdocs = slots_of.get(fid)
+                if kdocs is None:
+                    kdocs = slots_of[fid] = self._field_slots(fid, from_slot)
+                k_parts.append(kdocs)
+                k_sizes.append(kdocs.shape[0])
+                k_offsets.append(at)
+            for fid, (w, c) in skip.items():
+                sk_pos.append(pos)
+                row = rows.get(fid)
+                sk_row.append(self._held_row(fid) if row is None else row)
+                sk_w.append(w)
+                sk_c.append(c)
+        n_text, n_fields = sum(t_sizes), sum(f_sizes)
+        sizes = t_sizes + f_sizes + k_sizes
+        cells_all = (np.concatenate(t_parts + f_parts + k_parts) if sizes else np.zeros(0, np.int64)
+                     ).astype(np.int64, copy=False) + np.repeat(np.asarray(t_offsets + f_offsets + k_offsets,
+                                                                           dtype=np.int64), sizes)
+        # float32 list weights (declared keys weigh 1), text ones times their BM25 norms (float32 products,
+        # as in `_scores`)
+        w32 = np.repeat(np.asarray(t_weights + f_weights + [1.0] * len(k_sizes), dtype=np.float32), sizes)
+        if n_text:
+            w32[:n_text] *= np.concatenate(t_norms)
+        # The cells that have a posting, in (query, case) order (the distinct postings, sorted as int32: cells
+        # are fewer than `BATCH_CELLS`; faster than marking a chunk-sized boolean array and reading it back, the
+        # earlier way, at every chunk size measured), and each posting's cell position among them (through a
+        # reused scratch array).
+        where = _scratch(nq * n)
+        ordered = np.sort(cells_all.astype(np.int32))
+        if ordered.shape[0]:
+            distinct = np.empty(ordered.shape[0], dtype=bool)
+            distinct[0] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
+            cells = ordered[distinct].astype(np.int64)
+        else:
+            cells = np.zeros(0, np.int64)
         width = cells.shape[0]
         where[cells] = np.arange(width, dtype=np.int64)
-        index = np.concatenate([where[cells_of[0]], where[cells_of[1]] + width, where[cells_of[2]] + 2 * width])
-        table = np.bincount(index, weights=np.concatenate(weights_of), minlength=3 * width).reshape(3, width)
+        index = where[cells_all]
+        index[n_text:n_text + n_fields] += width
+        index[n_text + n_fields:] += 2 * width
         slots = cells % n
-        if self._live != n:  # replaced cases keep their slot, not their postings' say
-            alive = self._alive[slots]
-            cells, slots, table = cells[alive], slots[alive], table[:, alive]
         qpos = cells // n
         bound_at = np.searchsorted(qpos, np.arange(nq + 1))
         counts = np.diff(bound_at)
-        bounds = bound_at.tolist()
-        fields64, keys64 = table[1], table[2]
-        if skipped:  # each skipped list's share, for the cells of the queries that skipped it
-            fids = list(dict.fromkeys(f for _, f, _, _ in skipped))
-            held = np.stack([self._bitmap(f) for f in fids])
-            local = {f: i for i, f in enumerate(fids)}
-            pos_of = np.asarray([p for p, _, _, _ in skipped])
+        if sk_pos:  # each skipped list's share, for the cells of the queries that skipped it, in the same count
+            pos_of = np.asarray(sk_pos)
             lens = counts[pos_of]
-            starts = bound_at[pos_of]
-            cell_at = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
-            member = held[np.repeat(np.asarray([local[f] for _, f, _, _ in skipped]), lens), slots[cell_at]]
-            fields64 += np.bincount(cell_at, weights=np.repeat([w for _, _, w, _ in skipped], lens) * member,
-                                    minlength=fields64.shape[0])
-            keys64 += np.bincount(cell_at, weights=np.repeat([c for _, _, _, c in skipped], lens) * member,
-                                  minlength=keys64.shape[0])
-        text, fields, keys = table[0].astype(np.float32), fields64.astype(np.float32), keys64.astype(np.float32)
+            cell_at = np.repeat(bound_at[pos_of] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+            held = self._held
+            assert held is not None
+            member = held.reshape(-1)[np.repeat(np.asarray(sk_row, dtype=np.int64) * n, lens) + slots[cell_at]]
+            if any(sk_c):
+                index = np.concatenate([index, cell_at + width, cell_at + 2 * width])
+                w_all = np.concatenate([w32, np.repeat(sk_w, lens) * member, np.repeat(sk_c, lens) * member])
+            else:
+                index = np.concatenate([index, cell_at + width])
+                w_all = np.concatenate([w32, np.repeat(sk_w, lens) * member])
+        else:
+            w_all = w32
+        table = np.bincount(index, weights=w_all, minlength=3 * width).reshape(3, width)
+        if self._live != n:  # replaced cases keep their slot, not their postings' say
+            alive = self._alive[slots]
+            cells, slots, table, qpos = cells[alive], slots[alive], table[:, alive], qpos[alive]
+            bound_at = np.searchsorted(qpos, np.arange(nq + 1))
+            counts = np.diff(bound_at)
+        bounds = bound_at.tolist()
+        signals = table.astype(np.float32)  # text, fields, keys
         # Per-query constants spread over their cells; a zero norm divides by 1 (`search` leaves those unscaled).
-        top_text = np.ones(nq, dtype=np.float32)
-        fnorms = np.ones(nq, dtype=np.float32)
-        knorms = np.ones(nq, dtype=np.float32)
-        qtypes = np.full(nq, -1, dtype=np.int32)
-        qsrcs = np.full(nq, -1, dtype=np.int32)
+        top_text: list[float] = [1.0] * nq
+        text = signals[0]
         for pos, prep in enumerate(preps):
             if prep[0] and bounds[pos + 1] > bounds[pos]:  # the best text score (none without query words)
                 top = float(text[bounds[pos]:bounds[pos + 1]].max())
                 if top > 0:
                     top_text[pos] = top
-            if prep[2] > 0:
-                fnorms[pos] = prep[2]
-            if prep[4] > 0:
-                knorms[pos] = prep[4]
-            q = queries[pos]
-            qtypes[pos] = self._types.codes.get(q.exception_type, -1)
-            qsrcs[pos] = self._sources.codes.get(q.source_system, -1)
-        text_n = text / np.repeat(top_text, counts)
-        score = W_TEXT * text_n + W_FIELD * (fields / np.repeat(fnorms, counts))
-        score += W_KEY * (keys / np.repeat(knorms, counts))  # zero where the query has no declared keys
+        codes_t, codes_s = self._types.codes, self._sources.codes
+        per_q = np.asarray([top_text, [p[2] if p[2] > 0 else 1.0 for p in preps],
+                            [p[4] if p[4] > 0 else 1.0 for p in preps]], dtype=np.float32)
+        signals /= np.repeat(per_q, counts, axis=1)
+        text_n = signals[0]
+        score = W_TEXT * text_n + W_FIELD * signals[1]
+        score += W_KEY * signals[2]  # zero where the query has no declared keys
+        qtypes = np.asarray([codes_t.get(q.exception_type, -1) for q in queries], dtype=np.int32)
+        qsrcs = np.asarray([codes_s.get(q.source_system, -1) for q in queries], dtype=np.int32)
         score += (W_TYPE * (self._type[slots] == np.repeat(qtypes, counts))
                   + W_SOURCE * (self._source[slots] == np.repeat(qsrcs, counts)))
         # Each query's k-th best score, and every case scoring at least that (ties at the k-th included).
@@ -1146,10 +1233,11 @@ class TenantIndex:
         p_neg, p_slot, p_text = neg[picked].tolist(), slots[picked].tolist(), text_n[picked].tolist()
         results: list[tuple[float, list[_Ranked]] | None] = []
         eids = self._eids
+        n_of = counts.tolist()
         i = 0
         for pos in range(nq):
             j = i + per_query[pos]
-            if counts[pos] < k:
+            if n_of[pos] < k:
                 results.append(None)
             else:
                 ranked = sorted(zip(p_neg[i:j], [eids[s] for s in p_slot[i:j]], p_slot[i:j], p_text[i:j],
