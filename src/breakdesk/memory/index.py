@@ -454,7 +454,8 @@ class TenantIndex:
                 fid = self._field(tok)
             fpost[fid].append(slot)
             fdf[fid] += 1
-            type_df[(fid, tcode)] = type_df.get((fid, tcode), 0) + 1
+            key = (fid, tcode)
+            type_df[key] = type_df.get(key, 0) + 1
             fids.append(fid)
         self._fields.append(fids)
         self._len[slot] = length
@@ -900,7 +901,8 @@ class TenantIndex:
             for neg, eid, slot, _ in ranked:
                 case = cases[slot]
                 assert case is not None  # ranked slots are alive
-                row.append(SimilarCase(eid, round(-neg / scale, 4), "", resolution_summary(case.resolution)))
+                res = case.resolution  # most cases are unresolved: no call for those
+                row.append(SimilarCase(eid, round(-neg / scale, 4), "", resolution_summary(res) if res else None))
             out.append(tuple(row))
         return out
 
@@ -1165,8 +1167,7 @@ class TenantIndex:
         index = where[cells_all]
         index[n_text:n_text + n_fields] += width
         index[n_text + n_fields:] += 2 * width
-        slots = cells % n
-        qpos = cells // n
+        qpos, slots = np.divmod(cells, n)
         bound_at = np.searchsorted(qpos, np.arange(nq + 1))
         counts = np.diff(bound_at)
         if sk_pos:  # each skipped list's share, for the cells of the queries that skipped it, in the same count

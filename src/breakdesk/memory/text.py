@@ -121,13 +121,13 @@ def field_token(name: str, value: str) -> str:
 def _scalar_text(value: Any) -> str | None:
     """A value worth rendering, as text; None for numbers, dates, ids that are UUIDs and empty values.
     Lists are sorted: the order a source lists `conflictFields` in says nothing about the problem."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, str):
+    if isinstance(value, str):  # the common case first (a bool is never a str)
         v = value.strip()
         if not v or (v[0].isdigit() and _DATELIKE.match(v)) or (len(v) == 36 and _UUIDLIKE.match(v)):
             return None
         return v[:MAX_VALUE]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
         parts = sorted(p for p in (_scalar_text(x) for x in value[:10] if not isinstance(x, dict | list)) if p)
         return ", ".join(parts) if parts else None
