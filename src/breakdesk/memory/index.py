@@ -1095,6 +1095,7 @@ class TenantIndex:
         f_offsets: list[int] = []
         k_parts: list[np.ndarray] = []
         k_sizes: list[int] = []
+        k_weights: list[float] = []
         k_offsets: list[int] = []
         sk_pos: list[int] = []
         sk_row: list[int] = []
@@ -1112,27 +1113,19 @@ class TenantIndex:
                 t_sizes.append(docs.shape[0])
                 t_weights.append(w)
                 t_offsets.append(at)
-            for f in qfields:
-                fid = f[0]
-                if fid in skip:
-                    continue
-                fdocs = slots_of.get(fid)
-                if fdocs is None:
-                    fdocs = slots_of[fid] = self._field_slots(fid, from_slot)
-                f_parts.append(fdocs)
-                f_sizes.append(fdocs.shape[0])
-                f_weights.append(f[1])
-                f_offsets.append(at)
-            for f in qkeys:  # declared keys weigh 1 each
-                fid = f[0]
-                if fid in skip:
-                    continue
-                kdocs = slots_of.get(fid)
-                if kdocs is None:
-                    kdocs = slots_of[fid] = self._field_slots(fid, from_slot)
-                k_parts.append(kdocs)
-                k_sizes.append(kdocs.shape[0])
-                k_offsets.append(at)
+            for group, g_parts, g_sizes, g_weights, g_offsets in ((qfields, f_parts, f_sizes, f_weights, f_offsets),
+                                                                   (qkeys, k_parts, k_sizes, k_weights, k_offsets)):
+                for f in group:  # (declared keys weigh 1 each)
+                    fid = f[0]
+                    if fid in skip:
+                        continue
+                    fdocs = slots_of.get(fid)
+                    if fdocs is None:
+                        fdocs = slots_of[fid] = self._field_slots(fid, from_slot)
+                    g_parts.append(fdocs)
+                    g_sizes.append(fdocs.shape[0])
+                    g_weights.append(f[1])
+                    g_offsets.append(at)
             for fid, (w, c) in skip.items():
                 sk_pos.append(pos)
                 row = rows.get(fid)
@@ -1146,7 +1139,7 @@ class TenantIndex:
                                                                            dtype=np.int64), sizes)
         # float32 list weights (declared keys weigh 1), text ones times their BM25 norms (float32 products,
         # as in `_scores`)
-        w32 = np.repeat(np.asarray(t_weights + f_weights + [1.0] * len(k_sizes), dtype=np.float32), sizes)
+        w32 = np.repeat(np.asarray(t_weights + f_weights + k_weights, dtype=np.float32), sizes)
         if n_text:
             w32[:n_text] *= np.concatenate(t_norms)
         # The cells that have a posting, in (query, case) order (the distinct postings, sorted as int32: cells
