@@ -326,12 +326,11 @@ class TenantIndex:
         self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
         self._fp_resolved: dict[str, int] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
-        self._bitmaps: dict[int, int] = {}  # field id -> its row of `_held` (`_held_row`), until a change
+        self._held_rows: dict[int, int] = {}  # field id -> its row of `_held` (`_held_row`), until a change
         self._held: np.ndarray | None = None
         #: field id -> `_field_slots(fid, _slots_from)`, until a change (the hot path asks for each list often)
         self._slots_of: dict[int, np.ndarray] = {}
         self._slots_from = 0
-        self._tails: dict[int, tuple[int, np.ndarray]] = {}  # field id -> (window start, its slots from there)
         self._total_len = 0.0
         self._live = 0
         self.vectors: dict[str, VectorIndex] = {}
@@ -413,10 +412,8 @@ class TenantIndex:
             raise ValueError(f"case of tenant {case.tenant_id!r} offered to the index of {self.tenant_id!r}")
         if self._field_stats:
             self._field_stats.clear()
-        if self._bitmaps:
-            self._bitmaps.clear()
-        if self._tails:
-            self._tails.clear()
+        if self._held_rows:
+            self._held_rows.clear()
         if self._slots_of:
             self._slots_of.clear()
         self.last_case_id = max(self.last_case_id, case.id)
@@ -480,8 +477,7 @@ class TenantIndex:
         if not self._alive[slot]:
             return
         self._field_stats.clear()
-        self._bitmaps.clear()
-        self._tails.clear()
+        self._held_rows.clear()
         self._slots_of.clear()
         self._alive[slot] = False
         self._live -= 1
@@ -963,26 +959,24 @@ class TenantIndex:
         return out
 
     def _field_slots(self, fid: int, from_slot: int = 0) -> np.ndarray:
-        """The slots holding field value `fid` (from slot `from_slot` on), as a numpy array (cached until the
-        postings grow; the window's tail until the index changes: a batch's queries share their lists)."""
+        """The slots holding field value `fid` (from slot `from_slot` on: postings are in slot order, so a
+        tail), as a numpy array (the whole list cached until the postings grow; `_score_chunk` keeps the
+        window's tails for its batch in `_slots_of`)."""
         docs = self._fpost[fid]
         out = self._fnp.get(fid)
         if out is None or out.shape[0] != len(docs):
             out = self._fnp[fid] = np.frombuffer(docs, dtype=np.int32).copy() if docs else np.zeros(0, np.int32)
         if from_slot <= 0 or (out.shape[0] and out[0] >= from_slot):
             return out
-        tail = self._tails.get(fid)
-        if tail is None or tail[0] != from_slot:
-            tail = self._tails[fid] = (from_slot, out[int(np.searchsorted(out, from_slot)):])
-        return tail[1]
+        return out[int(np.searchsorted(out, from_slot)):]
 
     def _held_row(self, fid: int) -> int:
         """The row of `_held` that says which slots hold field value `fid` (kept until the index changes: the
         big lists a batch skips recur across its queries, and one matrix is read without stacking)."""
-        row = self._bitmaps.get(fid)
+        row = self._held_rows.get(fid)
         if row is None:
             n = len(self._eids)
-            row = len(self._bitmaps)
+            row = len(self._held_rows)
             held = self._held
             if held is None or row == 0:  # the first since a change: a cleared matrix as tall as the last one
                 held = self._held = np.zeros((8 if held is None else held.shape[0], n), dtype=bool)
@@ -991,7 +985,7 @@ class TenantIndex:
                 grown[:row] = held[:row]
                 held = self._held = grown
             held[row, self._field_slots(fid)] = True
-            self._bitmaps[fid] = row
+            self._held_rows[fid] = row
         return row
 
     def _one(self, q: Query, k: int, explain: bool, from_slot: int = 0) -> list[Hit]:
@@ -1081,7 +1075,7 @@ class TenantIndex:
         if self._slots_from != from_slot:
             self._slots_of.clear()
             self._slots_from = from_slot
-        slots_of, rows = self._slots_of, self._bitmaps
+        slots_of, rows = self._slots_of, self._held_rows
         # The posting arrays of every query, query after query, text then fields then keys (within a query in
         # `search`'s list order), their list weights and cell offsets (query position · n); the skipped lists.
         t_parts: list[np.ndarray] = []
