@@ -10,8 +10,8 @@ $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# The modules setup.py compiles with mypyc (listed in src/breakdesk/native.py): editing one rebuilds it.
-CORE := $(shell sed -n 's|^ *"\(breakdesk/[a-z_/]*\.py\)",$$|src/\1|p' src/breakdesk/native.py)
+# The modules setup.py compiles with mypyc or Cython (listed in src/breakdesk/native.py): editing one rebuilds it.
+CORE := $(shell sed -n 's|^ *"\(breakdesk/[a-z_/]*\.pyx\{0,1\}\)",$$|src/\1|p' src/breakdesk/native.py)
 
 # Stamps re-run the install whenever the project's metadata or a compiled module's source changes.
 $(VENV)/.base: $(BIN)/activate pyproject.toml setup.py src/breakdesk/native.py $(CORE)

@@ -1,9 +1,12 @@
-"""Build hook: the decision core (`breakdesk.native.COMPILED`) is compiled with mypyc; the rest ships as source.
+"""Build hook: the decision core (`breakdesk.native.COMPILED`) is compiled with mypyc and the kernels
+(`breakdesk.native.KERNELS`) with Cython; the rest ships as source.
 
 Project metadata lives in pyproject.toml; this file only declares the compiled modules.
 - `BREAKDESK_COMPILE=0`: no compilation, and compiled modules an earlier in-place build left are removed, so
   the sources run.
 - No C compiler or headers: the same package as pure Python, with a warning. Same decisions, slower.
+- Kernels are compiled with `-ffp-contract=off`: a fused multiply-add would round once where the numpy
+  equivalent rounds twice, and their results must be numpy's bit for bit.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, CompileError, ExecError, PlatformError
 
@@ -51,6 +54,10 @@ def extensions() -> list[Any]:
         for shared in (ROOT / "src").glob("*__mypyc*"):
             shared.unlink()
         return []
+    return core() + kernels()
+
+
+def core() -> list[Any]:
     try:
         from mypyc.build import mypycify
     except ImportError:
@@ -60,6 +67,18 @@ def extensions() -> list[Any]:
     # packages (a fresh venv builds this before installing dependencies), so third-party types are Any.
     opts = ["--config-file=", "--no-site-packages", "--ignore-missing-imports"]
     return mypycify(opts + [f"src/{p}" for p in NATIVE["COMPILED"]], opt_level="3", group_name="breakdesk_core")
+
+
+def kernels() -> list[Any]:
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("breakdesk: Cython is not installed; the kernels' numpy equivalents will run")
+        return []
+    exts = [Extension(NATIVE["module_name"](rel.removesuffix(".pyx") + ".py"), [f"src/{rel}"],
+                      extra_compile_args=["-O3", "-ffp-contract=off"]) for rel in NATIVE["KERNELS"]]
+    # The generated C goes to build/, not next to the sources.
+    return list(cythonize(exts, build_dir="build/cython", language_level=3, quiet=True))
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

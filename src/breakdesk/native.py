@@ -47,6 +47,12 @@ COMPILED: tuple[str, ...] = (
     "breakdesk/pipeline/stages.py",
 )
 
+#: Loops that numpy cannot express cheaply, written in Cython (paths relative to `src/`); without a build the
+#: callers use their numpy equivalent (`load_kernel`).
+KERNELS: tuple[str, ...] = (
+    "breakdesk/memory/_scoring.pyx",
+)
+
 _SRC = Path(__file__).resolve().parent.parent
 INTERPRET_ENV = "BREAKDESK_INTERPRETED"
 
@@ -61,7 +67,7 @@ _SOURCES = {module_name(rel): rel for rel in COMPILED}
 def built_extensions(src: Path = _SRC) -> dict[Path, Path]:
     """Source → compiled extension, for the compiled modules that have an extension next to their source."""
     found: dict[Path, Path] = {}
-    for rel in COMPILED:
+    for rel in COMPILED + KERNELS:
         source = src / rel
         stem = source.with_suffix("")
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -98,10 +104,23 @@ def compiled_modules() -> list[str]:
     return out
 
 
+def load_kernel(name: str) -> ModuleType | None:
+    """The compiled kernel `name` (one of `KERNELS`), or None when it was not built or this process interprets
+    (`BREAKDESK_INTERPRETED=1`): its caller then runs the numpy equivalent."""
+    if os.environ.get(INTERPRET_ENV) == "1":
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def status() -> str:
     """How the decision core runs in this process, as `breakdesk version` and the benchmarks print it."""
     compiled = len(compiled_modules())
-    return f"compiled ({compiled} of {len(COMPILED)} modules)" if compiled else "interpreted"
+    kernels = sum(load_kernel(module_name(rel.removesuffix(".pyx"))) is not None for rel in KERNELS)
+    return (f"compiled ({compiled} of {len(COMPILED)} modules, {kernels} of {len(KERNELS)} kernels)"
+            if compiled or kernels else "interpreted")
 
 
 class StaleBuild(ImportError):

@@ -1,9 +1,11 @@
 """The hot path's shortcuts must not change what a search finds: precomputed field tokens, the two ways of
-accumulating scores, and the per-batch field statistics (which must follow the index when it changes)."""
+accumulating scores, the per-batch field statistics (which must follow the index when it changes), and the
+batched search, by its compiled kernel and by numpy alike."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 
 import pytest
@@ -125,10 +127,23 @@ def full_rows(hits: list) -> list[tuple]:
     return [tuple(h) for h in hits]
 
 
+@pytest.fixture(params=["kernel", "numpy"])
+def scorer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The batched search scored by the compiled kernel (`breakdesk.memory._scoring`) and by numpy: both must
+    find exactly what `search` finds. CI builds the kernel; a checkout without it tests numpy only."""
+    if request.param == "numpy":
+        monkeypatch.setattr(index_module, "_scoring", None)
+    elif index_module._scoring is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the scoring kernel is not built (setup.py builds it with Cython)")
+        pytest.skip("the scoring kernel is not built")
+    return str(request.param)
+
+
 @pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
 @pytest.mark.parametrize("pruning", ["default", "aggressive", "none"])
 def test_batched_search_finds_what_search_finds(monkeypatch: pytest.MonkeyPatch, ascending: bool, replaced: int,
-                                                pruning: str) -> None:
+                                                pruning: str, scorer: str) -> None:
     """Same hits, same order, same scores and explanations as one `search` per query — whether the batch is
     pruned, pruned too far (and so redone in full) or not pruned, split into chunks or not, with ids in
     order or not and with replaced cases."""
@@ -157,7 +172,7 @@ def test_batched_search_finds_what_search_finds(monkeypatch: pytest.MonkeyPatch,
     assert all(h.exception_id != "C00007" for h in idx.search_many(queries, 5)[-1])
 
 
-def test_pruning_skips_the_big_lists_and_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pruning_skips_the_big_lists_and_stays_exact(monkeypatch: pytest.MonkeyPatch, scorer: str) -> None:
     """The common values (csd=DTC) are skipped for queries whose best cases share the rarer fields, and those
     queries are not scored again in full."""
     idx = busy_index(5, n=600)
@@ -180,7 +195,7 @@ def test_pruning_skips_the_big_lists_and_stays_exact(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("ascending", [True, False])
-def test_ties_are_ranked_by_exception_id(ascending: bool) -> None:
+def test_ties_are_ranked_by_exception_id(ascending: bool, scorer: str) -> None:
     """Thirty cases the query cannot tell apart: the k hits are the k smallest ids, in id order, from
     `search` and from `search_many`, whatever order the cases were indexed in (a fixed-size candidate pool
     used to cut such a tie at an arbitrary place)."""
@@ -208,7 +223,7 @@ def test_ties_are_ranked_by_exception_id(ascending: bool) -> None:
 @pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
 @pytest.mark.parametrize("pruning", ["default", "aggressive", "none"])
 def test_a_windowed_batch_finds_what_a_windowed_search_finds(monkeypatch: pytest.MonkeyPatch, ascending: bool,
-                                                             replaced: int, pruning: str) -> None:
+                                                             replaced: int, pruning: str, scorer: str) -> None:
     """Triage looks through the latest cases only: exactly what `search` finds among them (same hits, order
     and scores), never an older case, pruned or not, chunked, with ids in order or not and replaced cases."""
     if pruning == "aggressive":
@@ -239,7 +254,7 @@ def test_a_windowed_batch_finds_what_a_windowed_search_finds(monkeypatch: pytest
     assert idx.similar_many(queries, 5, idx.slots) == full == idx.similar_many(queries, 5, 0)
 
 
-def test_the_window_leaves_out_older_cases_however_alike() -> None:
+def test_the_window_leaves_out_older_cases_however_alike(scorer: str) -> None:
     """The best match is the oldest case: triage's window does not see it, a search of every case does."""
     idx = TenantIndex("t1")
     same = {"failReason": "SSI_MISMATCH", "counterparty": "UBS AG", "csd": "DTC"}

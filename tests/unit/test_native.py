@@ -77,8 +77,8 @@ def test_the_makefile_rebuilds_every_compiled_module() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "src/breakdesk/native.py)" in makefile
     text = (ROOT / "src/breakdesk/native.py").read_text()
-    found = re.findall(r'^ *"(breakdesk/[a-z_/]*\.py)",$', text, flags=re.M)
-    assert tuple(found) == native.COMPILED
+    found = re.findall(r'^ *"(breakdesk/[a-z_/]*\.pyx?)",$', text, flags=re.M)
+    assert tuple(found) == native.COMPILED + native.KERNELS
 
 
 def test_the_core_runs_compiled() -> None:
@@ -87,6 +87,18 @@ def test_the_core_runs_compiled() -> None:
     if not compiled and os.environ.get("CI") != "true":
         pytest.skip("installed with BREAKDESK_COMPILE=0 or without a C compiler")
     assert compiled == [native.module_name(p) for p in native.COMPILED]
+
+
+def test_the_kernels_are_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels' numpy equivalents give the same results (tests/memory compare both), slower: CI runs what
+    ships. `BREAKDESK_INTERPRETED=1` leaves them out, as it does the compiled core."""
+    names = [native.module_name(rel.removesuffix(".pyx") + ".py") for rel in native.KERNELS]
+    built = [name for name in names if native.load_kernel(name) is not None]
+    if not built and os.environ.get("CI") != "true":
+        pytest.skip("installed with BREAKDESK_COMPILE=0, without Cython or without a C compiler")
+    assert built == names
+    monkeypatch.setenv(native.INTERPRET_ENV, "1")
+    assert all(native.load_kernel(name) is None for name in names)
 
 
 # ------------------------------------------------------------------ compiled and interpreted decide alike
@@ -188,5 +200,5 @@ def test_version_says_how_the_core_runs() -> None:
 
     assert "decision core interpreted" in version(**{native.INTERPRET_ENV: "1"})
     if native.compiled_modules():
-        n = len(native.COMPILED)
-        assert f"decision core compiled ({n} of {n} modules)" in version()
+        n, k = len(native.COMPILED), len(native.KERNELS)
+        assert f"decision core compiled ({n} of {n} modules, {k} of {k} kernels)" in version()

@@ -47,8 +47,12 @@ import numpy as np
 
 from breakdesk.memory.text import analyze, field_token, key_tokens, resolution_summary
 from breakdesk.memory.vectors import VectorIndex
+from breakdesk.native import load_kernel
 from breakdesk.pipeline.types import SimilarCase
 from breakdesk.store.cases import StoredCase
+
+#: The batched search's scoring loop in C (setup.py builds it with Cython); numpy does the same without it.
+_scoring = load_kernel("breakdesk.memory._scoring")
 
 K1 = 1.2
 B = 0.75
@@ -269,6 +273,9 @@ def _below(reach: float, theta: float) -> bool:
 _FLOAT32: dict[float, float] = {}
 
 _SCRATCH = threading.local()
+_NO_SLOTS = np.zeros(0, np.int32)
+_NO_NORMS = np.zeros(0, np.float32)
+_NO_HELD = np.zeros((1, 1), np.uint8)
 
 
 def _scratch(size: int) -> np.ndarray:
@@ -1058,7 +1065,90 @@ class TenantIndex:
     def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
                      skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
                      ) -> list[tuple[float, list[_Ranked]] | None]:
-        """Each query's k-th best score and top k (as `search` ranks them), over the cases from slot
+        """Each query's k-th best score and top k (as `search` ranks them) over the cases from slot `from_slot`
+        on sharing a word or a field list not in its `skips` with it; None for a query with fewer than k such
+        cases. By the compiled loop (`breakdesk.memory._scoring`) when built, else by numpy: the same numbers."""
+        if _scoring is None:
+            return self._score_chunk_numpy(queries, preps, skips, k, from_slot)
+        n = len(self._eids)
+        avgdl = self._total_len / max(1, self._live) or 1.0
+        post, lengths = self._post, self._len
+        if self._slots_from != from_slot:
+            self._slots_of.clear()
+            self._slots_from = from_slot
+        slots_of, rows = self._slots_of, self._held_rows
+        # Every list's postings, query after query (text, fields, declared keys, in `search`'s order), with
+        # their float32 weights and kinds; each query's skipped lists (their `_held` rows and shares).
+        parts: list[np.ndarray] = []
+        norms: list[np.ndarray] = []
+        sizes: list[int] = []
+        weights: list[float] = []
+        kinds: list[int] = []
+        q_lists = [0]
+        sk_start = [0]
+        sk_row: list[int] = []
+        sk_w: list[float] = []
+        sk_c: list[float] = []
+        for (qterms, qfields, _, qkeys, _), skip in zip(preps, skips, strict=True):
+            for tid, w in qterms:
+                docs, norm = post[tid].bm25(lengths, avgdl)
+                if from_slot:
+                    at_slot = int(np.searchsorted(docs, from_slot))
+                    docs, norm = docs[at_slot:], norm[at_slot:]
+                parts.append(docs)
+                norms.append(norm)
+                sizes.append(docs.shape[0])
+                weights.append(w)
+                kinds.append(0)
+            for kind, group in ((1, qfields), (2, qkeys)):
+                for f in group:  # (declared keys weigh 1 each)
+                    fid = f[0]
+                    if fid in skip:
+                        continue
+                    fdocs = slots_of.get(fid)
+                    if fdocs is None:
+                        fdocs = slots_of[fid] = self._field_slots(fid, from_slot)
+                    parts.append(fdocs)
+                    sizes.append(fdocs.shape[0])
+                    weights.append(f[1])
+                    kinds.append(kind)
+            q_lists.append(len(sizes))
+            for fid, (w, c) in skip.items():
+                row = rows.get(fid)
+                sk_row.append(self._held_row(fid) if row is None else row)
+                sk_w.append(w)
+                sk_c.append(c)
+            sk_start.append(len(sk_row))
+        held = self._held.view(np.uint8) if sk_row and self._held is not None else _NO_HELD
+        codes_t, codes_s = self._types.codes, self._sources.codes
+        found = _scoring.score_chunk(
+            np.concatenate(parts) if parts else _NO_SLOTS,
+            np.concatenate(norms) if norms else _NO_NORMS,
+            np.asarray(sizes, dtype=np.int64), np.asarray(weights, dtype=np.float32),
+            np.asarray(kinds, dtype=np.int8), np.asarray(q_lists, dtype=np.int64),
+            np.asarray(sk_start, dtype=np.int64), np.asarray(sk_row, dtype=np.int64),
+            np.asarray(sk_w, dtype=np.float64), np.asarray(sk_c, dtype=np.float64), held,
+            self._alive.view(np.uint8), self._type, self._source,
+            np.asarray([codes_t.get(q.exception_type, -1) for q in queries], dtype=np.int32),
+            np.asarray([codes_s.get(q.source_system, -1) for q in queries], dtype=np.int32),
+            np.asarray([p[2] if p[2] > 0 else 1.0 for p in preps], dtype=np.float32),
+            np.asarray([p[4] if p[4] > 0 else 1.0 for p in preps], dtype=np.float32),
+            np.asarray([1 if p[0] else 0 for p in preps], dtype=np.uint8),
+            n, k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
+        eids = self._eids
+        results: list[tuple[float, list[_Ranked]] | None] = []
+        for f in found:
+            if f is None:
+                results.append(None)
+                continue
+            kth, negs, slots, texts = f
+            results.append((-kth, sorted(zip(negs, [eids[s] for s in slots], slots, texts, strict=True))[:k]))
+        return results
+
+    def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep],
+                           skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
+                           ) -> list[tuple[float, list[_Ranked]] | None]:
+        """`_score_chunk` in numpy. Each query's k-th best score and top k (as `search` ranks them), over the cases from slot
         `from_slot` on sharing a word or a field list not in its `skips` with it; None for a query with fewer
         than k such cases. (Postings are in slot order: the window is each list's tail, so only the tails
         are read. Skipped lists add their shares to the cells found, so they need no window.)
