@@ -45,6 +45,7 @@ COMPILED: tuple[str, ...] = (
     "breakdesk/pipeline/supervisor.py",
     "breakdesk/pipeline/feedback.py",
     "breakdesk/pipeline/stages.py",
+    "breakdesk/memory/text.py",
 )
 
 #: Loops that numpy cannot express cheaply, written in Cython (paths relative to `src/`); without a build the
