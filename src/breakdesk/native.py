@@ -28,8 +28,9 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-#: Paths relative to `src/`. Pure functions over data only: no I/O, no monkeypatching targets, no pydantic models
-#: (mypyc cannot compile pydantic's class machinery).
+#: Paths relative to `src/`. Pure code over data only: no I/O, no monkeypatching targets, no pydantic models
+#: (mypyc cannot compile pydantic's class machinery). The decision core, and the similar-case memory's text
+#: analysis and in-memory index, which the pipeline runs for every exception it triages.
 COMPILED: tuple[str, ...] = (
     "breakdesk/domain/digest.py",
     "breakdesk/domain/construct.py",
@@ -46,6 +47,7 @@ COMPILED: tuple[str, ...] = (
     "breakdesk/pipeline/feedback.py",
     "breakdesk/pipeline/stages.py",
     "breakdesk/memory/text.py",
+    "breakdesk/memory/index.py",
 )
 
 #: Loops that numpy cannot express cheaply, written in Cython (paths relative to `src/`); without a build the

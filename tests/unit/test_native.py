@@ -57,11 +57,11 @@ def test_a_fresh_build_passes(tmp_path: Path) -> None:
 def test_an_extension_no_longer_compiled_is_refused(tmp_path: Path) -> None:
     """A module dropped from COMPILED keeps its old extension until rebuilt: it would shadow the source."""
     src = checkout(tmp_path, source_newer=False)
-    left = src / "breakdesk" / "memory" / ("index" + SUFFIX)
+    left = src / "breakdesk" / "memory" / ("service" + SUFFIX)
     left.parent.mkdir(parents=True)
     left.write_bytes(b"")
     assert native.orphans(src) == [left]
-    with pytest.raises(native.StaleBuild, match=r"src/breakdesk/memory/index.* no longer listed"):
+    with pytest.raises(native.StaleBuild, match=r"src/breakdesk/memory/service.* no longer listed"):
         native.check_fresh(src)
 
 

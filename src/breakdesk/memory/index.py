@@ -1137,11 +1137,11 @@ class TenantIndex:
             n, k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
         eids = self._eids
         results: list[tuple[float, list[_Ranked]] | None] = []
-        for f in found:
-            if f is None:
+        for got in found:
+            if got is None:
                 results.append(None)
                 continue
-            kth, negs, slots, texts = f
+            kth, negs, slots, texts = got
             results.append((-kth, sorted(zip(negs, [eids[s] for s in slots], slots, texts, strict=True))[:k]))
         return results
 
