@@ -80,7 +80,13 @@ REASONS = ["LATE_AFFIRMATION", "SSI_MISMATCH", "INSUFFICIENT_SECURITIES", "COUNT
 BANKS = ["Jefferies LLC", "UBS AG", "Barclays Capital Inc.", "Citigroup", "BNP Paribas", "HSBC"]
 MESSAGES = ["Client affirmed after the cut-off", "Standing settlement instructions outdated",
             "Counterparty short of securities at the depository", "Broker failed to deliver the shares on time",
-            "", "Instruction pending at the custodian"]
+            "", "Instruction pending at the custodian",
+            # longer texts sharing words with the others: BM25's length normalisation decides between them
+            "Settlement instructions at the custodian outdated again, the client affirmed late after the cut-off",
+            "Shares short at the depository: broker failed twice, instruction pending"]
+#: Queries also say things no case says word for word: their text scores then depend on BM25's weights.
+QUERY_MESSAGES = ["settlement instructions pending at the custodian", "broker short of shares, failed",
+                  "client cut-off at the depository"]
 KEYS = ("failReason", "counterparty", "csd")
 
 
@@ -118,7 +124,7 @@ def busy_queries(seed: int, count: int = 60) -> list[Query]:
         if i % 4 == 0:
             ents = {name: ents[name] for name in ("counterparty", "isin")}  # sharing little
         out.append(Query(f"Q{i}", "CASH_BREAK" if i % 7 == 0 else "SETTLEMENT_FAIL", rng.choice(["custody-feed", "swift"]),
-                         term_counts(rng.choice(MESSAGES)), ents, f"fp{rng.randrange(60)}",
+                         term_counts(rng.choice(MESSAGES + QUERY_MESSAGES)), ents, f"fp{rng.randrange(60)}",
                          key_fields=KEYS if i % 3 else ()))
     return out
 
@@ -268,3 +274,55 @@ def test_the_window_leaves_out_older_cases_however_alike(scorer: str) -> None:
     assert idx.similar_many([query], 3)[0][0].exception_id == "OLD"
     windowed = idx.similar_many([query], 3, 40)[0]
     assert len(windowed) == 3 and all(c.exception_id.startswith("N") for c in windowed)
+
+
+# ---------------------------------------------------------------------------------------------- text-led ranking
+
+#: 150 made-up words, many one letter apart (typo variants count too): each in a few % of the cases, so none
+#: is too common to be searched.
+WORDS = [a + b for a in ("cus", "dep", "bro", "aff", "ins", "cut", "inv", "bor", "rec", "pen")
+         for b in ("tod", "ory", "ker", "irm", "tor", "off", "ent", "row", "all", "ing", "ate", "ure", "ant", "ism", "ive")]
+
+
+def text_index(seed: int, n: int = 300) -> tuple[TenantIndex, list[Query]]:
+    """Cases that share no field and differ only in their words: messages of 2-14 words (repeats included), so
+    BM25's term weights and length normalisation decide the ranking."""
+    rng = random.Random(seed)
+    idx = TenantIndex("t1")
+    for i in range(n):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 15)))
+        idx.add(case(f"W{i:04d}", words, cid=i + 1, entities={"ref": f"R{i}"}))
+    queries = [Query(f"Q{i}", "SETTLEMENT_FAIL", "custody-feed",
+                     term_counts(" ".join(rng.choice(WORDS) for _ in range(rng.randrange(1, 8)))), {})
+               for i in range(40)]
+    return idx, queries
+
+
+def test_text_led_batches_rank_as_search_ranks(scorer: str) -> None:
+    """Where the words alone rank the cases, the batched search finds what `search` finds, in its order, with
+    its lexical scores."""
+    idx, queries = text_index(11)
+    assert sum(1 for q in queries if idx._query_terms(q.terms)) > 30
+    for k in (1, 5, 12):
+        want = [[(h.exception_id, h.score, h.lexical) for h in idx.search(q, k)] for q in queries]
+        got = [[(h.exception_id, h.score, h.lexical) for h in hits] for hits in idx.search_many(queries, k)]
+        assert got == want
+    assert len({h[2] for hits in want for h in hits}) > 20  # (k = 12) many distinct text scores, not ties
+
+
+def test_the_kernel_and_numpy_score_alike_unrounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel and numpy, on the same lists: every k-th best score, hit and text score equal as floats (hits
+    and `search` round scores to 4 decimals; these are the raw float32 values)."""
+    if index_module._scoring is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the scoring kernel is not built (setup.py builds it with Cython)")
+        pytest.skip("the scoring kernel is not built")
+    for idx, queries in (text_index(12), (busy_index(4, replaced=20), busy_queries(4))):
+        preps = [(idx._query_terms(q.terms), *idx._query_fields(q, None)) for q in queries]
+        for skips in ([{}] * len(preps), [idx._prune_plan(p, None, 5)[0] for p in preps]):
+            kernel = idx._score_chunk(queries, preps, skips, 5)
+            monkeypatch.setattr(index_module, "_scoring", None)
+            numpy = idx._score_chunk(queries, preps, skips, 5)
+            monkeypatch.undo()
+            assert kernel == numpy
+            assert sum(1 for f in kernel if f is not None) > len(queries) // 2

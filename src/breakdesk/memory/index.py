@@ -269,6 +269,22 @@ def _below(reach: float, theta: float) -> bool:
     return reach * (1 + 1e-6) + 1e-6 < theta
 
 
+@dataclass(slots=True)
+class _Lists:
+    """A chunk's posting lists as `TenantIndex._gather` collects them for either scorer."""
+
+    parts: list[np.ndarray]  # each list's postings (slots), query after query
+    norms: list[np.ndarray]  # the text lists' BM25 norms, in the same order
+    sizes: list[int]
+    weights: list[float]
+    kinds: list[int]  # 0 text, 1 field, 2 declared key
+    q_lists: list[int]  # query i's lists: q_lists[i]:q_lists[i + 1]
+    sk_start: list[int]  # query i's skipped lists: sk_start[i]:sk_start[i + 1]
+    sk_row: list[int]  # a skipped list's row of `_held`
+    sk_w: list[float]  # ...its field weight (float32-exact)
+    sk_c: list[float]  # ...and how many declared keys it is
+
+
 #: float64 → the float32 it rounds to, as a float (field weights recur: a dict look-up is cheaper than numpy).
 _FLOAT32: dict[float, float] = {}
 
@@ -1062,33 +1078,20 @@ class TenantIndex:
                 return {}, 0.0
         return skipped, reach
 
-    def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
-                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
-                     ) -> list[tuple[float, list[_Ranked]] | None]:
-        """Each query's k-th best score and top k (as `search` ranks them) over the cases from slot `from_slot`
-        on sharing a word or a field list not in its `skips` with it; None for a query with fewer than k such
-        cases. By the compiled loop (`breakdesk.memory._scoring`) when built, else by numpy: the same numbers."""
-        if _scoring is None:
-            return self._score_chunk_numpy(queries, preps, skips, k, from_slot)
-        n = len(self._eids)
+    def _gather(self, preps: Sequence[_Prep], skips: Sequence[Mapping[int, tuple[float, float]]],
+                from_slot: int) -> _Lists:
+        """What a chunk's queries score: every list's postings from slot `from_slot` on, query after query
+        (text, fields, declared keys, in `search`'s order), with their list weights and kinds and the BM25
+        norms of the text postings; each query's skipped lists (their `_held` rows and shares)."""
         avgdl = self._total_len / max(1, self._live) or 1.0
         post, lengths = self._post, self._len
         if self._slots_from != from_slot:
             self._slots_of.clear()
             self._slots_from = from_slot
         slots_of, rows = self._slots_of, self._held_rows
-        # Every list's postings, query after query (text, fields, declared keys, in `search`'s order), with
-        # their float32 weights and kinds; each query's skipped lists (their `_held` rows and shares).
-        parts: list[np.ndarray] = []
-        norms: list[np.ndarray] = []
-        sizes: list[int] = []
-        weights: list[float] = []
-        kinds: list[int] = []
-        q_lists = [0]
-        sk_start = [0]
-        sk_row: list[int] = []
-        sk_w: list[float] = []
-        sk_c: list[float] = []
+        out = _Lists([], [], [], [], [], [0], [0], [], [], [])
+        parts, norms, sizes, weights, kinds = out.parts, out.norms, out.sizes, out.weights, out.kinds
+        sk_row, sk_w, sk_c = out.sk_row, out.sk_w, out.sk_c
         for (qterms, qfields, _, qkeys, _), skip in zip(preps, skips, strict=True):
             for tid, w in qterms:
                 docs, norm = post[tid].bm25(lengths, avgdl)
@@ -1112,29 +1115,42 @@ class TenantIndex:
                     sizes.append(fdocs.shape[0])
                     weights.append(f[1])
                     kinds.append(kind)
-            q_lists.append(len(sizes))
+            out.q_lists.append(len(sizes))
             for fid, (w, c) in skip.items():
                 row = rows.get(fid)
                 sk_row.append(self._held_row(fid) if row is None else row)
                 sk_w.append(w)
                 sk_c.append(c)
-            sk_start.append(len(sk_row))
-        held = self._held.view(np.uint8) if sk_row and self._held is not None else _NO_HELD
+            out.sk_start.append(len(sk_row))
+        return out
+
+    def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
+                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
+                     ) -> list[tuple[float, list[_Ranked]] | None]:
+        """Each query's k-th best score and top k (as `search` ranks them) over the cases from slot `from_slot`
+        on sharing a word or a field list not in its `skips` with it; None for a query with fewer than k such
+        cases. (Postings are in slot order: the window is each list's tail, so only the tails are read.
+        Skipped lists add their shares to the cases found, so they need no window.) By the compiled loop
+        (`breakdesk.memory._scoring`) when built, else by numpy: the same numbers."""
+        lists = self._gather(preps, skips, from_slot)
+        if _scoring is None:
+            return self._score_chunk_numpy(queries, preps, lists, k)
+        held = self._held.view(np.uint8) if lists.sk_row and self._held is not None else _NO_HELD
         codes_t, codes_s = self._types.codes, self._sources.codes
         found = _scoring.score_chunk(
-            np.concatenate(parts) if parts else _NO_SLOTS,
-            np.concatenate(norms) if norms else _NO_NORMS,
-            np.asarray(sizes, dtype=np.int64), np.asarray(weights, dtype=np.float32),
-            np.asarray(kinds, dtype=np.int8), np.asarray(q_lists, dtype=np.int64),
-            np.asarray(sk_start, dtype=np.int64), np.asarray(sk_row, dtype=np.int64),
-            np.asarray(sk_w, dtype=np.float64), np.asarray(sk_c, dtype=np.float64), held,
+            np.concatenate(lists.parts) if lists.parts else _NO_SLOTS,
+            np.concatenate(lists.norms) if lists.norms else _NO_NORMS,
+            np.asarray(lists.sizes, dtype=np.int64), np.asarray(lists.weights, dtype=np.float32),
+            np.asarray(lists.kinds, dtype=np.int8), np.asarray(lists.q_lists, dtype=np.int64),
+            np.asarray(lists.sk_start, dtype=np.int64), np.asarray(lists.sk_row, dtype=np.int64),
+            np.asarray(lists.sk_w, dtype=np.float64), np.asarray(lists.sk_c, dtype=np.float64), held,
             self._alive.view(np.uint8), self._type, self._source,
             np.asarray([codes_t.get(q.exception_type, -1) for q in queries], dtype=np.int32),
             np.asarray([codes_s.get(q.source_system, -1) for q in queries], dtype=np.int32),
             np.asarray([p[2] if p[2] > 0 else 1.0 for p in preps], dtype=np.float32),
             np.asarray([p[4] if p[4] > 0 else 1.0 for p in preps], dtype=np.float32),
             np.asarray([1 if p[0] else 0 for p in preps], dtype=np.uint8),
-            n, k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
+            len(self._eids), k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
         eids = self._eids
         results: list[tuple[float, list[_Ranked]] | None] = []
         for got in found:
@@ -1145,13 +1161,9 @@ class TenantIndex:
             results.append((-kth, sorted(zip(negs, [eids[s] for s in slots], slots, texts, strict=True))[:k]))
         return results
 
-    def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep],
-                           skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
+    def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep], lists: _Lists, k: int
                            ) -> list[tuple[float, list[_Ranked]] | None]:
-        """`_score_chunk` in numpy. Each query's k-th best score and top k (as `search` ranks them), over the cases from slot
-        `from_slot` on sharing a word or a field list not in its `skips` with it; None for a query with fewer
-        than k such cases. (Postings are in slot order: the window is each list's tail, so only the tails
-        are read. Skipped lists add their shares to the cells found, so they need no window.)
+        """`_score_chunk` in numpy, over `_gather`'s lists.
 
         Scores are `search`'s, bit for bit: text sums the same float32 weights in the same order (one cell per
         query, case and signal, one bincount for all); field and key sums are exact in float64 whatever the
@@ -1160,72 +1172,18 @@ class TenantIndex:
         arithmetic."""
         n = len(self._eids)
         nq = len(queries)
-        avgdl = self._total_len / max(1, self._live) or 1.0
-        post, lengths = self._post, self._len
-        if self._slots_from != from_slot:
-            self._slots_of.clear()
-            self._slots_from = from_slot
-        slots_of, rows = self._slots_of, self._held_rows
-        # The posting arrays of every query, query after query, text then fields then keys (within a query in
-        # `search`'s list order), their list weights and cell offsets (query position · n); the skipped lists.
-        t_parts: list[np.ndarray] = []
-        t_norms: list[np.ndarray] = []
-        t_sizes: list[int] = []
-        t_weights: list[float] = []
-        t_offsets: list[int] = []
-        f_parts: list[np.ndarray] = []
-        f_sizes: list[int] = []
-        f_weights: list[float] = []
-        f_offsets: list[int] = []
-        k_parts: list[np.ndarray] = []
-        k_sizes: list[int] = []
-        k_weights: list[float] = []
-        k_offsets: list[int] = []
-        sk_pos: list[int] = []
-        sk_row: list[int] = []
-        sk_w: list[float] = []
-        sk_c: list[float] = []
-        for pos, ((qterms, qfields, _, qkeys, _), skip) in enumerate(zip(preps, skips, strict=True)):
-            at = pos * n
-            for tid, w in qterms:
-                docs, norm = post[tid].bm25(lengths, avgdl)
-                if from_slot:
-                    at_slot = int(np.searchsorted(docs, from_slot))
-                    docs, norm = docs[at_slot:], norm[at_slot:]
-                t_parts.append(docs)
-                t_norms.append(norm)
-                t_sizes.append(docs.shape[0])
-                t_weights.append(w)
-                t_offsets.append(at)
-            for group, g_parts, g_sizes, g_weights, g_offsets in ((qfields, f_parts, f_sizes, f_weights, f_offsets),
-                                                                   (qkeys, k_parts, k_sizes, k_weights, k_offsets)):
-                for f in group:  # (declared keys weigh 1 each)
-                    fid = f[0]
-                    if fid in skip:
-                        continue
-                    fdocs = slots_of.get(fid)
-                    if fdocs is None:
-                        fdocs = slots_of[fid] = self._field_slots(fid, from_slot)
-                    g_parts.append(fdocs)
-                    g_sizes.append(fdocs.shape[0])
-                    g_weights.append(f[1])
-                    g_offsets.append(at)
-            for fid, (w, c) in skip.items():
-                sk_pos.append(pos)
-                row = rows.get(fid)
-                sk_row.append(self._held_row(fid) if row is None else row)
-                sk_w.append(w)
-                sk_c.append(c)
-        n_text, n_fields = sum(t_sizes), sum(f_sizes)
-        sizes = t_sizes + f_sizes + k_sizes
-        cells_all = (np.concatenate(t_parts + f_parts + k_parts) if sizes else np.zeros(0, np.int64)
-                     ).astype(np.int64, copy=False) + np.repeat(np.asarray(t_offsets + f_offsets + k_offsets,
-                                                                           dtype=np.int64), sizes)
+        sizes = lists.sizes
+        kind = np.repeat(np.asarray(lists.kinds, dtype=np.int64), sizes)  # each posting's: 0 text, 1 fields, 2 keys
+        q_lists, sk_start = lists.q_lists, lists.sk_start
+        offset = np.repeat(np.arange(nq, dtype=np.int64) * n, [q_lists[i + 1] - q_lists[i] for i in range(nq)])
+        cells_all = (np.concatenate(lists.parts) if sizes else np.zeros(0, np.int64)).astype(np.int64, copy=False) \
+            + np.repeat(offset, sizes)  # a posting's cell: query position · n + slot
         # float32 list weights (declared keys weigh 1), text ones times their BM25 norms (float32 products,
         # as in `_scores`)
-        w32 = np.repeat(np.asarray(t_weights + f_weights + k_weights, dtype=np.float32), sizes)
-        if n_text:
-            w32[:n_text] *= np.concatenate(t_norms)
+        w32 = np.repeat(np.asarray(lists.weights, dtype=np.float32), sizes)
+        if lists.norms:
+            w32[kind == 0] *= np.concatenate(lists.norms)
+        sk_row, sk_w, sk_c = lists.sk_row, lists.sk_w, lists.sk_c
         # The cells that have a posting, in (query, case) order (the distinct postings, sorted as int32: cells
         # are fewer than `BATCH_CELLS`. In isolation 1.4-2x faster than marking a chunk-sized boolean array and
         # reading it back, the earlier way, at 80k-300k cells; on the pipeline bench's replayed searches the two
@@ -1243,13 +1201,12 @@ class TenantIndex:
         width = cells.shape[0]
         where[cells] = np.arange(width, dtype=np.int64)
         index = where[cells_all]
-        index[n_text:n_text + n_fields] += width
-        index[n_text + n_fields:] += 2 * width
+        index += kind * width  # a posting of signal i goes to row i of a (3, width) table
         qpos, slots = np.divmod(cells, n)
         bound_at = np.searchsorted(qpos, np.arange(nq + 1))
         counts = np.diff(bound_at)
-        if sk_pos:  # each skipped list's share, for the cells of the queries that skipped it, in the same count
-            pos_of = np.asarray(sk_pos)
+        if sk_row:  # each skipped list's share, for the cells of the queries that skipped it, in the same count
+            pos_of = np.repeat(np.arange(nq), [sk_start[i + 1] - sk_start[i] for i in range(nq)])
             lens = counts[pos_of]
             cell_at = np.repeat(bound_at[pos_of] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
             held = self._held
