@@ -75,7 +75,7 @@ def kernels() -> list[Any]:
     except ImportError:
         print("breakdesk: Cython is not installed; the kernels' numpy equivalents will run")
         return []
-    exts = [Extension(NATIVE["module_name"](rel.removesuffix(".pyx") + ".py"), [f"src/{rel}"],
+    exts = [Extension(NATIVE["module_name"](rel), [f"src/{rel}"],
                       extra_compile_args=["-O3", "-ffp-contract=off"]) for rel in NATIVE["KERNELS"]]
     # The generated C goes to build/, not next to the sources.
     return list(cythonize(exts, build_dir="build/cython", language_level=3, quiet=True))

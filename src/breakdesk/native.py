@@ -61,7 +61,8 @@ INTERPRET_ENV = "BREAKDESK_INTERPRETED"
 
 
 def module_name(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
+    """`breakdesk/memory/index.py` or `breakdesk/memory/_scoring.pyx` → the module's dotted name."""
+    return path.removesuffix(".pyx").removesuffix(".py").replace("/", ".")
 
 
 _SOURCES = {module_name(rel): rel for rel in COMPILED}
@@ -121,7 +122,7 @@ def load_kernel(name: str) -> ModuleType | None:
 def status() -> str:
     """How the decision core runs in this process, as `breakdesk version` and the benchmarks print it."""
     compiled = len(compiled_modules())
-    kernels = sum(load_kernel(module_name(rel.removesuffix(".pyx"))) is not None for rel in KERNELS)
+    kernels = sum(load_kernel(module_name(rel)) is not None for rel in KERNELS)
     return (f"compiled ({compiled} of {len(COMPILED)} modules, {kernels} of {len(KERNELS)} kernels)"
             if compiled or kernels else "interpreted")
 
