@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import os
 import secrets
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -89,3 +92,31 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'breakdesk.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def both_builds() -> Callable[[Callable[[], Any], str], tuple[Any, Any]]:
+    """`(function, its module's import path)` → the function's result as JSON, from this process (compiled) and
+    from a subprocess that imports every compiled module from its source (`BREAKDESK_INTERPRETED=1`): what the
+    compiled and interpreted builds must agree on. Skips where nothing is compiled (fails under CI=true)."""
+    from breakdesk import native
+
+    if not native.compiled_modules():
+        if os.environ.get("CI") == "true":
+            pytest.fail("the decision core is not compiled")
+        pytest.skip("nothing is compiled: nothing to compare")
+    root = Path(__file__).resolve().parents[1]
+
+    def run(function: Callable[[], Any], module: str) -> tuple[Any, Any]:
+        name = function.__name__
+        code = (f"import json, sys\nfrom breakdesk import native\nfrom {module} import {name}\n"
+                "assert native.compiled_modules() == [], 'still compiled'\n"
+                f"sys.stdout.write(json.dumps({name}(), default=str, sort_keys=True))")
+        env = {**os.environ, native.INTERPRET_ENV: "1"}
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        compiled = json.loads(json.dumps(function(), default=str, sort_keys=True))
+        return compiled, json.loads(done.stdout)
+
+    return run

@@ -6,16 +6,11 @@ imports every module from source (`BREAKDESK_INTERPRETED=1`); every text, term, 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from breakdesk import native
 from breakdesk.memory.index import Query, TenantIndex
 from breakdesk.memory.text import analyze, describe, key_tokens, similarity_keys
 from breakdesk.packs.workspace import compile_domain_file
@@ -63,19 +58,9 @@ def outcomes() -> list[Any]:
     return out
 
 
-def test_the_memory_compiled_and_interpreted_finds_the_same_cases() -> None:
-    if not native.compiled_modules():
-        if os.environ.get("CI") == "true":
-            pytest.fail("the decision core is not compiled")
-        pytest.skip("nothing is compiled: nothing to compare")
-    code = ("import json, sys\nfrom breakdesk import native\nfrom tests.memory.test_compiled import outcomes\n"
-            "assert native.compiled_modules() == [], 'still compiled'\n"
-            "sys.stdout.write(json.dumps(outcomes(), default=str))")
-    env = {**os.environ, native.INTERPRET_ENV: "1"}
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stderr[-2000:]
-    interpreted = json.loads(run.stdout)
-    compiled = json.loads(json.dumps(outcomes(), default=str))
+def test_the_memory_compiled_and_interpreted_finds_the_same_cases(
+        both_builds: Callable[[Callable[[], Any], str], tuple[Any, Any]]) -> None:
+    compiled, interpreted = both_builds(outcomes, "tests.memory.test_compiled")
     assert len(compiled) == len(interpreted) > 2000
     assert sum(1 for row in compiled if len(row) == 1 and len(row[0]) == 5) >= 150  # queries with 5 hits
     for i, (c, p) in enumerate(zip(compiled, interpreted, strict=True)):

@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,21 +171,11 @@ def decisions() -> list[Any]:
     return out
 
 
-def test_compiled_and_interpreted_decide_alike() -> None:
+def test_compiled_and_interpreted_decide_alike(
+        both_builds: Callable[[Callable[[], Any], str], tuple[Any, Any]]) -> None:
     """The compiled core must decide exactly what its source decides, on every example and on odd variants of
     each: a subprocess runs the same function with the sources imported instead of the extensions."""
-    if not native.compiled_modules():
-        if os.environ.get("CI") == "true":
-            pytest.fail("the decision core is not compiled")
-        pytest.skip("the decision core is not compiled: nothing to compare")
-    code = ("import json, sys\nfrom breakdesk import native\nfrom tests.unit.test_native import decisions\n"
-            "assert native.compiled_modules() == [], 'still compiled'\n"
-            "sys.stdout.write(json.dumps(decisions(), default=str, sort_keys=True))")
-    env = {**os.environ, native.INTERPRET_ENV: "1"}
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stderr[-2000:]
-    interpreted = json.loads(run.stdout)
-    compiled = json.loads(json.dumps(decisions(), default=str, sort_keys=True))
+    compiled, interpreted = both_builds(decisions, "tests.unit.test_native")
     assert len(compiled) == len(interpreted) > 2500
     assert sum(1 for d in compiled if d[0] == "rejected") > 0 and sum(1 for d in compiled if d[0] not in
                                                                        ("rejected", "raised")) > 1000
