@@ -139,11 +139,17 @@ def scorer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     find exactly what `search` finds. CI builds the kernel; a checkout without it tests numpy only."""
     if request.param == "numpy":
         monkeypatch.setattr(index_module, "_scoring", None)
-    elif index_module._scoring is None:
+    else:
+        need_kernel()
+    return str(request.param)
+
+
+def need_kernel() -> None:
+    """Skip without the compiled scoring kernel; under CI, which must build it, fail."""
+    if index_module._scoring is None:
         if os.environ.get("CI") == "true":
             pytest.fail("the scoring kernel is not built (setup.py builds it with Cython)")
         pytest.skip("the scoring kernel is not built")
-    return str(request.param)
 
 
 @pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
@@ -313,10 +319,7 @@ def test_text_led_batches_rank_as_search_ranks(scorer: str) -> None:
 def test_the_kernel_and_numpy_score_alike_unrounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel and numpy, on the same lists: every k-th best score, hit and text score equal as floats (hits
     and `search` round scores to 4 decimals; these are the raw float32 values)."""
-    if index_module._scoring is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the scoring kernel is not built (setup.py builds it with Cython)")
-        pytest.skip("the scoring kernel is not built")
+    need_kernel()
     for idx, queries in (text_index(12), (busy_index(4, replaced=20), busy_queries(4))):
         preps = [(idx._query_terms(q.terms), *idx._query_fields(q, None)) for q in queries]
         for skips in ([{}] * len(preps), [idx._prune_plan(p, None, 5)[0] for p in preps]):
