@@ -16,13 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import orjson
 from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from breakdesk.audit.chain import canonical_json
 from breakdesk.store._base import StoreBase, bulk_insert, chunked, translate, utcnow
 from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
 from breakdesk.store.types import aware_utc
@@ -194,8 +192,8 @@ class CaseRepo(StoreBase):
         how the case reached the index."""
         if self._pg:
             entities = dict(sorted(doc.entities.items(), key=lambda kv: (len(kv[0].encode()), kv[0].encode())))
-        else:
-            entities = orjson.loads(canonical_json(doc.entities))
+        else:  # canonical JSON sorts keys by code point, as `sorted` does; string values read back unchanged
+            entities = dict(sorted(doc.entities.items()))
         return StoredCase(case_id, tenant_id, doc.exception_id, doc.exception_type, doc.source_system, doc.severity,
                           doc.status, doc.domain, doc.fingerprint, entities, doc.body, doc.resolution,
                           aware_utc(doc.received_at), aware_utc(doc.resolved_at))
