@@ -225,23 +225,21 @@ class Memory:
         are read (`case_heads_after`) and the cases built from what the hot path asked to write; only rows that
         are not that (another writer's, replaced, resolved) are read in full. Returns the rows in the page."""
         heads = await self.store.case_heads_after(tenant_id, idx.last_case_id, SYNC_PAGE)
-        mine: dict[int, tuple[StoredCase, _Pending]] = {}
-        slicer = Slicer()
+        own: list[tuple[_Pending, CaseDoc] | None] = []
         for h in heads:
-            await slicer.tick()
             p = pending.get(h.exception_id)
             doc = p.wrote(h) if p is not None else None
-            if p is not None and doc is not None:
-                mine[h.id] = (self.store.case_as_stored(tenant_id, h.id, doc), p)
-        others = [h.id for h in heads if h.id not in mine]
+            own.append(None if p is None or doc is None else (p, doc))
+        others = [h.id for h, o in zip(heads, own, strict=True) if o is None]
         read = {c.id: c for c in await self.store.cases_by_ids(tenant_id, others)} if others else {}
-        for h in heads:  # in id order: a case replaced within the page ends with its latest row
+        slicer = Slicer()
+        # in id order: a case replaced within the page ends with its latest row
+        for h, o in zip(heads, own, strict=True):
             await slicer.tick()
-            own = mine.get(h.id)
-            if own is not None:
-                case, p = own
+            if o is not None:
+                p, doc = o
                 del pending[h.exception_id]
-                idx.add(case, p.counts, p.tokens)
+                idx.add(self.store.case_as_stored(tenant_id, h.id, doc), p.counts, p.tokens)
                 continue
             pending.pop(h.exception_id, None)  # what it analysed is not what is stored
             stored = read.get(h.id)
