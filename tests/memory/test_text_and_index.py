@@ -46,6 +46,15 @@ def test_render_ignores_field_order_numbers_and_dates() -> None:
     assert "short of stock" in a and "counterparty: Jefferies LLC" in a
 
 
+def test_payload_keys_render_in_the_order_of_their_text_whatever_their_type() -> None:
+    """JSON keys are strings; keys of another type (a payload built in Python) still render as their text
+    sorts: `10` before `2`, numbers and words in one order."""
+    body = render(rec({"zeta": "last", "alpha": "first", "error": {10: "ten", 2: "two", "b": "bee"}}), None)
+    lines = body.split("\n")
+    assert lines.index("alpha: first") < lines.index("zeta: last")
+    assert lines.index("10: ten") < lines.index("2: two") < lines.index("b: bee")
+
+
 def test_terms_split_camel_case_stem_and_drop_stop_words() -> None:
     assert terms("failReason LATE_AFFIRMATION of the settlements") == ["fail", "reason", "late", "affirmation",
                                                                         "settlement"]

