@@ -324,6 +324,40 @@ def test_jwt_enabled_without_a_key_is_refused() -> None:
     assert ApiSettings.from_env({"BREAKDESK_JWT_HS256_SECRET": HS_SECRET}).jwt_active is True
 
 
+@pytest.mark.parametrize(("variable", "value", "reason"), [
+    ("BREAKDESK_APPROVAL_TTL_MINUTES", "a day", "number of minutes"),
+    ("BREAKDESK_APPROVAL_TTL_MINUTES", "0", "above 0"),
+    ("BREAKDESK_APPROVAL_TTL_MINUTES", "600000", "at most 525600"),
+    ("BREAKDESK_EMBED_THREADS", "0", "1 or more"),
+    ("BREAKDESK_EMBED_THREADS", "two", "whole number"),
+    ("BREAKDESK_MEMORY_MAX_CASES", "-5", "whole number"),
+    ("BREAKDESK_MEMORY_TRIAGE_WINDOW", "20k", "whole number"),
+])
+def test_variables_read_elsewhere_are_checked_at_startup(variable: str, value: str, reason: str) -> None:
+    """Not server settings, but a bad value must stop the server at start, naming the variable, rather than
+    fall back silently or fail the work that reads it later."""
+    with pytest.raises(ConfigError, match=rf"^{variable} .*{reason}.*{value!r}"):
+        ApiSettings.from_env({variable: value})
+    ApiSettings.from_env({variable: ""})  # empty: unset
+
+
+def test_good_values_of_variables_read_elsewhere_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from breakdesk.approvals.requests import default_ttl
+    from breakdesk.memory.embedders import MiniLMEmbedder
+
+    good = {"BREAKDESK_APPROVAL_TTL_MINUTES": "90", "BREAKDESK_EMBED_THREADS": "3",
+            "BREAKDESK_MEMORY_MAX_CASES": "1000", "BREAKDESK_MEMORY_TRIAGE_WINDOW": "0"}
+    ApiSettings.from_env(good)
+    assert default_ttl(good) == timedelta(minutes=90) and default_ttl({}) == timedelta(hours=24)
+    monkeypatch.setenv("BREAKDESK_EMBED_THREADS", "3")
+    assert MiniLMEmbedder().threads == 3  # the model itself loads on first use only
+    monkeypatch.setenv("BREAKDESK_EMBED_THREADS", "3 threads")
+    with pytest.raises(ValueError, match="BREAKDESK_EMBED_THREADS"):
+        MiniLMEmbedder()
+
+
 def test_unusable_key_files_are_refused_at_startup(tmp_path: Path, rsa_key: Any) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         create_app(ApiSettings(jwt_public_key_file=tmp_path / "missing.pem"))

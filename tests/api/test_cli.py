@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from breakdesk.api.auth import HASHER, parse_api_key
@@ -82,3 +84,13 @@ def test_pack_publish_of_a_broken_file_names_the_problem_and_writes_nothing(db_u
             return len(await store.list_pack_versions(tenant))
 
     assert asyncio.run(versions()) == 0
+
+
+def test_serve_and_worker_refuse_a_bad_variable_before_starting(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """A clean one-line refusal naming the variable, not a traceback, and nothing bound or opened."""
+    monkeypatch.setenv("BREAKDESK_APPROVAL_TTL_MINUTES", "soon")
+    for command in ("serve", "worker"):
+        code, _, err = invoke(command, "--db", f"sqlite+aiosqlite:///{tmp_path}/never.db")
+        assert code != 0 and "BREAKDESK_APPROVAL_TTL_MINUTES" in err and "Traceback" not in err, (command, err)
+    assert not list(tmp_path.iterdir())

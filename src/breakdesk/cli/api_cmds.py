@@ -78,7 +78,7 @@ def worker_process(
 
     from prometheus_client import start_http_server
 
-    from breakdesk.api import ApiSettings
+    from breakdesk.api import ApiSettings, ConfigError
     from breakdesk.api.app import open_store
     from breakdesk.api.observe import ApiMetrics, configure_logging, get_logger
     from breakdesk.api.worker import Background
@@ -86,7 +86,10 @@ def worker_process(
     from breakdesk.pipeline.orchestrator import Orchestrator
     from breakdesk.store import StoreError
 
-    settings = ApiSettings.from_env(database_url=db, worker_enabled=True, log_level=log_level)
+    try:
+        settings = ApiSettings.from_env(database_url=db, worker_enabled=True, log_level=log_level)
+    except ConfigError as exc:
+        fail(f"configuration: {exc}")
     configure_logging(settings.log_level)
     log = get_logger("breakdesk.worker")
 

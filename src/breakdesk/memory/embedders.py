@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -23,6 +24,17 @@ MINILM_NAME = "minilm:all-MiniLM-L6-v2"
 MINILM_DIMS = 384
 #: torch threads for minilm (env BREAKDESK_EMBED_THREADS; default: torch's own choice).
 THREADS_ENV = "BREAKDESK_EMBED_THREADS"
+
+
+def env_threads(environ: Mapping[str, str] | None = None) -> int | None:
+    """$BREAKDESK_EMBED_THREADS: None when unset; a value that is not a whole number of threads (1 or more) is
+    an error rather than torch's default in disguise (`breakdesk serve` checks it at start)."""
+    raw = (os.environ if environ is None else environ).get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads (1 or more), not {raw!r}")
+    return int(raw)
 
 
 class EmbedderError(RuntimeError):
@@ -46,8 +58,7 @@ class MiniLMEmbedder:
     _lock = threading.Lock()
 
     def __init__(self, threads: int | None = None, batch_size: int = 64) -> None:
-        env = os.environ.get(THREADS_ENV)
-        self.threads = threads if threads is not None else (int(env) if env and env.isdigit() else None)
+        self.threads = threads if threads is not None else env_threads()
         self.batch_size = batch_size
 
     @classmethod

@@ -13,7 +13,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,10 +58,10 @@ SEARCH_FIRST_SLICE = 16
 SEARCH_MAX_SLICE = 512
 
 
-def _env_count(name: str, default: int) -> int:
+def env_count(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
     """A count from the environment; the default when unset. A value that is not a count is an error, not
-    a silent default: an operator who sets a bound expects it to hold."""
-    raw = os.environ.get(name, "").strip()
+    a silent default: an operator who sets a bound expects it to hold (`breakdesk serve` checks at start)."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     if not raw.isdigit():
@@ -167,9 +167,9 @@ class Memory:
         self.exact_limit = exact_limit
         self.threads = threads
         self.max_resident_cases = (max_resident_cases if max_resident_cases is not None
-                                   else _env_count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
+                                   else env_count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
         self.triage_window = (triage_window if triage_window is not None
-                              else _env_count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
+                              else env_count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
