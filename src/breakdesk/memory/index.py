@@ -167,6 +167,7 @@ class QField(NamedTuple):
 #: `QField(...)` without the generated `__new__`'s Python frame (the hot path makes ~6 per query).
 _new_qfield = tuple.__new__
 _WEIGHT = itemgetter(1)
+_NO_COUNTS: dict[int, int] = {}
 
 
 class Hit(NamedTuple):
@@ -346,7 +347,9 @@ class TenantIndex:
         self._fdf: list[int] = []
         self._type_live: dict[int, int] = {}
         self._by_type: dict[int, array] = {}  # type code -> slots, oldest first
-        self._type_df: dict[tuple[int, int], int] = {}  # (field id, type code) -> live cases
+        #: type code -> field id -> live cases of the type holding the field value (one dict per type: the
+        #: hot path looks up many fields of one type at a time, without building a key per field)
+        self._type_df: dict[int, dict[int, int]] = {}
         self._fp_resolved: dict[str, int] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
         self._held_rows: dict[int, int] = {}  # field id -> its row of `_held` (`_held_row`), until a change
@@ -466,7 +469,10 @@ class TenantIndex:
             length += tf
         self._terms.append((tids, array("f", counts.values())))
         tcode = self._types.code(case.exception_type)
-        field_id, fpost, fdf, type_df = self._field_id, self._fpost, self._fdf, self._type_df
+        field_id, fpost, fdf = self._field_id, self._fpost, self._fdf
+        type_df = self._type_df.get(tcode)
+        if type_df is None:
+            type_df = self._type_df[tcode] = {}
         fids = array("i")
         for tok in dict.fromkeys(tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)):
             fid = field_id.get(tok)
@@ -474,8 +480,7 @@ class TenantIndex:
                 fid = self._field(tok)
             fpost[fid].append(slot)
             fdf[fid] += 1
-            key = (fid, tcode)
-            type_df[key] = type_df.get(key, 0) + 1
+            type_df[fid] = type_df.get(fid, 0) + 1
             fids.append(fid)
         self._fields.append(fids)
         self._len[slot] = length
@@ -513,9 +518,10 @@ class TenantIndex:
                 self._df[tid] -= 1
         fids = self._fields[slot]
         if fids is not None:
+            type_df = self._type_df[tcode]
             for fid in fids:
                 self._fdf[fid] -= 1
-                self._type_df[(fid, tcode)] -= 1
+                type_df[fid] -= 1
         self._terms[slot] = None
         self._fields[slot] = None
         case = self._cases[slot]
@@ -625,7 +631,8 @@ class TenantIndex:
         out: list[QField] = []
         keys: list[QField] = []
         total = key_total = 0.0
-        field_id, fdf, type_df = self._field_id, self._fdf, self._type_df
+        field_id, fdf = self._field_id, self._fdf
+        type_df = self._type_df.get(qtype, _NO_COUNTS)
         # (df, field weight) of a field value among the query's type — the weight 0.0 where the value is too
         # common or says too little to count as a field (it may still be a declared key): the same for every
         # query of a batch until the index changes (`_field_stats` is emptied on every add and retire)
@@ -642,7 +649,7 @@ class TenantIndex:
             stat = None if mine else stats.get(fid)
             if stat is None:
                 df = fdf[fid] - mine
-                df_type = type_df.get((fid, qtype), 0) - mine
+                df_type = type_df.get(fid, 0) - mine
                 idf = _idf(n_type, df_type) if df_type > 0 else _idf(n_all, df) if df > 0 else 0.0
                 stat = (df, min(idf, FIELD_IDF_CAP) if 0 < df <= cap and idf >= MIN_FIELD_IDF else 0.0)
                 if not mine:
