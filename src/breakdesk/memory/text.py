@@ -145,16 +145,33 @@ def _sorted_keys(d: Mapping[Any, Any]) -> list[Any]:
     return keys
 
 
+def _type_facts(domain: CompiledDomainPack | None, exception_type: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the pack alone says about a type's cases: the names of the fields that identify its entities
+    (fingerprint fields, entity keys) and the header lines of its rendering (name, description). Derived once
+    per pack and type (`type_cache`): `describe` runs for every exception the pipeline triages."""
+    key = ("memory.text", exception_type)
+    hit = domain.type_cache.get(key) if domain is not None else None
+    if hit is None:
+        names: list[str] = []
+        header = [humanize(exception_type)]
+        et = domain.types.get(exception_type) if domain is not None else None
+        if et is not None and domain is not None:
+            names.extend(et.fingerprintFields)
+            for ent in et.entities:
+                spec = domain.spec.entities.get(ent)
+                if spec:
+                    names.extend(spec.keys)
+            if et.description:
+                header.append(et.description.strip())
+        hit = (tuple(names), tuple(header))
+        if domain is not None:
+            domain.type_cache[key] = hit
+    return hit
+
+
 def _instance_keys(record: ExceptionRecord, domain: CompiledDomainPack | None) -> list[str]:
     """Names of the fields that identify the exception's own entities (fingerprint fields, entity keys, `...Id`)."""
-    names: list[str] = []
-    et = domain.types.get(record.exception_type) if domain else None
-    if et is not None and domain is not None:
-        names.extend(et.fingerprintFields)
-        for ent in et.entities:
-            spec = domain.spec.entities.get(ent)
-            if spec:
-                names.extend(spec.keys)
+    names = list(_type_facts(domain, record.exception_type)[0])
     names.extend(k for k in record.normalized_context if k.endswith(("Id", "_id", "ID")))
     return names
 
@@ -178,11 +195,7 @@ def describe(
             shown = str(value) if isinstance(value, int) and not isinstance(value, bool) else _scalar_text(value)
             if shown is not None:
                 fields[name] = shown
-    etype = record.exception_type
-    lines: list[str] = [humanize(etype)]
-    et = domain.types.get(etype) if domain else None
-    if et is not None and et.description:
-        lines.append(et.description.strip())
+    lines = list(_type_facts(domain, record.exception_type)[1])
     lines.append(f"source {record.source_system}")
     facts: list[str] = []
     seen: set[str] = set()

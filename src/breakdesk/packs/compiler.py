@@ -176,7 +176,8 @@ class CompiledDomainPack:
     #: Per type: the fields that define "the same problem" for the similar-case memory (`similarity.keyFields`,
     #: the type's own else its nearest ancestor's); types with none are absent.
     similarity_fields: Mapping[str, tuple[str, ...]]
-    #: What intake derives from this pack alone (per exception type, and for detection); filled on first use.
+    #: What intake and the memory derive from this pack alone (per exception type, and for detection), keyed
+    #: by (stage, ...); filled on first use.
     type_cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
