@@ -86,11 +86,12 @@ def test_pack_publish_of_a_broken_file_names_the_problem_and_writes_nothing(db_u
     assert asyncio.run(versions()) == 0
 
 
-def test_serve_and_worker_refuse_a_bad_variable_before_starting(monkeypatch: pytest.MonkeyPatch,
+def test_commands_refuse_a_bad_variable_before_starting(monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path) -> None:
     """A clean one-line refusal naming the variable, not a traceback, and nothing bound or opened."""
     monkeypatch.setenv("BREAKDESK_APPROVAL_TTL_MINUTES", "soon")
-    for command in ("serve", "worker"):
-        code, _, err = invoke(command, "--db", f"sqlite+aiosqlite:///{tmp_path}/never.db")
-        assert code != 0 and "BREAKDESK_APPROVAL_TTL_MINUTES" in err and "Traceback" not in err, (command, err)
+    url = f"sqlite+aiosqlite:///{tmp_path}/never.db"
+    for args in (["serve", "--db", url], ["worker", "--db", url], ["demo", "--db-file", str(tmp_path / "demo.db")]):
+        code, _, err = invoke(*args)
+        assert code != 0 and "BREAKDESK_APPROVAL_TTL_MINUTES" in err and "Traceback" not in err, (args, err)
     assert not list(tmp_path.iterdir())

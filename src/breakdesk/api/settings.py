@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from breakdesk import envvars
+
 ENV_PREFIX = "BREAKDESK_"
 MIB = 1024 * 1024
 
@@ -111,25 +113,11 @@ class ApiSettings(BaseModel):
             settings = cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(describe(exc)) from None
-        check_process_env(env)
+        try:
+            envvars.check(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return settings
-
-
-def check_process_env(environ: Mapping[str, str]) -> None:
-    """The `BREAKDESK_*` variables read where they are used rather than here (approval TTL, embedder threads,
-    the memory's bounds), checked now: a bad value stops the server at start instead of failing the work that
-    reads it later."""
-    from breakdesk.approvals.requests import default_ttl
-    from breakdesk.memory.embedders import env_threads
-    from breakdesk.memory.service import MAX_CASES_ENV, TRIAGE_WINDOW_ENV, env_count
-
-    try:
-        default_ttl(environ)
-        env_threads(environ)
-        env_count(MAX_CASES_ENV, 0, environ)
-        env_count(TRIAGE_WINDOW_ENV, 0, environ)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def describe(exc: ValidationError) -> str:

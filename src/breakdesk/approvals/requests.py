@@ -9,37 +9,25 @@ how many distinct approvers are needed and when it expires.
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from breakdesk import envvars
 from breakdesk.domain.ids import new_exception_id
 from breakdesk.packs.schema import TenantPolicy
 from breakdesk.store.approvals import Approval
 
-TTL_ENV = "BREAKDESK_APPROVAL_TTL_MINUTES"
+TTL_ENV = envvars.APPROVAL_TTL
 DEFAULT_TTL = timedelta(hours=24)
-#: The longest TTL, as a policy's `approvals.ttlMinutes` (a year).
-MAX_TTL_MINUTES = 525_600
 
 
 def default_ttl(environ: Mapping[str, str] | None = None) -> timedelta:
     """The approval TTL of tenants whose policy sets none: $BREAKDESK_APPROVAL_TTL_MINUTES when set, else 24
-    hours. A value that is not a positive number of minutes up to a year is an error, not a silent 24 hours:
-    an operator who shortens approvals expects them to expire (`breakdesk serve` checks it at start)."""
-    raw = (os.environ if environ is None else environ).get(TTL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TTL
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = math.nan
-    if not 0 < minutes <= MAX_TTL_MINUTES:  # NaN too
-        raise ValueError(f"{TTL_ENV} must be a number of minutes above 0 and at most {MAX_TTL_MINUTES}, not {raw!r}")
-    return timedelta(minutes=minutes)
+    hours (a bad value raises: `breakdesk.envvars`)."""
+    minutes = envvars.approval_ttl_minutes(environ)
+    return DEFAULT_TTL if minutes is None else timedelta(minutes=minutes)
 
 
 def tenant_ttl(policy: TenantPolicy | None) -> timedelta:

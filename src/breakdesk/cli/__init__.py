@@ -13,6 +13,20 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _check_environment() -> None:
+    """Before any command: the `BREAKDESK_*` variables read where they are used (`breakdesk.envvars`) are
+    checked, so a bad one stops the command with its name instead of failing the work that reads it."""
+    from breakdesk import envvars
+
+    try:
+        envvars.check()
+    except ValueError as exc:
+        from breakdesk.cli.common import fail
+
+        fail(f"configuration: {exc}")
+
+
 @app.command()
 def version() -> None:
     """Print the version, the Python running it and whether the decision core runs compiled."""

@@ -11,30 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
+from breakdesk import envvars
 from breakdesk.memory.vectors import normalize
 from breakdesk.packs.schema import EmbeddingSettings
 
 MINILM_NAME = "minilm:all-MiniLM-L6-v2"
 MINILM_DIMS = 384
 #: torch threads for minilm (env BREAKDESK_EMBED_THREADS; default: torch's own choice).
-THREADS_ENV = "BREAKDESK_EMBED_THREADS"
-
-
-def env_threads(environ: Mapping[str, str] | None = None) -> int | None:
-    """$BREAKDESK_EMBED_THREADS: None when unset; a value that is not a whole number of threads (1 or more) is
-    an error rather than torch's default in disguise (`breakdesk serve` checks it at start)."""
-    raw = (os.environ if environ is None else environ).get(THREADS_ENV, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{THREADS_ENV} must be a whole number of threads (1 or more), not {raw!r}")
-    return int(raw)
+THREADS_ENV = envvars.EMBED_THREADS
 
 
 class EmbedderError(RuntimeError):
@@ -58,7 +47,7 @@ class MiniLMEmbedder:
     _lock = threading.Lock()
 
     def __init__(self, threads: int | None = None, batch_size: int = 64) -> None:
-        self.threads = threads if threads is not None else env_threads()
+        self.threads = threads if threads is not None else envvars.embed_threads()
         self.batch_size = batch_size
 
     @classmethod

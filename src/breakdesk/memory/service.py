@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
 from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, query_tokens
@@ -44,29 +44,18 @@ SYNC_PAGE = 5000
 #: (measured on the retrieval set's payloads, case row included), so the default is ~0.7 GB at most.
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
-MAX_CASES_ENV = "BREAKDESK_MEMORY_MAX_CASES"
+MAX_CASES_ENV = envvars.MEMORY_MAX_CASES
 #: Triage's similar cases come from the tenant's latest this many cases (`TenantIndex.window_start`: the
 #: hot path's search costs in proportion to the tenant's size otherwise); `similar` (API, CLI) searches
 #: them all. Env BREAKDESK_MEMORY_TRIAGE_WINDOW; 0 = every case.
 TRIAGE_WINDOW = 20_000
-TRIAGE_WINDOW_ENV = "BREAKDESK_MEMORY_TRIAGE_WINDOW"
+TRIAGE_WINDOW_ENV = envvars.MEMORY_TRIAGE_WINDOW
 #: A batch's similar-case searches run in slices of about this many seconds, the event loop free in between
 #: (a server answers requests on the same loop). Batched searching gains little beyond a few dozen queries
 #: per call, so slices cost no throughput (bench/RESULTS.md).
 SEARCH_SLICE_S = 0.002
 SEARCH_FIRST_SLICE = 16
 SEARCH_MAX_SLICE = 512
-
-
-def env_count(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
-    """A count from the environment; the default when unset. A value that is not a count is an error, not
-    a silent default: an operator who sets a bound expects it to hold (`breakdesk serve` checks at start)."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit():
-        raise ValueError(f"{name} must be a whole number of cases, not {raw!r}")
-    return int(raw)
 
 
 def _check_tenant(case: StoredCase, tenant_id: str) -> None:
@@ -167,9 +156,9 @@ class Memory:
         self.exact_limit = exact_limit
         self.threads = threads
         self.max_resident_cases = (max_resident_cases if max_resident_cases is not None
-                                   else env_count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
+                                   else envvars.count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
         self.triage_window = (triage_window if triage_window is not None
-                              else env_count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
+                              else envvars.count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
