@@ -22,7 +22,7 @@ from tool_harness import (
     uid,
 )
 
-from breakdesk.approvals.requests import TTL_ENV, tenant_ttl
+from breakdesk.approvals.requests import tenant_ttl
 from breakdesk.approvals.scheduler import Scheduler
 from breakdesk.approvals.service import (
     ApprovalConflict,
@@ -30,6 +30,7 @@ from breakdesk.approvals.service import (
     ApprovalNotFound,
     InvalidDecision,
 )
+from breakdesk.envvars import APPROVAL_TTL as TTL_ENV
 from breakdesk.packs.loader import model_from_data
 from breakdesk.packs.problems import PackError
 from breakdesk.packs.schema import TenantPolicy

@@ -19,7 +19,6 @@ from breakdesk.domain.ids import new_exception_id
 from breakdesk.packs.schema import TenantPolicy
 from breakdesk.store.approvals import Approval
 
-TTL_ENV = envvars.APPROVAL_TTL
 DEFAULT_TTL = timedelta(hours=24)
 
 

@@ -22,8 +22,6 @@ from breakdesk.packs.schema import EmbeddingSettings
 
 MINILM_NAME = "minilm:all-MiniLM-L6-v2"
 MINILM_DIMS = 384
-#: torch threads for minilm (env BREAKDESK_EMBED_THREADS; default: torch's own choice).
-THREADS_ENV = envvars.EMBED_THREADS
 
 
 class EmbedderError(RuntimeError):

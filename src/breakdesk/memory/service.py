@@ -44,12 +44,10 @@ SYNC_PAGE = 5000
 #: (measured on the retrieval set's payloads, case row included), so the default is ~0.7 GB at most.
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
-MAX_CASES_ENV = envvars.MEMORY_MAX_CASES
 #: Triage's similar cases come from the tenant's latest this many cases (`TenantIndex.window_start`: the
 #: hot path's search costs in proportion to the tenant's size otherwise); `similar` (API, CLI) searches
 #: them all. Env BREAKDESK_MEMORY_TRIAGE_WINDOW; 0 = every case.
 TRIAGE_WINDOW = 20_000
-TRIAGE_WINDOW_ENV = envvars.MEMORY_TRIAGE_WINDOW
 #: A batch's similar-case searches run in slices of about this many seconds, the event loop free in between
 #: (a server answers requests on the same loop). Batched searching gains little beyond a few dozen queries
 #: per call, so slices cost no throughput (bench/RESULTS.md).
@@ -156,9 +154,9 @@ class Memory:
         self.exact_limit = exact_limit
         self.threads = threads
         self.max_resident_cases = (max_resident_cases if max_resident_cases is not None
-                                   else envvars.count(MAX_CASES_ENV, MAX_RESIDENT_CASES))
+                                   else envvars.count(envvars.MEMORY_MAX_CASES, MAX_RESIDENT_CASES))
         self.triage_window = (triage_window if triage_window is not None
-                              else envvars.count(TRIAGE_WINDOW_ENV, TRIAGE_WINDOW))
+                              else envvars.count(envvars.MEMORY_TRIAGE_WINDOW, TRIAGE_WINDOW))
         self._indexes: OrderedDict[str, TenantIndex] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
