@@ -95,3 +95,26 @@ def test_commands_refuse_a_bad_variable_before_starting(monkeypatch: pytest.Monk
         code, _, err = invoke(*args)
         assert code != 0 and "BREAKDESK_APPROVAL_TTL_MINUTES" in err and "Traceback" not in err, (args, err)
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_logging_writes_to_stderr_as_it_is_when_a_line_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configured under one stderr (a test's captured output, closed after it), the CLI's warnings must go to
+    the stderr of the moment, not fail on the closed one: the API's auth failures logged that way answered 500."""
+    import io
+
+    import structlog
+
+    from breakdesk.cli.tool_cmds import configure_cli_logging
+
+    saved = structlog.get_config()
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        structlog.reset_defaults()
+        monkeypatch.setattr("sys.stderr", first)
+        configure_cli_logging()
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        structlog.get_logger("test").warning("after.swap")
+        assert "after.swap" in second.getvalue()
+    finally:
+        structlog.configure(**saved)

@@ -53,7 +53,9 @@ def configure_cli_logging() -> None:
         return
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # stderr as it is when a line is logged, not when this ran: a stream swapped since (tests capture
+        # each test's output and close it after) must not take every later warning down with it
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
     )
 
 
