@@ -12,8 +12,9 @@
   or PostgreSQL (`--backend`); the hot path never waits for embeddings.
 
 Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|hotpath|indexing|pipeline]
-[--rounds N] [--backend sqlite|postgres] [--gc-default] [--split]` (collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes
-measured; `--split`: quality per half of the queries, A for tuning and B held out).
+[--rounds N] [--backend sqlite|postgres] [--gc-default] [--split]` (collector settings of `breakdesk.heap`
+unless `--gc-default`, as in the processes measured; `--split`: quality per half of the queries, A for tuning
+and B held out).
 """
 
 from __future__ import annotations

@@ -218,8 +218,8 @@ def describe(
             for sub in _sorted_keys(value):
                 shown = _scalar_text(value[sub])
                 if shown is not None:
-                    sub_name = str(sub)
-                    (messages if sub_name.lower() in MESSAGE_KEYS else extra).append(f"{humanize(sub_name)}: {shown}")
+                    name = str(sub)
+                    (messages if name.lower() in MESSAGE_KEYS else extra).append(f"{humanize(name)}: {shown}")
             continue
         shown = _scalar_text(value)
         if shown is None:
