@@ -30,13 +30,19 @@ cdef inline void _insert(float* top, int* filled, int k, float value) noexcept n
     top[i] = value
 
 
+cdef struct Acc:
+    # One case's sums and whether the query has touched it, side by side: a case's postings are scattered,
+    # and one cache line per case visited instead of four is most of what the loop costs.
+    double t
+    double f
+    double k
+    int seen
+
+
 # Scratch arrays reused across calls, zero between calls (each query zeroes what it touched): allocating them
 # per call costs page faults for every page touched, more than the scoring itself. Calls hold the GIL
 # throughout, so one set serves every thread.
-cdef double* _acc_t = NULL
-cdef double* _acc_f = NULL
-cdef double* _acc_k = NULL
-cdef unsigned char* _seen = NULL
+cdef Acc* _acc = NULL
 cdef int* _touched = NULL
 cdef float* _negs = NULL
 cdef float* _top = NULL
@@ -46,10 +52,9 @@ cdef Py_ssize_t _ranks = 0
 
 
 cdef void _release() noexcept:
-    global _acc_t, _acc_f, _acc_k, _seen, _touched, _negs, _top, _low, _cases, _ranks
-    free(_acc_t); free(_acc_f); free(_acc_k); free(_seen); free(_touched); free(_negs); free(_top); free(_low)
-    _acc_t = _acc_f = _acc_k = NULL
-    _seen = NULL
+    global _acc, _touched, _negs, _top, _low, _cases, _ranks
+    free(_acc); free(_touched); free(_negs); free(_top); free(_low)
+    _acc = NULL
     _touched = _low = NULL
     _negs = _top = NULL
     _cases = _ranks = 0
@@ -57,21 +62,18 @@ cdef void _release() noexcept:
 
 cdef int _reserve(Py_ssize_t n, Py_ssize_t k) except -1:
     """Scratch for `n` cases and `k` ranks (zeroed when new)."""
-    global _acc_t, _acc_f, _acc_k, _seen, _touched, _negs, _top, _low, _cases, _ranks
+    global _acc, _touched, _negs, _top, _low, _cases, _ranks
     if n <= _cases and k <= _ranks:
         return 0
     cdef Py_ssize_t cases = max(n, 2 * _cases, 1024)
     cdef Py_ssize_t ranks = max(k, _ranks, 64)
     _release()
-    _acc_t = <double*> calloc(cases, sizeof(double))
-    _acc_f = <double*> calloc(cases, sizeof(double))
-    _acc_k = <double*> calloc(cases, sizeof(double))
-    _seen = <unsigned char*> calloc(cases, 1)
+    _acc = <Acc*> calloc(cases, sizeof(Acc))
     _touched = <int*> calloc(cases, sizeof(int))
     _negs = <float*> calloc(cases, sizeof(float))
     _top = <float*> calloc(ranks, sizeof(float))
     _low = <int*> calloc(ranks, sizeof(int))
-    if not (_acc_t and _acc_f and _acc_k and _seen and _touched and _negs and _top and _low):
+    if not (_acc and _touched and _negs and _top and _low):
         _release()
         raise MemoryError()
     _cases, _ranks = cases, ranks
@@ -98,6 +100,7 @@ def score_chunk(
     const float[::1] fnorm,
     const float[::1] knorm,
     const unsigned char[::1] has_text,
+    list eids,
     int n,
     int k,
     bint ids_ascending,
@@ -108,28 +111,31 @@ def score_chunk(
     double w_source,
 ):
     """Per query (lists `q_lists[q]:q_lists[q+1]`, skipped lists `sk_start[q]:sk_start[q+1]`): None when fewer
-    than `k` live cases share a list with it, else (its k-th best score negated, the negated scores, slots and
-    normalised text scores of every case scoring at least that). With `ids_ascending`, of the cases tied at
-    the k-th score only the lowest slots that can make the top k are returned (slots are then in id order,
-    and ties rank by id).
+    than `k` live cases share a list with it, else (its k-th best score negated, its hits as
+    (negated score, exception id `eids[slot]`, slot, normalised text score)).
+
+    With `ids_ascending` (slots in id order, so ties rank by slot) the hits are the top k, ranked as
+    `search` ranks them: by score, then id. Otherwise they are every case scoring at least the k-th best,
+    unordered: the caller ranks them by id.
 
     `docs`: every list's postings (slots), query after query; `norms`: the text postings' BM25 norms, in the
     same order; `list_kind`: 0 text, 1 field, 2 declared key; `held[sk_row[i]]`: the slots holding skipped
     list i, which adds `sk_w[i]` to the field sum and `sk_c[i]` to the key sum of every case found."""
     cdef Py_ssize_t nq = q_lists.shape[0] - 1
-    _reserve(n, k)
-    cdef double* acc_t = _acc_t
-    cdef double* acc_f = _acc_f
-    cdef double* acc_k = _acc_k
-    cdef unsigned char* seen = _seen
+    _reserve(n, 2 * k)
+    cdef Acc* acc = _acc
+    cdef Acc* a
     cdef int* touched = _touched
     cdef float* negs = _negs
     cdef float* top = _top
     cdef int* low = _low
+    cdef int* best = _low + k  # the hits scoring above the k-th best, as indexes into `touched`
     cdef Py_ssize_t q, li, j, i, at = 0, at_norm = 0, length
-    cdef int s, nt, filled, better, want, m, r, slot
+    cdef int s, nt, filled, want, m, slot, nb
     cdef float w, tt, fn, kn, t, f, kk, score, kth, v
-    cdef double boost
+    cdef double boost, fsum, ksum
+    cdef Py_ssize_t sk0, sk1
+    cdef bint shared
     cdef signed char kind
     cdef int qt, qs
     results = []
@@ -144,38 +150,44 @@ def score_chunk(
                     s = docs[at + j]
                     if not alive[s]:
                         continue
-                    if not seen[s]:
-                        seen[s] = 1
+                    a = &acc[s]
+                    if not a.seen:
+                        a.seen = 1
                         touched[nt] = s
                         nt += 1
                     if kind == 0:
-                        acc_t[s] += <double> (w * norms[at_norm + j])
+                        a.t += <double> (w * norms[at_norm + j])
                     elif kind == 1:
-                        acc_f[s] += <double> w
+                        a.f += <double> w
                     else:
-                        acc_k[s] += <double> w
+                        a.k += <double> w
                 at += length
                 if kind == 0:
                     at_norm += length
-            for i in range(sk_start[q], sk_start[q + 1]):
-                r = <int> sk_row[i]
-                for j in range(nt):
-                    s = touched[j]
-                    if held[r, s]:
-                        acc_f[s] += sk_w[i]
-                        acc_k[s] += sk_c[i]
+            sk0 = sk_start[q]
+            sk1 = sk_start[q + 1]
             if nt < k:
                 results.append(None)
             else:
+                # The skipped lists' shares go to each case found (in list order, as numpy adds them), in
+                # the pass that needs its sums next: the text maximum's when the query has words, else the
+                # scoring's own.
                 tt = 1.0
+                shared = False
                 if has_text[q]:
                     v = 0.0
                     for j in range(nt):
-                        t = <float> acc_t[touched[j]]
+                        a = &acc[touched[j]]
+                        for i in range(sk0, sk1):
+                            if held[sk_row[i], touched[j]]:
+                                a.f += sk_w[i]
+                                a.k += sk_c[i]
+                        t = <float> a.t
                         if j == 0 or t > v:
                             v = t
                     if v > 0:
                         tt = v
+                    shared = True
                 fn = fnorm[q]
                 kn = knorm[q]
                 qt = qtype[q]
@@ -183,9 +195,17 @@ def score_chunk(
                 filled = 0
                 for j in range(nt):
                     s = touched[j]
-                    t = (<float> acc_t[s]) / tt
-                    f = (<float> acc_f[s]) / fn
-                    kk = (<float> acc_k[s]) / kn
+                    a = &acc[s]
+                    fsum = a.f
+                    ksum = a.k
+                    if not shared:
+                        for i in range(sk0, sk1):
+                            if held[sk_row[i], s]:
+                                fsum += sk_w[i]
+                                ksum += sk_c[i]
+                    t = (<float> a.t) / tt
+                    f = (<float> fsum) / fn
+                    kk = (<float> ksum) / kn
                     score = w_text * t + w_field * f
                     score = score + w_key * kk
                     boost = (w_type if types[s] == qt else 0.0) + (w_source if sources[s] == qs else 0.0)
@@ -193,13 +213,22 @@ def score_chunk(
                     negs[j] = -score
                     _insert(top, &filled, k, negs[j])
                 kth = top[k - 1]
-                better = 0
-                for j in range(nt):
-                    if negs[j] < kth:
-                        better += 1
-                want = k - better  # ties that can make the top k
-                m = 0
-                if ids_ascending:  # the `want` lowest slots among the ties
+                hits = []
+                if ids_ascending:
+                    # The cases above the k-th best (fewer than k), ranked by score then slot, then the `want`
+                    # lowest slots among those tied at it (ascending): the top k as `search` ranks them.
+                    nb = 0
+                    for j in range(nt):
+                        if negs[j] < kth:
+                            i = nb
+                            nb += 1
+                            while i > 0 and (negs[best[i - 1]] > negs[j] or (
+                                    negs[best[i - 1]] == negs[j] and touched[best[i - 1]] > touched[j])):
+                                best[i] = best[i - 1]
+                                i -= 1
+                            best[i] = <int> j
+                    want = k - nb  # ties that make the top k
+                    m = 0
                     for j in range(nt):
                         if negs[j] == kth:
                             slot = touched[j]
@@ -214,27 +243,25 @@ def score_chunk(
                                 low[i] = low[i - 1]
                                 i -= 1
                             low[i] = slot
-                out_neg = []
-                out_slot = []
-                out_text = []
-                for j in range(nt):
-                    s = touched[j]
-                    if negs[j] < kth or (negs[j] == kth and not ids_ascending):
-                        out_neg.append(<double> negs[j])
-                        out_slot.append(s)
-                        out_text.append(<double> ((<float> acc_t[s]) / tt))
-                for i in range(m):
-                    s = low[i]
-                    out_neg.append(<double> kth)
-                    out_slot.append(s)
-                    out_text.append(<double> ((<float> acc_t[s]) / tt))
-                results.append((<double> kth, out_neg, out_slot, out_text))
-            for j in range(nt):  # the scratch arrays are zero again for the next query
-                s = touched[j]
-                seen[s] = 0
-                acc_t[s] = 0.0
-                acc_f[s] = 0.0
-                acc_k[s] = 0.0
+                    for i in range(nb):
+                        j = best[i]
+                        s = touched[j]
+                        hits.append((<double> negs[j], eids[s], s, <double> ((<float> acc[s].t) / tt)))
+                    for i in range(m):
+                        s = low[i]
+                        hits.append((<double> kth, eids[s], s, <double> ((<float> acc[s].t) / tt)))
+                else:
+                    for j in range(nt):
+                        if negs[j] <= kth:
+                            s = touched[j]
+                            hits.append((<double> negs[j], eids[s], s, <double> ((<float> acc[s].t) / tt)))
+                results.append((<double> kth, hits))
+            for j in range(nt):  # the scratch is zero again for the next query
+                a = &acc[touched[j]]
+                a.seen = 0
+                a.t = 0.0
+                a.f = 0.0
+                a.k = 0.0
     except BaseException:
         _release()  # whatever state the scratch was left in, the next call starts from zeros
         raise

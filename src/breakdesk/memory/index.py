@@ -1157,16 +1157,10 @@ class TenantIndex:
             np.asarray([p[2] if p[2] > 0 else 1.0 for p in preps], dtype=np.float32),
             np.asarray([p[4] if p[4] > 0 else 1.0 for p in preps], dtype=np.float32),
             np.asarray([1 if p[0] else 0 for p in preps], dtype=np.uint8),
-            len(self._eids), k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
-        eids = self._eids
-        results: list[tuple[float, list[_Ranked]] | None] = []
-        for got in found:
-            if got is None:
-                results.append(None)
-                continue
-            kth, negs, slots, texts = got
-            results.append((-kth, sorted(zip(negs, [eids[s] for s in slots], slots, texts, strict=True))[:k]))
-        return results
+            self._eids, len(self._eids), k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
+        if self._ids_ascending:  # ranked by the kernel
+            return [None if got is None else (-got[0], got[1]) for got in found]
+        return [None if got is None else (-got[0], sorted(got[1])[:k]) for got in found]
 
     def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep], lists: _Lists, k: int
                            ) -> list[tuple[float, list[_Ranked]] | None]:
