@@ -6,13 +6,17 @@ costs a dozen passes over every posting (concatenate, sort, scatter, gather, bin
 calls per query: ~150 µs a query on the pipeline bench's replayed batches, most of the memory's cost in the
 pipeline. One pass that adds each posting's weight into a per-case accumulator does the same in a few µs.
 
+It reads the index's field postings where they are (`TenantIndex._fpost`, one `array('i')` per field
+value): gathering them into numpy arrays first cost as much per query as scoring them.
+
 The numbers are the numpy path's, bit for bit (tests compare both with `TenantIndex.search`): per case and
 query, text sums the float32 products (list weight × BM25 norm) in float64 in list order, fields and keys
 sum float32 weights in float64 (exact: see `_score_chunk`), and the fusion is float32 arithmetic in the
 same order numpy evaluates it (weights as float32, the type and source boosts added in float64 and rounded).
 """
 
-from libc.stdlib cimport calloc, free
+from cpython.array cimport array
+from libc.stdlib cimport calloc, free, realloc
 
 
 cdef inline void _insert(float* top, int* filled, int k, float value) noexcept nogil:
@@ -49,6 +53,46 @@ cdef float* _top = NULL
 cdef int* _low = NULL
 cdef Py_ssize_t _cases = 0
 cdef Py_ssize_t _ranks = 0
+# one query's skipped lists: their `held` rows, field weights and declared key counts
+cdef Py_ssize_t* _sk_row = NULL
+cdef double* _sk_w = NULL
+cdef double* _sk_c = NULL
+cdef Py_ssize_t _sk_cap = 0
+
+
+cdef int _reserve_skips(Py_ssize_t n) except -1:
+    global _sk_row, _sk_w, _sk_c, _sk_cap
+    if n <= _sk_cap:
+        return 0
+    cdef Py_ssize_t cap = max(n, 2 * _sk_cap, 16)
+    cdef Py_ssize_t* rows = <Py_ssize_t*> realloc(_sk_row, cap * sizeof(Py_ssize_t))
+    if rows == NULL:
+        raise MemoryError()
+    _sk_row = rows
+    cdef double* ws = <double*> realloc(_sk_w, cap * sizeof(double))
+    if ws == NULL:
+        raise MemoryError()
+    _sk_w = ws
+    cdef double* cs = <double*> realloc(_sk_c, cap * sizeof(double))
+    if cs == NULL:
+        raise MemoryError()
+    _sk_c = cs
+    _sk_cap = cap
+    return 0
+
+
+cdef inline Py_ssize_t _tail(const int* data, Py_ssize_t size, int from_slot) noexcept nogil:
+    """The first posting at slot `from_slot` or later (postings ascend): a list's part inside the window."""
+    cdef Py_ssize_t lo = 0, hi = size, mid
+    if from_slot <= 0 or size == 0 or data[0] >= from_slot:
+        return 0
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if data[mid] < from_slot:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 cdef void _release() noexcept:
@@ -80,28 +124,15 @@ cdef int _reserve(Py_ssize_t n, Py_ssize_t k) except -1:
     return 0
 
 
-def score_chunk(
-    const int[::1] docs,
-    const float[::1] norms,
-    const long long[::1] list_len,
-    const float[::1] list_w,
-    const signed char[::1] list_kind,
-    const long long[::1] q_lists,
-    const long long[::1] sk_start,
-    const long long[::1] sk_row,
-    const double[::1] sk_w,
-    const double[::1] sk_c,
+def score_queries(
+    list fpost,
+    list queries,
     const unsigned char[:, ::1] held,
     const unsigned char[::1] alive,
     const int[::1] types,
     const int[::1] sources,
-    const int[::1] qtype,
-    const int[::1] qsrc,
-    const float[::1] fnorm,
-    const float[::1] knorm,
-    const unsigned char[::1] has_text,
     list eids,
-    int n,
+    int from_slot,
     int k,
     bint ids_ascending,
     float w_text,
@@ -110,18 +141,20 @@ def score_chunk(
     double w_type,
     double w_source,
 ):
-    """Per query (lists `q_lists[q]:q_lists[q+1]`, skipped lists `sk_start[q]:sk_start[q+1]`): None when fewer
-    than `k` live cases share a list with it, else (its k-th best score negated, its hits as
-    (negated score, exception id `eids[slot]`, slot, normalised text score)).
+    """Per query: None when fewer than `k` live cases from slot `from_slot` on share a list with it, else (its
+    k-th best score negated, its hits as (negated score, exception id `eids[slot]`, slot, normalised text
+    score)).
 
     With `ids_ascending` (slots in id order, so ties rank by slot) the hits are the top k, ranked as
     `search` ranks them: by score, then id. Otherwise they are every case scoring at least the k-th best,
     unordered: the caller ranks them by id.
 
-    `docs`: every list's postings (slots), query after query; `norms`: the text postings' BM25 norms, in the
-    same order; `list_kind`: 0 text, 1 field, 2 declared key; `held[sk_row[i]]`: the slots holding skipped
-    list i, which adds `sk_w[i]` to the field sum and `sk_c[i]` to the key sum of every case found."""
-    cdef Py_ssize_t nq = q_lists.shape[0] - 1
+    A query is (texts, fields, keys, skip, skipped, type code, source code, field norm, key norm, has text):
+    `texts` its words' (slots, BM25 norms, weight) from `from_slot` on; `fields` and `keys` its field
+    values' (field id, weight, ...) — the postings `fpost[field id]`, but not those in `skip`; `skipped`
+    the (row of `held`, field weight, declared key count) of each list it skips, whose shares go to every
+    case it finds that holds them."""
+    cdef Py_ssize_t n = len(eids)
     _reserve(n, 2 * k)
     cdef Acc* acc = _acc
     cdef Acc* a
@@ -130,24 +163,24 @@ def score_chunk(
     cdef float* top = _top
     cdef int* low = _low
     cdef int* best = _low + k  # the hits scoring above the k-th best, as indexes into `touched`
-    cdef Py_ssize_t q, li, j, i, at = 0, at_norm = 0, length
-    cdef int s, nt, filled, want, m, slot, nb
+    cdef Py_ssize_t j, i, length, start, nsk
+    cdef int s, nt, filled, want, m, slot, nb, qt, qs, kind
     cdef float w, tt, fn, kn, t, f, kk, score, kth, v
     cdef double boost, fsum, ksum
-    cdef Py_ssize_t sk0, sk1
-    cdef bint shared
-    cdef signed char kind
-    cdef int qt, qs
+    cdef bint shared, has_text
+    cdef const int* data
+    cdef const int[::1] tdocs
+    cdef const float[::1] tnorms
+    cdef array postings
+    cdef dict skip
     results = []
     try:
-        for q in range(nq):
+        for query in queries:
+            texts, qfields, qkeys, skip, skipped, qt, qs, fn, kn, has_text = query
             nt = 0
-            for li in range(q_lists[q], q_lists[q + 1]):
-                length = list_len[li]
-                w = list_w[li]
-                kind = list_kind[li]
-                for j in range(length):
-                    s = docs[at + j]
+            for tdocs, tnorms, w in texts:
+                for j in range(tdocs.shape[0]):
+                    s = tdocs[j]
                     if not alive[s]:
                         continue
                     a = &acc[s]
@@ -155,17 +188,40 @@ def score_chunk(
                         a.seen = 1
                         touched[nt] = s
                         nt += 1
-                    if kind == 0:
-                        a.t += <double> (w * norms[at_norm + j])
-                    elif kind == 1:
-                        a.f += <double> w
-                    else:
-                        a.k += <double> w
-                at += length
-                if kind == 0:
-                    at_norm += length
-            sk0 = sk_start[q]
-            sk1 = sk_start[q + 1]
+                    a.t += <double> (w * tnorms[j])
+            kind = 1
+            for group in (qfields, qkeys):
+                for fl in group:
+                    fid = fl[0]
+                    if skip and fid in skip:
+                        continue
+                    w = <float> fl[1]
+                    postings = fpost[<Py_ssize_t> fid]
+                    data = postings.data.as_ints
+                    length = len(postings)
+                    start = _tail(data, length, from_slot)
+                    for j in range(start, length):
+                        s = data[j]
+                        if not alive[s]:
+                            continue
+                        a = &acc[s]
+                        if not a.seen:
+                            a.seen = 1
+                            touched[nt] = s
+                            nt += 1
+                        if kind == 1:
+                            a.f += <double> w
+                        else:
+                            a.k += <double> w
+                kind = 2
+            nsk = len(skipped)
+            _reserve_skips(nsk)
+            i = 0
+            for row, sw, sc in skipped:
+                _sk_row[i] = row
+                _sk_w[i] = sw
+                _sk_c[i] = sc
+                i += 1
             if nt < k:
                 results.append(None)
             else:
@@ -174,24 +230,20 @@ def score_chunk(
                 # scoring's own.
                 tt = 1.0
                 shared = False
-                if has_text[q]:
+                if has_text:
                     v = 0.0
                     for j in range(nt):
                         a = &acc[touched[j]]
-                        for i in range(sk0, sk1):
-                            if held[sk_row[i], touched[j]]:
-                                a.f += sk_w[i]
-                                a.k += sk_c[i]
+                        for i in range(nsk):
+                            if held[_sk_row[i], touched[j]]:
+                                a.f += _sk_w[i]
+                                a.k += _sk_c[i]
                         t = <float> a.t
                         if j == 0 or t > v:
                             v = t
                     if v > 0:
                         tt = v
                     shared = True
-                fn = fnorm[q]
-                kn = knorm[q]
-                qt = qtype[q]
-                qs = qsrc[q]
                 filled = 0
                 for j in range(nt):
                     s = touched[j]
@@ -199,10 +251,10 @@ def score_chunk(
                     fsum = a.f
                     ksum = a.k
                     if not shared:
-                        for i in range(sk0, sk1):
-                            if held[sk_row[i], s]:
-                                fsum += sk_w[i]
-                                ksum += sk_c[i]
+                        for i in range(nsk):
+                            if held[_sk_row[i], s]:
+                                fsum += _sk_w[i]
+                                ksum += _sk_c[i]
                     t = (<float> a.t) / tt
                     f = (<float> fsum) / fn
                     kk = (<float> ksum) / kn

@@ -164,8 +164,12 @@ class QField(NamedTuple):
     value: str
 
 
-#: `QField(...)` without the generated `__new__`'s Python frame (the hot path makes ~6 per query).
-_new_qfield = tuple.__new__
+#: `QField(...)`, `SimilarCase(...)` without the generated `__new__`'s Python frame (the hot path makes ~6 of
+#: each per query).
+_new_tuple = tuple.__new__
+#: a hit's score → `round(score, 4)`, as the pipeline shows it: scores recur (cases matching the same fields
+#: score alike), and a look-up costs a tenth of rounding.
+_ROUNDED: dict[float, float] = {}
 _WEIGHT = itemgetter(1)
 _NO_COUNTS: dict[int, int] = {}
 
@@ -272,7 +276,8 @@ def _below(reach: float, theta: float) -> bool:
 
 @dataclass(slots=True)
 class _Lists:
-    """A chunk's posting lists as `TenantIndex._gather` collects them for either scorer."""
+    """A chunk's posting lists as `TenantIndex._gather` collects them for the numpy scorer (the compiled one
+    reads the index's own lists)."""
 
     parts: list[np.ndarray]  # each list's postings (slots), query after query
     norms: list[np.ndarray]  # the text lists' BM25 norms, in the same order
@@ -658,10 +663,10 @@ class TenantIndex:
             if df <= 0:
                 continue
             if name in declared:  # declared fields are searched however common
-                keys.append(_new_qfield(QField, (fid, 1.0, name, value)))
+                keys.append(_new_tuple(QField, (fid, 1.0, name, value)))
                 key_total += 1.0
             if weight:
-                out.append(_new_qfield(QField, (fid, weight, name, value)))
+                out.append(_new_tuple(QField, (fid, weight, name, value)))
                 total += weight
         out.sort(key=_WEIGHT, reverse=True)  # stable: equal weights stay in query order
         return out, total, keys, key_total
@@ -915,7 +920,7 @@ class TenantIndex:
         among the latest `window` cases only (`window_start`): exactly what `search(q, k, from_slot=...)`
         finds there."""
         out: list[tuple[SimilarCase, ...]] = []
-        cases = self._cases
+        cases, rounded = self._cases, _ROUNDED
         from_slot = self.window_start(window)
         for q, found in zip(queries, self._batch(queries, k, from_slot), strict=True):
             if found is None:
@@ -928,7 +933,13 @@ class TenantIndex:
                 case = cases[slot]
                 assert case is not None  # ranked slots are alive
                 res = case.resolution  # most cases are unresolved: no call for those
-                row.append(SimilarCase(eid, round(-neg / scale, 4), "", resolution_summary(res) if res else None))
+                score = -neg / scale
+                shown = rounded.get(score)
+                if shown is None:
+                    if len(rounded) > 4096:
+                        rounded.clear()
+                    shown = rounded[score] = round(score, 4)
+                row.append(_new_tuple(SimilarCase, (eid, shown, "", resolution_summary(res) if res else None)))
             out.append(tuple(row))
         return out
 
@@ -990,8 +1001,8 @@ class TenantIndex:
 
     def _field_slots(self, fid: int, from_slot: int = 0) -> np.ndarray:
         """The slots holding field value `fid` (from slot `from_slot` on: postings are in slot order, so a
-        tail), as a numpy array (the whole list cached until the postings grow; `_score_chunk` keeps the
-        window's tails for its batch in `_slots_of`)."""
+        tail), as a numpy array (the whole list cached until the postings grow; `_gather` keeps the window's
+        tails for its batch in `_slots_of`)."""
         docs = self._fpost[fid]
         out = self._fnp.get(fid)
         if out is None or out.shape[0] != len(docs):
@@ -1087,9 +1098,10 @@ class TenantIndex:
 
     def _gather(self, preps: Sequence[_Prep], skips: Sequence[Mapping[int, tuple[float, float]]],
                 from_slot: int) -> _Lists:
-        """What a chunk's queries score: every list's postings from slot `from_slot` on, query after query
-        (text, fields, declared keys, in `search`'s order), with their list weights and kinds and the BM25
-        norms of the text postings; each query's skipped lists (their `_held` rows and shares)."""
+        """What a chunk's queries score, for `_score_chunk_numpy`: every list's postings from slot `from_slot`
+        on, query after query (text, fields, declared keys, in `search`'s order), with their list weights and
+        kinds and the BM25 norms of the text postings; each query's skipped lists (their `_held` rows and
+        shares)."""
         avgdl = self._total_len / max(1, self._live) or 1.0
         post, lengths = self._post, self._len
         if self._slots_from != from_slot:
@@ -1139,25 +1151,33 @@ class TenantIndex:
         cases. (Postings are in slot order: the window is each list's tail, so only the tails are read.
         Skipped lists add their shares to the cases found, so they need no window.) By the compiled loop
         (`breakdesk.memory._scoring`) when built, else by numpy: the same numbers."""
-        lists = self._gather(preps, skips, from_slot)
         if _scoring is None:
-            return self._score_chunk_numpy(queries, preps, lists, k)
-        held = self._held.view(np.uint8) if lists.sk_row and self._held is not None else _NO_HELD
+            return self._score_chunk_numpy(queries, preps, self._gather(preps, skips, from_slot), k)
+        avgdl = self._total_len / max(1, self._live) or 1.0
+        post, lengths, rows = self._post, self._len, self._held_rows
         codes_t, codes_s = self._types.codes, self._sources.codes
-        found = _scoring.score_chunk(
-            np.concatenate(lists.parts) if lists.parts else _NO_SLOTS,
-            np.concatenate(lists.norms) if lists.norms else _NO_NORMS,
-            np.asarray(lists.sizes, dtype=np.int64), np.asarray(lists.weights, dtype=np.float32),
-            np.asarray(lists.kinds, dtype=np.int8), np.asarray(lists.q_lists, dtype=np.int64),
-            np.asarray(lists.sk_start, dtype=np.int64), np.asarray(lists.sk_row, dtype=np.int64),
-            np.asarray(lists.sk_w, dtype=np.float64), np.asarray(lists.sk_c, dtype=np.float64), held,
-            self._alive.view(np.uint8), self._type, self._source,
-            np.asarray([codes_t.get(q.exception_type, -1) for q in queries], dtype=np.int32),
-            np.asarray([codes_s.get(q.source_system, -1) for q in queries], dtype=np.int32),
-            np.asarray([p[2] if p[2] > 0 else 1.0 for p in preps], dtype=np.float32),
-            np.asarray([p[4] if p[4] > 0 else 1.0 for p in preps], dtype=np.float32),
-            np.asarray([1 if p[0] else 0 for p in preps], dtype=np.uint8),
-            self._eids, len(self._eids), k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
+        todo: list[tuple[Any, ...]] = []
+        for q, prep, skip in zip(queries, preps, skips, strict=True):
+            qterms, qfields, fnorm, qkeys, knorm = prep
+            texts: list[tuple[np.ndarray, np.ndarray, float]] = []
+            for tid, w in qterms:
+                docs, norm = post[tid].bm25(lengths, avgdl)
+                if from_slot:
+                    at_slot = int(np.searchsorted(docs, from_slot))
+                    docs, norm = docs[at_slot:], norm[at_slot:]
+                texts.append((docs, norm, w))
+            skipped: list[tuple[int, float, float]] = []
+            for fid, (w, c) in skip.items():
+                row = rows.get(fid)
+                skipped.append((self._held_row(fid) if row is None else row, w, c))
+            todo.append((texts, qfields, qkeys, skip, skipped, codes_t.get(q.exception_type, -1),
+                         codes_s.get(q.source_system, -1), fnorm if fnorm > 0 else 1.0,
+                         knorm if knorm > 0 else 1.0, bool(qterms)))
+        # (`_held_row` may have grown the matrix: it is read once every row is in)
+        held = self._held.view(np.uint8) if self._held is not None and self._held_rows else _NO_HELD
+        found = _scoring.score_queries(
+            self._fpost, todo, held, self._alive.view(np.uint8), self._type, self._source, self._eids, from_slot,
+            k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
         if self._ids_ascending:  # ranked by the kernel
             return [None if got is None else (-got[0], got[1]) for got in found]
         return [None if got is None else (-got[0], sorted(got[1])[:k]) for got in found]
