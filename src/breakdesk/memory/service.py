@@ -20,13 +20,11 @@ from typing import Any
 from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
-from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, query_tokens
+from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, case_query
 from breakdesk.memory.text import (
-    analyze,
     case_doc,
     describe,
     key_fields,
-    key_tokens,
     render,
     semantic_text,
     similarity_keys,
@@ -295,21 +293,17 @@ class Memory:
             await slicer.tick()
             rec = ir.record
             fp = ir.fingerprint
-            body, entities = describe(rec, domain)
-            counts = analyze(body, entities)
-            # The case's structured tokens serve its query now and its index entry at the next sync.
-            tokens = key_tokens(entities, fp)
+            # The case's text terms and structured tokens serve its query now and its index entry at the
+            # next sync.
+            body, entities, counts, tokens, query = case_query(rec, fp, domain)
             out._prepared[rec.exception_id] = _Prepared(body, entities)
             pending[rec.exception_id] = _Pending(counts, tokens)
             if fp:
                 last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
                     out.last_resolution[fp] = f"{last.resolution.get('summary')} ({last.exception_id})"
-            if not searchable:
-                continue
-            qtokens = (query_tokens(entities, fp) if fp and entities.get("fp") == fp else tuple(tokens))
-            queries.append(Query(rec.exception_id, rec.exception_type, rec.source_system, counts, entities, fp,
-                                 key_fields=similarity_keys(domain, rec.exception_type), tokens=qtokens))
+            if searchable:
+                queries.append(query)
         # Batched searches (triage shows ids, scores and resolutions, not explanations: `similar()` explains),
         # in slices of about `SEARCH_SLICE_S` each, sized from the previous slice's time per query, with the
         # event loop free in between.
