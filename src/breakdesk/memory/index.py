@@ -197,6 +197,8 @@ _new_tuple = tuple.__new__
 _ROUNDED: dict[float, float] = {}
 _WEIGHT = itemgetter(1)
 _NO_COUNTS: dict[int, int] = {}
+#: The term entry (term ids, frequencies) of every case without words: shared, so never appended to.
+_NO_TERMS: tuple[array, array] = (array("i"), array("f"))
 
 
 class Hit(NamedTuple):
@@ -472,38 +474,42 @@ class TenantIndex:
             self._held_rows.clear()
         if self._slots_of:
             self._slots_of.clear()
+        eid = case.exception_id
         self.last_case_id = max(self.last_case_id, case.id)
-        old = self._slot.get(case.exception_id)
+        old = self._slot.get(eid)
         if old is not None:
             self._retire(old)
         slot = len(self._eids)
         self._grow(slot + 1)
-        if self._ids_ascending and self._eids and case.exception_id <= self._eids[-1]:
+        if self._ids_ascending and self._eids and eid <= self._eids[-1]:
             self._ids_ascending = False
-        self._eids.append(case.exception_id)
-        self._slot[case.exception_id] = slot
+        self._eids.append(eid)
+        self._slot[eid] = slot
         self._cases.append(case)
         counts = counts if counts is not None else analyze(case.body, case.entities)
-        term_id, post, df = self._term_id, self._post, self._df
-        tids = array("i")
         length = 0.0
-        for word, tf in counts.items():
-            tid = term_id.get(word)
-            if tid is None:
-                tid = self._term(word)
-            p = post[tid]
-            p.docs.append(slot)
-            p.tfs.append(tf)
-            df[tid] += 1
-            tids.append(tid)
-            length += tf
-        self._terms.append((tids, array("f", counts.values())))
+        if counts:
+            term_id, post, df = self._term_id, self._post, self._df
+            tids = array("i")
+            for word, tf in counts.items():
+                tid = term_id.get(word)
+                if tid is None:
+                    tid = self._term(word)
+                p = post[tid]
+                p.docs.append(slot)
+                p.tfs.append(tf)
+                df[tid] += 1
+                tids.append(tid)
+                length += tf
+            self._terms.append((tids, array("f", counts.values())))
+        else:  # most cases of a structured feed have no words: one shared, never-filled entry
+            self._terms.append(_NO_TERMS)
         tcode = self._types.code(case.exception_type)
         field_id, fpost, fdf = self._field_id, self._fpost, self._fdf
         type_df = self._type_df.get(tcode)
         if type_df is None:
             type_df = self._type_df[tcode] = {}
-        fids = array("i")
+        fids: list[int] = []
         for tok in dict.fromkeys(tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)):
             fid = field_id.get(tok)
             if fid is None:
@@ -512,20 +518,24 @@ class TenantIndex:
             fdf[fid] += 1
             type_df[fid] = type_df.get(fid, 0) + 1
             fids.append(fid)
-        self._fields.append(fids)
+        self._fields.append(array("i", fids))
         self._len[slot] = length
         self._total_len += length
         self._alive[slot] = True
         self._live += 1
         self._type[slot] = tcode
         self._type_live[tcode] = self._type_live.get(tcode, 0) + 1
-        self._by_type.setdefault(tcode, array("i")).append(slot)
+        by_type = self._by_type.get(tcode)
+        if by_type is None:
+            by_type = self._by_type[tcode] = array("i")
+        by_type.append(slot)
         self._source[slot] = self._sources.code(case.source_system)
         self._status[slot] = self._statuses.code(case.status)
         self._severity[slot] = self._severities.code(case.severity)
-        self._resolved[slot] = case.resolution is not None
+        resolution = case.resolution
+        self._resolved[slot] = resolution is not None
         self._received[slot] = case.received_at.timestamp()
-        if case.resolution is not None and case.fingerprint:
+        if resolution is not None and case.fingerprint:
             self._fp_resolved[case.fingerprint] = slot
         if old is not None:
             for vi in self.vectors.values():
