@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from breakdesk.domain.models import ExceptionRecord
+from breakdesk.memory import index as index_module
 from breakdesk.memory.index import Filters, Query, TenantIndex
 from breakdesk.memory.text import (
     analyze,
@@ -123,6 +124,19 @@ def test_replacing_a_case_keeps_one_copy_and_remembers_the_resolution() -> None:
     assert [h.exception_id for h in hits] == ["A"] and hits[0].resolution == "resolved; playbook sf-chase"
     last = idx.last_resolution("fp1")
     assert last is not None and last.exception_id == "A"
+
+
+def test_cases_without_words_share_an_entry_that_stays_empty() -> None:
+    """A structured feed's cases have no words: they share one empty term entry, which a later case's words,
+    a replaced case and a search must all leave empty."""
+    idx = TenantIndex("t1")
+    for i in range(3):
+        idx.add(case(f"S{i}", "", cid=i + 1, entities={"ref": f"R{i}"}), counts={}, tokens=[f"ref=r{i}"])
+    idx.add(case("W", "settlement fail at the depository", cid=10))
+    idx.add(case("S1", "", cid=11, entities={"ref": "R1"}), counts={}, tokens=["ref=r1"])  # replaced
+    assert [h.exception_id for h in idx.search(q("settlement fail"), 1)] == ["W"]
+    assert all(len(part) == 0 for part in index_module._NO_TERMS)
+    assert len(idx) == 4 and idx.case("S1") is not None and idx.case("S1").id == 11
 
 
 def test_an_index_refuses_another_tenants_case() -> None:

@@ -255,7 +255,9 @@ def score_queries(
                             if held[_sk_row[i], s]:
                                 fsum += _sk_w[i]
                                 ksum += _sk_c[i]
-                    t = (<float> a.t) / tt
+                    # (without words every text sum is 0, and 0 / 1 is 0: the division, dearest of the
+                    # loop's operations, is left out where it cannot change the number)
+                    t = (<float> a.t) / tt if has_text else 0.0
                     f = (<float> fsum) / fn
                     kk = (<float> ksum) / kn
                     score = w_text * t + w_field * f
