@@ -676,7 +676,10 @@ class TenantIndex:
         # (df, field weight) of a field value among the query's type — the weight 0.0 where the value is too
         # common or says too little to count as a field (it may still be a declared key): the same for every
         # query of a batch until the index changes (`_field_stats` is emptied on every add and retire)
-        stats = self._field_stats.setdefault((qtype, self_slot is not None), {})
+        stats_key = (qtype, self_slot is not None)
+        stats = self._field_stats.get(stats_key)
+        if stats is None:
+            stats = self._field_stats[stats_key] = {}
         items = list(q.entities.items())
         if q.fingerprint:
             items.append(("fp", q.fingerprint))
@@ -685,7 +688,7 @@ class TenantIndex:
             fid = field_id.get(token)
             if fid is None:
                 continue
-            mine = fid in own_set
+            mine = own is not None and fid in own_set
             stat = None if mine else stats.get(fid)
             if stat is None:
                 df = fdf[fid] - mine

@@ -157,6 +157,22 @@ def _root_cause_hint(domain: CompiledDomainPack, exception_type: str) -> str:
     return ""
 
 
+#: a similar case's score → its text in triage evidence (`0.83`): k per exception, and scores recur (cases
+#: matching the same fields score alike); a look-up costs a fifth of formatting.
+_SCORE_TEXT: dict[float, str] = {}
+
+
+def _score_text(score: float) -> str:
+    text = _SCORE_TEXT.get(score) if score else None  # (0.0 and -0.0 are one key but two texts)
+    if text is None:
+        text = f"{score:.2f}"
+        if score:
+            if len(_SCORE_TEXT) > 4096:
+                _SCORE_TEXT.clear()
+            _SCORE_TEXT[score] = text
+    return text
+
+
 def triage(
     intake_result: IntakeResult,
     ctx: Any,
@@ -180,7 +196,7 @@ def triage(
     for case in similar:
         how = f", resolved by {case.resolution}" if case.resolution else ""
         evidence.append(
-            ev("similar-case", message=f"similar to {case.exception_id} ({case.score:.2f}){how}",
+            ev("similar-case", message=f"similar to {case.exception_id} ({_score_text(case.score)}){how}",
                      ref=case.exception_id)
         )
     confidence = round(intake_result.type_confidence * SEVERITY_CONFIDENCE[source], 4)
