@@ -49,9 +49,11 @@ class CaseDoc:
     resolved_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredCase:
-    """A `memory_cases` row as read back."""
+    """A `memory_cases` row as read back. Treated as immutable (indexes hold it), but not a frozen dataclass:
+    one is built for every case the pipeline indexes, and a frozen dataclass's initialiser costs about eight
+    times as much (1.9 against 0.24 µs for these fourteen fields)."""
 
     id: int
     tenant_id: str
@@ -69,10 +71,11 @@ class StoredCase:
     resolved_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CaseHead:
     """The small columns of a `memory_cases` row (`case_heads_after`): enough for a process that wrote the row
-    itself to tell that the row is the case it wrote, without reading back its entities and body."""
+    itself to tell that the row is the case it wrote, without reading back its entities and body. Not frozen,
+    like `StoredCase`: one per case the pipeline indexes."""
 
     id: int
     exception_id: str
