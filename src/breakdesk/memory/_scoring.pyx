@@ -43,6 +43,15 @@ cdef struct Acc:
     int seen
 
 
+cdef inline int _visit(Acc* acc, int s, int* touched, int nt) noexcept nogil:
+    """Lists case `s` in `touched` the first time a query finds it; returns how many are listed."""
+    if acc[s].seen:
+        return nt
+    acc[s].seen = 1
+    touched[nt] = s
+    return nt + 1
+
+
 # Scratch arrays reused across calls, zero between calls (each query zeroes what it touched): allocating them
 # per call costs page faults for every page touched, more than the scoring itself. Calls hold the GIL
 # throughout, so one set serves every thread.
@@ -181,14 +190,9 @@ def score_queries(
             for tdocs, tnorms, w in texts:
                 for j in range(tdocs.shape[0]):
                     s = tdocs[j]
-                    if not alive[s]:
-                        continue
-                    a = &acc[s]
-                    if not a.seen:
-                        a.seen = 1
-                        touched[nt] = s
-                        nt += 1
-                    a.t += <double> (w * tnorms[j])
+                    if alive[s]:
+                        nt = _visit(acc, s, touched, nt)
+                        acc[s].t += <double> (w * tnorms[j])
             kind = 1
             for group in (qfields, qkeys):
                 for fl in group:
@@ -204,11 +208,8 @@ def score_queries(
                         s = data[j]
                         if not alive[s]:
                             continue
+                        nt = _visit(acc, s, touched, nt)
                         a = &acc[s]
-                        if not a.seen:
-                            a.seen = 1
-                            touched[nt] = s
-                            nt += 1
                         if kind == 1:
                             a.f += <double> w
                         else:
