@@ -322,8 +322,6 @@ class _Lists:
 _FLOAT32: dict[float, float] = {}
 
 _SCRATCH = threading.local()
-_NO_SLOTS = np.zeros(0, np.int32)
-_NO_NORMS = np.zeros(0, np.float32)
 _NO_HELD = np.zeros((1, 1), np.uint8)
 
 
@@ -721,9 +719,8 @@ class TenantIndex:
         norms: list[np.ndarray] = []
         sizes: list[int] = []
         weights: list[float] = []
-        post, lengths = self._post, self._len
         for tid, w in qterms:
-            docs, norm = post[tid].bm25(lengths, avgdl)
+            docs, norm = self._text_slots(tid, avgdl)
             docs_parts.append(docs)
             norms.append(norm)
             sizes.append(docs.shape[0])
@@ -1049,6 +1046,15 @@ class TenantIndex:
             return out
         return out[int(np.searchsorted(out, from_slot)):]
 
+    def _text_slots(self, tid: int, avgdl: float, from_slot: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Word `tid`'s postings and their BM25 norms, from slot `from_slot` on (a tail: postings are in slot
+        order)."""
+        docs, norm = self._post[tid].bm25(self._len, avgdl)
+        if from_slot:
+            at_slot = int(np.searchsorted(docs, from_slot))
+            docs, norm = docs[at_slot:], norm[at_slot:]
+        return docs, norm
+
     def _held_row(self, fid: int) -> int:
         """The row of `_held` that says which slots hold field value `fid` (kept until the index changes: the
         big lists a batch skips recur across its queries, and one matrix is read without stacking)."""
@@ -1141,20 +1147,16 @@ class TenantIndex:
         kinds and the BM25 norms of the text postings; each query's skipped lists (their `_held` rows and
         shares)."""
         avgdl = self._total_len / max(1, self._live) or 1.0
-        post, lengths = self._post, self._len
         if self._slots_from != from_slot:
             self._slots_of.clear()
             self._slots_from = from_slot
-        slots_of, rows = self._slots_of, self._held_rows
+        slots_of = self._slots_of
         out = _Lists([], [], [], [], [], [0], [0], [], [], [])
         parts, norms, sizes, weights, kinds = out.parts, out.norms, out.sizes, out.weights, out.kinds
         sk_row, sk_w, sk_c = out.sk_row, out.sk_w, out.sk_c
         for (qterms, qfields, _, qkeys, _), skip in zip(preps, skips, strict=True):
             for tid, w in qterms:
-                docs, norm = post[tid].bm25(lengths, avgdl)
-                if from_slot:
-                    at_slot = int(np.searchsorted(docs, from_slot))
-                    docs, norm = docs[at_slot:], norm[at_slot:]
+                docs, norm = self._text_slots(tid, avgdl, from_slot)
                 parts.append(docs)
                 norms.append(norm)
                 sizes.append(docs.shape[0])
@@ -1174,8 +1176,7 @@ class TenantIndex:
                     kinds.append(kind)
             out.q_lists.append(len(sizes))
             for fid, (w, c) in skip.items():
-                row = rows.get(fid)
-                sk_row.append(self._held_row(fid) if row is None else row)
+                sk_row.append(self._held_row(fid))
                 sk_w.append(w)
                 sk_c.append(c)
             out.sk_start.append(len(sk_row))
@@ -1192,22 +1193,15 @@ class TenantIndex:
         if _scoring is None:
             return self._score_chunk_numpy(queries, preps, self._gather(preps, skips, from_slot), k)
         avgdl = self._total_len / max(1, self._live) or 1.0
-        post, lengths, rows = self._post, self._len, self._held_rows
         codes_t, codes_s = self._types.codes, self._sources.codes
         todo: list[tuple[Any, ...]] = []
         for q, prep, skip in zip(queries, preps, skips, strict=True):
             qterms, qfields, fnorm, qkeys, knorm = prep
             texts: list[tuple[np.ndarray, np.ndarray, float]] = []
             for tid, w in qterms:
-                docs, norm = post[tid].bm25(lengths, avgdl)
-                if from_slot:
-                    at_slot = int(np.searchsorted(docs, from_slot))
-                    docs, norm = docs[at_slot:], norm[at_slot:]
+                docs, norm = self._text_slots(tid, avgdl, from_slot)
                 texts.append((docs, norm, w))
-            skipped: list[tuple[int, float, float]] = []
-            for fid, (w, c) in skip.items():
-                row = rows.get(fid)
-                skipped.append((self._held_row(fid) if row is None else row, w, c))
+            skipped = [(self._held_row(fid), w, c) for fid, (w, c) in skip.items()]
             todo.append((texts, qfields, qkeys, skip, skipped, codes_t.get(q.exception_type, -1),
                          codes_s.get(q.source_system, -1), fnorm if fnorm > 0 else 1.0,
                          knorm if knorm > 0 else 1.0, bool(qterms)))
