@@ -268,6 +268,8 @@ def test_declared_key_fields_decide_the_same_problem() -> None:
     assert "same problem (3 of 3 key fields): failReason=LATE_AFFIRMATION, counterparty=Jefferies LLC, csd=DTC" \
         in top.why
     assert top.shared_entities[:3] == ("failReason=LATE_AFFIRMATION", "counterparty=Jefferies LLC", "csd=DTC")
+    assert len(set(top.shared_entities)) == len(top.shared_entities)  # each shared fact once
+    assert "shares" not in top.why or "DTC" not in top.why.split("shares", 1)[1]
     assert "same problem (2 of 3 key fields)" in hits[2].why
     # Without the declaration the verbatim message with two shared fields of three wins.
     plain = idx.search(key_query(), 4)

@@ -910,9 +910,12 @@ class TenantIndex:
     @staticmethod
     def _explaining(qterms: Sequence[tuple[int, float]], qfields: Sequence[QField], qkeys: Sequence[QField]
                     ) -> tuple[dict[int, float], list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        """What every explanation compares against (`_hit`), prepared once for the k hits, never for the pool."""
+        """What every explanation compares against (`_hit`), prepared once for the k hits, never for the pool.
+        The other shared fields leave out the declared key fields (they count in both scores, but a reader
+        should see each shared fact once) and the fingerprint (said as "same fingerprint")."""
+        keys = {f.name for f in qkeys}
         return (dict(qterms), [(f.name, f.value, f"{f.name}={f.value}") for f in qkeys],
-                [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp"])
+                [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp" and f.name not in keys])
 
     def _bare_hit(self, slot: int, score: float, lexical: float) -> Hit:
         """A hit without its explanation (`search_many(explain=False)`)."""
