@@ -32,6 +32,15 @@ def test_similar_and_index_commands(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["items"][0]["exceptionId"] == "E-2" and data["items"][0]["why"]
+    shown = runner.invoke(app, ["similar", "E-1", "--tenant", tenant, "-k", "2", "--db", url], terminal_width=60)
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    first = data["items"][0]
+    # each hit: its whole id and score on one line, its explanation and resolution indented below
+    head = next(i for i, line in enumerate(lines) if f" {first['exceptionId']}  {first['score']:.2f}  " in line)
+    below = " ".join(line.strip() for line in lines[head + 1:head + 6])
+    assert below.startswith(first["why"].split(";")[0]) and lines[head + 1].startswith("    ")
+    assert ("not resolved yet" if first["resolution"] is None else f"resolved: {first['resolution']}") in below
     out = runner.invoke(app, ["similar", "E-404", "--tenant", tenant, "--db", url])
     assert out.exit_code == 1
     out = runner.invoke(app, ["similar", "E-1", "--tenant", "other-tenant", "--db", url])

@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.console import RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
@@ -49,14 +52,26 @@ def similar(
     if as_json:
         console.print_json(orjson.dumps(result.as_dict()).decode())
         return
-    table = Table("#", "exception", "score", "type", "status", "why similar", "resolution",
-                  title=f"Cases like {exception_id} ({result.indexed_cases} indexed, vectors: {result.vector_source})")
-    for i, h in enumerate(result.hits, 1):
-        table.add_row(str(i), escape(h.exception_id), f"{h.score:.2f}", escape(h.exception_type), h.status,
-                      escape(h.why), escape(h.resolution or "-"))
-    console.print(table)
+    console.print(Text.assemble(("Cases like ", "bold"), (exception_id, "bold"),
+                                f" ({result.indexed_cases} indexed, vectors: {result.vector_source})"))
+    for line in hit_lines(result):
+        console.print(line)
     if not result.hits:
         console.print("no similar cases yet", style="dim")
+
+
+def hit_lines(result: SimilarResult) -> list[RenderableType]:
+    """A hit per block: its id, score, type, status and severity on one line, why it is similar and how it
+    was resolved indented below. Not a table: at a terminal's usual 80 columns a seven-column table cut the
+    ids and explanations, the two things a reader came for. `Text`, so payload values are never markup."""
+    out: list[RenderableType] = []
+    for i, h in enumerate(result.hits, 1):
+        out.append(Text.assemble((f"{i:>2}  ", "dim"), (h.exception_id, "bold cyan"), f"  {h.score:.2f}  ",
+                                 h.exception_type, "  ", h.status, (f"  {h.severity}" if h.severity else "")))
+        out.append(Padding(Text(h.why), (0, 0, 0, 4)))
+        out.append(Padding(Text(f"resolved: {h.resolution}" if h.resolution else "not resolved yet", style="dim"),
+                           (0, 0, 0, 4)))
+    return out
 
 
 @memory_app.command("index")
