@@ -115,3 +115,23 @@ async def test_postgres_documents_are_lz4_compressed_where_the_server_has_it(pg_
         ("exception_events", "payload"): expected,
         ("memory_cases", "body"): expected,
     }
+
+
+async def test_last_resolutions_query_uses_the_partial_fingerprint_index(db_url: str) -> None:
+    """The index holds resolved cases only; the planner takes it only where the query implies its predicate."""
+    from breakdesk.store.cases import last_resolutions_stmt
+
+    engine = make_engine(db_url)
+    try:
+        await upgrade_engine(engine)
+        async with engine.connect() as conn:
+            sql = str(last_resolutions_stmt("t1", ["fp-1", "fp-2"]).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SET LOCAL enable_seqscan = off"))  # an empty table: force the choice
+                plan = "\n".join(str(r[0]) for r in await conn.execute(text("EXPLAIN " + sql)))
+            else:
+                plan = "\n".join(str(r[-1]) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+    finally:
+        await engine.dispose()
+    assert "ix_memory_cases_resolved_fingerprint" in plan, plan

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, func, or_, select, text
+from sqlalchemy import Select, and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -151,6 +151,17 @@ def _stored(row: Any) -> StoredCase:
 _PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
 
 
+def last_resolutions_stmt(tenant_id: str, fingerprints: Sequence[str]) -> Select[Any]:
+    """The resolved cases of these fingerprints, oldest resolution first. Its `resolution IS NOT NULL` is
+    the predicate of the partial index `ix_memory_cases_resolved_fingerprint`, which it must imply for the
+    planner to use that index (a test checks the plans)."""
+    return (
+        select(memory_cases)
+        .where(_C.tenant_id == tenant_id, _C.fingerprint.in_(fingerprints), _C.resolution.is_not(None))
+        .order_by(_C.resolved_at, _C.id)
+    )
+
+
 class CaseRepo(StoreBase):
     """Tenant-scoped reads and writes of the memory tables."""
 
@@ -218,12 +229,7 @@ class CaseRepo(StoreBase):
         wanted = sorted({f for f in fingerprints if f})
         async with self._read() as conn:
             for part in chunked(wanted):
-                stmt = (
-                    select(memory_cases)
-                    .where(_C.tenant_id == tenant_id, _C.fingerprint.in_(part), _C.resolution.is_not(None))
-                    .order_by(_C.resolved_at, _C.id)
-                )
-                for row in (await conn.execute(stmt)).all():
+                for row in (await conn.execute(last_resolutions_stmt(tenant_id, part))).all():
                     case = _stored(row)
                     out[case.fingerprint or ""] = case  # ordered ascending: the last one wins
         return out

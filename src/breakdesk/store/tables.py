@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables. Migrations 0001-0004 create exactly this schema (a test compares the two).
+"""SQLAlchemy Core tables. Migrations 0001-0006 create exactly this schema (a test compares the two).
 
 Every table carries `tenant_id` and every index but the intake queue's cross-tenant claim index leads
 with it, so each tenant's data is a contiguous index range and a query that forgot the tenant filter
@@ -405,6 +405,9 @@ executions = Table(
 #: Embeddings: little-endian float32 bytes on SQLite; real[] on PostgreSQL, which pgvector casts to `vector`.
 Embedding = LargeBinary().with_variant(ARRAY(REAL), "postgresql")
 
+#: The predicate of `memory_cases`' partial index on fingerprints (and of the query that uses it).
+RESOLVED_CASE = text("resolution IS NOT NULL")
+
 memory_cases = Table(
     "memory_cases",
     metadata,
@@ -435,7 +438,11 @@ memory_cases = Table(
     Column("indexed_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "exception_id", name="uq_memory_cases_tenant_exception"),
     Index("ix_memory_cases_tenant_id", "tenant_id", "id"),
-    Index("ix_memory_cases_tenant_fingerprint", "tenant_id", "fingerprint"),
+    # Resolved cases only (partial): the one query by fingerprint asks for the last resolution of each
+    # (`last_resolutions`), and every exception the pipeline writes arrives unresolved, so keeping its random
+    # fingerprint out of this B-tree saves about a third of its row's insert (measured on SQLite 5 of 14 µs).
+    Index("ix_memory_cases_resolved_fingerprint", "tenant_id", "fingerprint",
+          sqlite_where=RESOLVED_CASE, postgresql_where=RESOLVED_CASE),
 )
 
 memory_vectors = Table(
