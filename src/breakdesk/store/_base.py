@@ -534,6 +534,39 @@ class StoreBase:
             self._checkpointer.request()
         return result
 
+    async def _fetch(self, stmt: Prepared, values: Mapping[str, Any]) -> list[Sequence[Any]]:
+        """One prepared SELECT through the raw driver, its rows as the driver gives them (tuples on SQLite,
+        records on asyncpg): for hot reads of hundreds of rows, where SQLAlchemy's result processing cost
+        about 5 µs per row (measured on `case_heads_after`: 5.3-6.9 against 1.7 µs per row). Values come
+        back in driver form, so only for columns whose driver value is what the caller wants (integers,
+        text, booleans). One statement: a consistent snapshot by itself on both databases."""
+        params = stmt.params(values)
+        try:
+            fairy = await self._engine.raw_connection()
+            try:
+                driver: Any = fairy.driver_connection
+                run_in_thread = getattr(driver, "_execute", None)  # aiosqlite's job queue
+                if self.dialect == "sqlite" and run_in_thread is not None:
+                    try:
+                        rows: list[Sequence[Any]] = await run_in_thread(
+                            lambda: driver._conn.execute(stmt.sql, params).fetchall())
+                    except sqlite3.Error as exc:
+                        raise translate_driver(exc) from exc
+                    return rows
+                if self._pg and hasattr(driver, "copy_records_to_table"):
+                    import asyncpg
+
+                    try:
+                        return list(await driver.fetch(stmt.sql, *params))
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                        raise translate_driver(exc) from exc
+            finally:
+                await greenlet_spawn(fairy.close)
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+        async with self._read() as conn:  # any other driver
+            return list((await conn.exec_driver_sql(stmt.sql, params)).all())
+
     async def _write_program_sqlalchemy(self, program: Program[T]) -> T:
         """Drivers without a fast path: the program through SQLAlchemy in a normal write transaction."""
         async with self._write() as conn:

@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, delete, func, or_, select, text
+from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from breakdesk.store._base import StoreBase, bulk_insert, chunked, translate, utcnow
+from breakdesk.store._base import StoreBase, bulk_insert, chunked, prepare, translate, utcnow
 from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
 from breakdesk.store.types import aware_utc
 
@@ -151,6 +151,16 @@ def _stored(row: Any) -> StoredCase:
 _PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
 
 
+def _case_heads_statement() -> Select[Any]:
+    """`case_heads_after`'s query (prepared once per dialect; read through the raw driver)."""
+    return (
+        select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None))
+        .where(_C.tenant_id == bindparam("t", type_=String), _C.id > bindparam("after", type_=BigInteger))
+        .order_by(_C.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
 def last_resolutions_stmt(tenant_id: str, fingerprints: Sequence[str]) -> Select[Any]:
     """The resolved cases of these fingerprints, oldest resolution first. Its `resolution IS NOT NULL` is
     the predicate of the partial index `ix_memory_cases_resolved_fingerprint`, which it must imply for the
@@ -179,14 +189,8 @@ class CaseRepo(StoreBase):
         """`cases_after` without the documents (entities, resolution, body) and dates: what a process needs to
         follow rows it wrote itself (`breakdesk.memory.Memory.index`), which it has in memory already. Served
         by ix_memory_cases_tenant_id like `cases_after`."""
-        stmt = (
-            select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None))
-            .where(_C.tenant_id == tenant_id, _C.id > after_id)
-            .order_by(_C.id)
-            .limit(limit)
-        )
-        async with self._read() as conn:
-            rows = (await conn.execute(stmt)).all()
+        stmt = prepare("memory.case_heads_after", self._engine.dialect, _case_heads_statement)
+        rows = await self._fetch(stmt, {"t": tenant_id, "after": after_id, "limit": limit})
         return [CaseHead(int(i), e, st, sev, fp, bool(res)) for i, e, st, sev, fp, res in rows]
 
     async def cases_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[StoredCase]:
