@@ -57,7 +57,8 @@ def similar(
     for line in hit_lines(result):
         console.print(line)
     if not result.hits:
-        console.print("no similar cases yet", style="dim")
+        console.print("no similar cases match these filters" if not filters.empty else "no similar cases yet",
+                      style="dim")
 
 
 def hit_lines(result: SimilarResult) -> list[RenderableType]:
