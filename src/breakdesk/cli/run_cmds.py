@@ -269,19 +269,30 @@ def demo(
         return results
 
     results = asyncio.run(go())
-    table = Table("tenant", "processed", "resolved", "approval", "escalated", "failed", "info", "merged/dup/bad",
-                  "exc/s", title="Demo: the same exceptions under different tenant policies")
-    for dom, tid, rep, secs in results:
+    # Borderless and with short headers: it fits 80 columns, where a boxed table cut tenant names and headers.
+    table = Table("tenant", "exc.", "resolved", "approval", "escalated", "failed", "info", "merged\ndup/bad",
+                  title="Demo: the same exceptions under different tenant policies", box=None, padding=(0, 0, 0, 2),
+                  pad_edge=False, header_style="bold")
+    for col in table.columns[1:]:
+        col.justify, col.no_wrap = "right", True
+    previous = None
+    for dom, tid, rep, _ in results:
+        if previous is not None and dom != previous:
+            table.add_section()
+        previous = dom
         table.add_row(
-            f"{tid} ({dom})", str(rep.processed), str(rep.by_status.get("RESOLVED", 0)),
+            tid, str(rep.processed), str(rep.by_status.get("RESOLVED", 0)),
             str(rep.by_status.get("PENDING_APPROVAL", 0)), str(rep.by_status.get("ESCALATED", 0)),
             str(rep.by_status.get("FAILED", 0)), str(rep.by_status.get("TRIAGED", 0)),
-            f"{rep.recurrences}/{rep.duplicates}/{len(rep.rejected)}", f"{rep.processed / secs:,.0f}" if secs else "-",
+            f"{rep.recurrences}/{rep.duplicates}/{len(rep.rejected)}",
         )
     console.print(table)
-    console.print("resolved = playbook tools ran and succeeded (demo tool server); approval = waiting for a person; "
-                  "escalated = handed to a person; info = nothing to do; merged = recurrences folded into an open "
-                  "exception; bad = rejected lines\n", style="dim")
+    total, secs = sum(r[2].processed for r in results), sum(r[3] for r in results)
+    console.print(
+        f"exc. = exceptions processed ({', '.join(sorted({d for d, *_ in results}))} packs; {total:,} in {secs:.1f} s, "
+        "tool calls included); resolved = playbook tools ran and succeeded (demo tool server); approval = "
+        "waiting for a person; escalated = handed to a person; info = nothing to do; merged = recurrences "
+        "folded into an open exception; dup = resubmissions; bad = rejected lines\n", style="dim")
 
     # One exception two tenants decided differently, and its timeline: *why* a decision was made.
     async def contrast() -> tuple[str, str, list[tuple[str, dict[str, Any]]], list[dict[str, Any]]] | None:
@@ -301,7 +312,8 @@ def demo(
     picked = asyncio.run(contrast())
     if picked:
         tid, eid, rows, events = picked
-        cmp = Table("tenant", "severity", "playbook", "approval", "status", title=f"{eid}: one exception, two policies")
+        cmp = Table("tenant", "severity", "playbook", "approval", "status", title=f"{eid}: one exception, two policies",
+                    box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold")
         for t, r in rows:
             cmp.add_row(t, str(r["severity"]), str(r["playbook_id"]), str(r["approval_required"]), str(r["status"]))
         console.print(cmp)
@@ -312,6 +324,7 @@ def demo(
     console.print(f"  export BREAKDESK_DATABASE_URL=sqlite+aiosqlite:///{db_file}")
     if pick:
         console.print(f"  .venv/bin/breakdesk show {pick[1]} --tenant {pick[0]}")
+        console.print(f"  .venv/bin/breakdesk similar {pick[1]} --tenant {pick[0]}")
     console.print("  .venv/bin/breakdesk audit verify")
     # --- tools: approvals resume execution; their tools need the demo tool server running
     console.print("  .venv/bin/breakdesk approvals list --tenant acme-capital")
