@@ -55,6 +55,9 @@ def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: 
     listed = runner.invoke(app, ["approvals", "list", "--tenant", tenant_id, "--db", url])
     assert listed.exit_code == 0 and "3 approval request(s)" in listed.output, listed.output
     items = {a["exceptionId"]: a["approvalId"] for a in approvals_of(url, tenant_id)}
+    narrow = runner.invoke(app, ["approvals", "list", "--tenant", tenant_id, "--db", url], terminal_width=60)
+    for eid, aid in items.items():  # each request's ids whole on one line, even at 60 columns
+        assert any(aid in line and str(eid) in line and "PENDING" in line for line in narrow.output.splitlines())
     first, second, third = (str(items[e]) for e in eids)
 
     shown = runner.invoke(app, ["approvals", "show", first, "--tenant", tenant_id, "--db", url])

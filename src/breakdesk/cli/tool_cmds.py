@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import structlog
 import typer
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from breakdesk.approvals.scheduler import Scheduler
 from breakdesk.approvals.service import ApprovalError, ApprovalService, Decision
@@ -84,28 +86,19 @@ async def services(store: Any, settings: ExecutorSettings | None = None) -> Asyn
 # ------------------------------------------------------------------------------------------------ output
 
 
-def _ago(a: Approval) -> str:
-    return a.requested_at.strftime("%Y-%m-%d %H:%M")
-
-
 def print_approvals(items: list[Approval]) -> None:
-    table = Table(title=f"{len(items)} approval request(s)")
-    # Ids are never cut: they are what `approve` / `reject` take.
-    table.add_column("approval", no_wrap=True, min_width=max([len(a.approval_id) for a in items] or [8]))
-    table.add_column("exception", no_wrap=True, min_width=max([len(a.exception_id) for a in items] or [9]))
-    table.add_column("status", no_wrap=True)
-    table.add_column("votes", no_wrap=True)
-    table.add_column("expires", no_wrap=True)
-    table.add_column("roles · why", ratio=1)
+    """A request per block: its id and exception (never cut: they are what `approve` / `reject` take), status
+    and votes on one line; expiry, roles and why it waits indented below. Not a table: at 80 columns a
+    six-column table cut the status and the reasons, and cropped the expiry. `Text`: reasons are data."""
+    console.print(Text(f"{len(items)} approval request(s)", style="bold"))
     for a in items:
         votes = sum(1 for v in a.approvers if v.get("decision") == "approve")
+        status = a.status + ("" if a.step_index is None else f" {a.scope}")
+        console.print(Text.assemble((a.approval_id, "bold cyan"), "  ", a.exception_id, "  ", status,
+                                    f"  {votes}/{a.approvals_needed} approvals"))
         reasons = "; ".join(str(r) for r in a.evidence.get("reasons") or [])
-        table.add_row(
-            a.approval_id, a.exception_id, a.status + ("" if a.step_index is None else f" {a.scope}"),
-            f"{votes}/{a.approvals_needed}", a.expires_at.strftime("%m-%d %H:%M"),
-            escape(f"{','.join(a.allowed_roles)} · {reasons}"[:160]),
-        )
-    console.print(table)
+        console.print(Padding(Text(f"expires {a.expires_at:%Y-%m-%d %H:%M} · roles {', '.join(a.allowed_roles)}"
+                                   + (f" · {reasons}" if reasons else ""), style="dim"), (0, 0, 0, 4)))
 
 
 def print_execution(outcome: ExecutionOutcome | None) -> None:
