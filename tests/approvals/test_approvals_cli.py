@@ -73,8 +73,12 @@ def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: 
     assert "APPROVED by bob" in approved.output and "execution: RESOLVED" in approved.output
     assert tool_server.counts[act] == 1 and json.loads(tool_server.bodies[act][0]) == {"ref": "R-EDITED"}
 
-    journal = runner.invoke(app, ["executions", eids[0], "--tenant", tenant_id, "--db", url])
+    journal = runner.invoke(app, ["executions", eids[0], "--tenant", tenant_id, "--db", url], terminal_width=70)
     assert journal.exit_code == 0 and "SUCCEEDED" in journal.output
+    assert any(line.split()[4:8] == ["act", "SUCCEEDED", "✓", "200"] for line in journal.output.splitlines()), \
+        journal.output
+    waiting = runner.invoke(app, ["executions", eids[2], "--tenant", tenant_id, "--db", url])
+    assert waiting.exit_code == 0 and f"no execution recorded for {eids[2]}" in waiting.output
 
     no_reason = runner.invoke(app, ["approvals", "reject", second, "--tenant", tenant_id, "--db", url,
                                     "--as", "bob", "-m", ""])

@@ -226,8 +226,7 @@ def demo(
         "demo.db"
     ),
 ) -> None:
-    """Set up demo tenants with the example packs, process the example exceptions, run their tools against
-    the bundled demo tool server, show the results."""
+    """Process the example exceptions for the example tenants and run their tools against a bundled server."""
     from breakdesk.catalog import Catalog
     from breakdesk.cli.tool_cmds import demo_tool_environment, services
     from breakdesk.packs.loader import read_file

@@ -251,13 +251,29 @@ def executions_show(exception_id: str, tenant: TenantOpt, db: UrlOpt = None) -> 
         return await store.execution_records(tenant, exception_id)
 
     rows = run_with_store(go, db)
-    table = Table("step", "phase", "try", "tool", "status", "HTTP", "ms", "error",
-                  title=f"Execution of {exception_id}")
+    if not rows:
+        console.print(f"no execution recorded for {exception_id} (no plan has run for it)", style="dim")
+        return
+    # Borderless, names folded rather than cut, errors on their own lines: the columns a reader scans
+    # (tool, status, HTTP code, time) stay whole at 80 columns.
+    table = Table("step", "phase", "try", "tool", "status", "HTTP", "ms", title=f"Execution of {exception_id}",
+                  box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold")
+    for name in ("step", "tool"):
+        table.columns[["step", "phase", "try", "tool"].index(name)].overflow = "fold"
+    for col in table.columns[4:]:
+        col.no_wrap = True
+    for col in table.columns[5:]:
+        col.justify = "right"
+    errors: list[str] = []
     for r in rows:
         table.add_row(f"{r.step_index} {r.step_id}", r.phase, str(r.attempt), r.tool or "-",
                       r.status + (" ✓" if r.final else ""), str(r.status_code or ""),
-                      f"{r.latency_ms:.1f}" if r.latency_ms is not None else "", escape((r.error or "")[:60]))
+                      f"{r.latency_ms:.1f}" if r.latency_ms is not None else "")
+        if r.error:
+            errors.append(f"step {r.step_index} {r.step_id}, try {r.attempt}: {r.error}")
     console.print(table)
+    for line in errors:
+        console.print(Padding(Text(line, style="red"), (0, 0, 0, 2)))
 
 
 @app.command("resume")
