@@ -459,3 +459,5 @@ def test_cli_demo(tmp_path: Path) -> None:
     assert rows["acme-capital"] != rows["northwind-securities"], rows
     assert rows["riverside-health"] != rows["summit-care"], rows
     assert "processed" in table
+    # examples arrive in batches, as a stream would: the exception shown was triaged with similar past cases
+    assert "• similar to EXC-" in out.split("Decision timeline", 1)[1], out

@@ -218,6 +218,12 @@ def show(
     render_timeline(exc, events)
 
 
+#: The demo feeds each tenant's examples in batches of this many, as a stream would arrive: an exception is
+#: triaged with the similar cases of earlier batches (a batch's own cases are decided together and become
+#: searchable once it commits), so in one batch of 240 no exception would show any.
+DEMO_BATCH = 40
+
+
 @app.command("demo")
 def demo(
     packs_dir: Annotated[Path, typer.Option("--packs", help="Example packs directory.")] = Path("packs"),
@@ -262,7 +268,7 @@ def demo(
                             await cat.publish(tid, pol_data, pol_src, "demo", activate=True)
                             if examples.exists():
                                 t0 = time.perf_counter()
-                                rep = await run_file(store, examples, tid, 500, progress,
+                                rep = await run_file(store, examples, tid, DEMO_BATCH, progress,
                                                      execution=svc.execution, dry_run=False)
                                 results.append((dom_file.parent.name, tid, rep, time.perf_counter() - t0))
         return results
@@ -301,7 +307,7 @@ def demo(
                 by_domain.setdefault(dom, []).append(tid)
             for tids in by_domain.values():
                 first = next(r for r in results if r[1] == tids[0])[2]
-                for eid in first.exception_ids:
+                for eid in reversed(first.exception_ids):  # a late one: its triage has similar cases to show
                     rows = [(t, await store.get_exception(t, eid)) for t in tids]
                     found = [(t, r) for t, r in rows if r is not None]
                     if len(found) > 1 and len({r["status"] for _, r in found}) > 1:
@@ -312,7 +318,7 @@ def demo(
     if picked:
         tid, eid, rows, events = picked
         cmp = Table("tenant", "severity", "playbook", "approval", "status", title=f"{eid}: one exception, two policies",
-                    box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold")
+                    box=None, padding=(0, 0, 0, 1), pad_edge=False, header_style="bold")
         for t, r in rows:
             cmp.add_row(t, str(r["severity"]), str(r["playbook_id"]), str(r["approval_required"]), str(r["status"]))
         console.print(cmp)
