@@ -12,6 +12,10 @@ from typing import Any
 #: Statuses after which an exception's handling is known and worth remembering.
 RESOLVED_STATUSES = frozenset({"RESOLVED", "CLOSED", "FAILED"})
 MAX_SUMMARY = 600
+#: Payload fields that carry a person's words: in a human action's event (`human.close` has `resolution`,
+#: what was done about it; `human.comment` has `text`), and in any other stage's.
+_HUMAN_KEYS = ("resolution", "text", "comment", "note", "reason")
+_OTHER_KEYS = ("comment", "note", "reason")
 
 
 def _text(value: Any, limit: int = 200) -> str:
@@ -36,9 +40,10 @@ def resolution_of(
             for s in plan.get("steps") or []:
                 if isinstance(s, dict) and s.get("stepId"):
                     steps[str(s["stepId"])] = {"step": s["stepId"], "tool": s.get("tool"), "status": s.get("status")}
-        if isinstance(payload, dict):
-            for key in ("comment", "note", "reason"):
-                if isinstance(payload.get(key), str) and payload[key].strip() and stage != "resolution":
+        if isinstance(payload, dict) and stage != "resolution":
+            # what a person wrote: the resolution stated when closing, a comment's text, notes and reasons
+            for key in _HUMAN_KEYS if stage.startswith("human") else _OTHER_KEYS:
+                if isinstance(payload.get(key), str) and payload[key].strip():
                     comments.append(_text(payload[key]))
         decision = e.get("decision") or {}
         if stage.startswith(("human", "approval")) and isinstance(decision, dict):

@@ -1,0 +1,36 @@
+"""The resolution summary a finished exception leaves in the memory: playbook, step outcomes, people's words."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from breakdesk.memory.resolution import resolution_of
+
+
+def test_summary_names_the_playbook_the_settled_steps_and_what_people_wrote() -> None:
+    row = {"status": "CLOSED", "playbook_id": "PB_BREAK"}
+    events = [
+        {"stage": "resolution", "payload": {"plan": {"playbookId": "PB_BREAK", "steps": [
+            {"stepId": "fetch", "tool": "getOrder", "status": "PLANNED"},
+            {"stepId": "fix", "tool": "fixOrder", "status": "PLANNED", "comment": "not a person's"}]}},
+         "decision": {"evidence": [{"message": "plan PB_BREAK"}]}},
+        {"stage": "human.comment", "payload": {"action": "comment", "text": "called the bank"},
+         "decision": {"evidence": [{"message": "comment by dana"}]}},
+        {"stage": "human.close", "payload": {"action": "close", "previousStatus": "ESCALATED", "reason": "",
+                                             "resolution": "ledger entry  reversed"},
+         "decision": {"evidence": [{"message": "closed by a person"}]}},
+    ]
+    executions = [SimpleNamespace(step_id="fetch", tool="getOrder", status="SUCCEEDED", final=True)]
+    res = resolution_of(row, events, executions)
+    assert res["playbook"] == "PB_BREAK" and res["status"] == "CLOSED"
+    assert res["steps"] == [{"step": "fetch", "tool": "getOrder", "status": "SUCCEEDED"},
+                            {"step": "fix", "tool": "fixOrder", "status": "PLANNED"}]
+    assert res["comments"] == ["called the bank", "comment by dana", "ledger entry reversed", "closed by a person"]
+    assert res["summary"] == ("closed; playbook PB_BREAK; fetch (getOrder) succeeded, fix (fixOrder) planned; "
+                              "comments: called the bank | comment by dana | ledger entry reversed | closed by a person")
+
+
+def test_a_machine_stage_contributes_its_reasons_but_not_a_payload_text() -> None:
+    events = [{"stage": "execution", "payload": {"reason": "tool timed out", "text": "raw tool output"}}]
+    res = resolution_of({"status": "FAILED", "playbook_id": None}, events)
+    assert res["comments"] == ["tool timed out"] and res["summary"] == "failed; comments: tool timed out"
