@@ -102,3 +102,30 @@ async def test_an_item_that_keeps_failing_is_dead_lettered(make_api: Any, monkey
         poison, fine = await states(api, t, ids, "never", timeout=0)
         assert fine["state"] == "DONE"
         assert poison["state"] == "REJECTED" and poison["error"] == "gave up after 2 attempts: RuntimeError"
+
+
+async def test_the_worker_indexes_resolutions_in_the_background(make_api: Any) -> None:
+    """A closed exception's case gets its resolution (what was done) without `breakdesk memory index`,
+    and the next similar-case search shows how it was resolved."""
+    async with make_api(worker_enabled=True, worker_poll_seconds=0.05, memory_index_interval_seconds=0.05) as api:
+        t = await api.tenant()
+        r = await api.client.post(f"/v1/tenants/{t.tenant_id}/exceptions?wait=true",
+                                  json=[break_item("IDX-1"), break_item("IDX-2")], headers=t.headers("operator"))
+        first, second = (i["exceptionId"] for i in r.json()["items"])
+        r = await api.client.post(f"/v1/tenants/{t.tenant_id}/exceptions/{first}/actions",
+                                  json={"action": "close", "resolution": "ledger entry reversed"},
+                                  headers=t.headers("operator"))
+        assert r.status_code == 200, r.text
+        deadline = asyncio.get_running_loop().time() + 15
+        case = await api.store.get_case(t.tenant_id, first)
+        while (case is None or case.resolution is None) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            case = await api.store.get_case(t.tenant_id, first)
+        assert case is not None and case.resolution is not None and case.status == "CLOSED"
+        assert "ledger entry reversed" in str(case.resolution)
+        r = await api.client.get(f"/v1/tenants/{t.tenant_id}/exceptions/{second}/similar",
+                                 params={"resolved": "true"}, headers=t.headers("viewer"))
+        assert [h["exceptionId"] for h in r.json()["items"]] == [first] and r.json()["items"][0]["resolution"]
+        indexer = api.ctx.background._indexer
+        assert indexer is not None and not indexer.done()
+    assert indexer.done()  # the lifespan stopped it

@@ -72,6 +72,14 @@ class ApiSettings(BaseModel):
         120.0, gt=0, le=86_400, description="An IN_PROGRESS run untouched this long is resumed by the scheduler."
     )
 
+    memory_indexer_enabled: bool = Field(
+        True, description="With the worker: index resolutions and changed exceptions, and embed cases, in the "
+        "background (what `breakdesk memory index --follow` does on its own).",
+    )
+    memory_index_interval_seconds: float = Field(
+        5.0, gt=0, le=3600, description="Pause between the background memory indexer's passes over the tenants."
+    )
+
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     access_log: bool = Field(True, description="One JSON log line per request.")
     log_level: str = Field("info", pattern=r"^(?i:debug|info|warning|error|critical)$")

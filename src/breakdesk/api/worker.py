@@ -264,8 +264,10 @@ class Background:
         if settings.worker_enabled:
             self.worker = IntakeWorker(store, orchestrator, settings, metrics, inline_ids)
         self._store = store
+        self._orchestrator = orchestrator
         self._stop = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
+        self._indexer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         from datetime import timedelta
@@ -281,10 +283,23 @@ class Background:
             stalled_after=timedelta(seconds=self.settings.stalled_after_seconds),
         )
         self._scheduler = asyncio.get_running_loop().create_task(scheduler.run(self._stop), name="breakdesk-scheduler")
+        # --- memory: resolutions, changed exceptions and embeddings reach the memory without another process
+        memory = self._orchestrator.memory
+        if self.settings.memory_indexer_enabled and memory is not None:
+            from breakdesk.memory.indexer import MemoryIndexer
+
+            indexer = MemoryIndexer(self._store, memory, packs=self._orchestrator.active_packs)
+            self._indexer = asyncio.get_running_loop().create_task(
+                indexer.run(self._stop, self.settings.memory_index_interval_seconds), name="breakdesk-memory-indexer")
+        # --- end memory
 
     async def stop(self) -> None:
         """Stop taking work, let the batch in hand and running executions settle (bounded), close the pool."""
         self._stop.set()
+        if self._indexer is not None:  # a pass commits page by page with its position: cutting one loses nothing
+            self._indexer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._indexer
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 await self._scheduler

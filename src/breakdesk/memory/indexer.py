@@ -153,14 +153,21 @@ class MemoryIndexer:
         return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
-        """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` runs)."""
+        """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` and the server's
+        worker run). A failed pass (the database away, one tenant's bad data) is logged and retried on the
+        next round: the loop itself only ends with `stop`."""
         while not stop.is_set():
-            for tenant in await self.store.list_tenants():
+            try:
+                tenants = [t.tenant_id for t in await self.store.list_tenants()]
+            except Exception as exc:
+                log.warning("memory: cannot list tenants: %s", exc)
+                tenants = []
+            for tenant_id in tenants:
                 if stop.is_set():
                     break
                 try:
-                    await self.run_once(tenant.tenant_id)
+                    await self.run_once(tenant_id)
                 except Exception as exc:  # keep serving the other tenants
-                    log.warning("memory: pass for tenant %s failed: %s", tenant.tenant_id, exc)
+                    log.warning("memory: pass for tenant %s failed: %s", tenant_id, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
