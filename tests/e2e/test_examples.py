@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -461,3 +462,10 @@ def test_cli_demo(tmp_path: Path) -> None:
     assert "processed" in table
     # examples arrive in batches, as a stream would: the exception shown was triaged with similar past cases
     assert "• similar to EXC-" in out.split("Decision timeline", 1)[1], out
+    # ...and, as the server's worker would, the demo leaves how exceptions were resolved in the memory
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        resolved = dict(db.execute("SELECT tenant_id, count(*) FROM memory_cases WHERE resolution IS NOT NULL "
+                                   "GROUP BY tenant_id").fetchall())
+        done = dict(db.execute("SELECT tenant_id, count(*) FROM exceptions WHERE status IN "
+                               "('RESOLVED', 'CLOSED', 'FAILED') GROUP BY tenant_id").fetchall())
+    assert resolved == done and done, (resolved, done)

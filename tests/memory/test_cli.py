@@ -40,7 +40,7 @@ def test_similar_and_index_commands(tmp_path: Path) -> None:
     head = next(i for i, line in enumerate(lines) if f" {first['exceptionId']}  {first['score']:.2f}  " in line)
     below = " ".join(line.strip() for line in lines[head + 1:head + 6])
     assert below.startswith(first["why"].split(";")[0]) and lines[head + 1].startswith("    ")
-    assert ("not resolved yet" if first["resolution"] is None else f"resolved: {first['resolution']}") in below
+    assert ("not resolved yet" if first["resolution"] is None else f"resolution: {first['resolution']}") in below
     none = runner.invoke(app, ["similar", "E-1", "--tenant", tenant, "--type", "NO_SUCH_TYPE", "--db", url])
     assert none.exit_code == 0 and "no similar cases match these filters" in none.output
     out = runner.invoke(app, ["similar", "E-404", "--tenant", tenant, "--db", url])

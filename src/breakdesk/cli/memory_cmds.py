@@ -70,7 +70,7 @@ def hit_lines(result: SimilarResult) -> list[RenderableType]:
         out.append(Text.assemble((f"{i:>2}  ", "dim"), (h.exception_id, "bold cyan"), f"  {h.score:.2f}  ",
                                  h.exception_type, "  ", h.status, (f"  {h.severity}" if h.severity else "")))
         out.append(Padding(Text(h.why), (0, 0, 0, 4)))
-        out.append(Padding(Text(f"resolved: {h.resolution}" if h.resolution else "not resolved yet", style="dim"),
+        out.append(Padding(Text(f"resolution: {h.resolution}" if h.resolution else "not resolved yet", style="dim"),
                            (0, 0, 0, 4)))
     return out
 

@@ -271,6 +271,14 @@ def demo(
                                 rep = await run_file(store, examples, tid, DEMO_BATCH, progress,
                                                      execution=svc.execution, dry_run=False)
                                 results.append((dom_file.parent.name, tid, rep, time.perf_counter() - t0))
+                # --- memory: what the server's worker does in the background: how resolved exceptions were
+                # resolved reaches the similar-case memory (`breakdesk similar --resolved`)
+                from breakdesk.memory.indexer import MemoryIndexer
+
+                indexer = MemoryIndexer(store, packs=svc.orchestrator.active_packs)
+                for _, tid, _, _ in results:
+                    await indexer.run_once(tid)
+                # --- end memory
         return results
 
     results = asyncio.run(go())
