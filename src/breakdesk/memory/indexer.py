@@ -74,10 +74,15 @@ class MemoryIndexer:
             rows = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
             if not rows:
                 break
+            stale = [head["exception_id"] for head, indexed in rows if indexed != head["status"]]
+            full = await self.store.exceptions_by_ids(tenant_id, stale) if stale else {}
             docs: list[CaseDoc] = []
-            for row, indexed_status in rows:
+            for head, indexed_status in rows:
                 report.scanned += 1
-                if indexed_status == row["status"]:
+                if indexed_status == head["status"]:
+                    continue
+                row = full.get(head["exception_id"])
+                if row is None:  # removed since the scan (retention): nothing to index
                     continue
                 try:
                     docs.append(await self._doc(tenant_id, row, domain))
