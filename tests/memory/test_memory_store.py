@@ -87,6 +87,14 @@ async def test_recurrence_threshold_and_last_resolution(store: Store, tenant_fac
     await process(store, t, [sf("R-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short again", "ST-R")], memory=mem)
     msgs = evidence(await store.get_events(t, "R-2"), "recurrence")
     assert msgs and "seen before: occurrence 2" in msgs[0] and "last resolution: resolved" in msgs[0] and "R-1" in msgs[0]
+    # triage shows how R-1 ended in a few words (its headline), as recurrence and as a similar case
+    resolved = await store.get_case(t, "R-1")
+    assert resolved is not None and resolved.resolution is not None
+    headline = resolved.resolution["headline"]
+    assert headline.startswith("resolved") and len(headline) < len(resolved.resolution["summary"])
+    assert msgs[0].endswith(f"last resolution: {headline} (R-1)"), msgs[0]
+    shown = evidence(await store.get_events(t, "R-2"), "similar-case")
+    assert any(m.startswith("similar to R-1 (") and m.endswith(f"): {headline}") for m in shown), shown
     await store.update_exception(t, "R-2", status="RESOLVED")
     await process(store, t, [sf("R-3", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "third time", "ST-R")], memory=mem)
     msgs = evidence(await store.get_events(t, "R-3"), "recurrence")

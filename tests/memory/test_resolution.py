@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from breakdesk.memory.resolution import resolution_of
+from breakdesk.memory.text import HEADLINE_CHARS, resolution_headline
 
 
 def test_summary_names_the_playbook_the_settled_steps_and_what_people_wrote() -> None:
@@ -28,9 +29,20 @@ def test_summary_names_the_playbook_the_settled_steps_and_what_people_wrote() ->
     assert res["comments"] == ["called the bank", "comment by dana", "ledger entry reversed", "closed by a person"]
     assert res["summary"] == ("closed; playbook PB_BREAK; fetch (getOrder) succeeded, fix (fixOrder) planned; "
                               "comments: called the bank | comment by dana | ledger entry reversed | closed by a person")
+    # what triage shows of it: how it ended, by which playbook, the last thing a person said
+    assert res["headline"] == 'closed, playbook PB_BREAK, "ledger entry reversed"'
+    assert resolution_headline(res) == res["headline"]
 
 
 def test_a_machine_stage_contributes_its_reasons_but_not_a_payload_text() -> None:
     events = [{"stage": "execution", "payload": {"reason": "tool timed out", "text": "raw tool output"}}]
     res = resolution_of({"status": "FAILED", "playbook_id": None}, events)
     assert res["comments"] == ["tool timed out"] and res["summary"] == "failed; comments: tool timed out"
+    assert res["headline"] == "failed"  # a machine's reason is not what a person said
+
+
+def test_a_resolution_indexed_before_headlines_shows_the_start_of_its_summary() -> None:
+    assert resolution_headline({"summary": "resolved; playbook P"}) == "resolved; playbook P"
+    long = resolution_headline({"summary": "resolved; " + "step ok, " * 40})
+    assert long is not None and len(long) == HEADLINE_CHARS and long.endswith("...")
+    assert resolution_headline(None) is None and resolution_headline({}) is None

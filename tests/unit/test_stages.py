@@ -675,12 +675,13 @@ class TestTriage:
         assert not [e for e in none.triage.decision.evidence if e.kind == "recurrence"]
 
     def test_similar_cases_are_evidence(self, desk_domain: CompiledDomainPack, desk_tenant: Any) -> None:
-        similar = (SimilarCase("ex-9", 0.876, "a break", "PB_BREAK"), SimilarCase("ex-8", 0.5, "another"))
+        similar = (SimilarCase("ex-9", 0.876, "a break", "resolved, playbook PB_BREAK"),
+                   SimilarCase("ex-8", 0.5, "another"))
         tri = run(desk_domain, desk_tenant, BREAK_SMALL, similar=similar).triage
         assert tri is not None
         ev = [(e.message, e.ref) for e in tri.decision.evidence if e.kind == "similar-case"]
         assert ev == [
-            ("similar to ex-9 (0.88), resolved by PB_BREAK", "ex-9"),
+            ("similar to ex-9 (0.88): resolved, playbook PB_BREAK", "ex-9"),
             ("similar to ex-8 (0.50)", "ex-8"),
         ]
 

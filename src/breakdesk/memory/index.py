@@ -51,6 +51,7 @@ from breakdesk.memory.text import (
     describe,
     field_token,
     key_tokens,
+    resolution_headline,
     resolution_summary,
     similarity_keys,
 )
@@ -953,7 +954,8 @@ class TenantIndex:
         return out
 
     def similar_many(self, queries: Sequence[Query], k: int, window: int = 0) -> list[tuple[SimilarCase, ...]]:
-        """`search_many(queries, k, explain=False)` as the pipeline's triage evidence (id, score, resolution),
+        """`search_many(queries, k, explain=False)` as the pipeline's triage evidence (id, score, how it was
+        resolved: the resolution's headline),
         built straight from the ranking: the hot path makes k of them per exception. With `window` > 0,
         among the latest `window` cases only (`window_start`): exactly what `search(q, k, from_slot=...)`
         finds there."""
@@ -962,8 +964,12 @@ class TenantIndex:
         from_slot = self.window_start(window)
         for q, found in zip(queries, self._batch(queries, k, from_slot), strict=True):
             if found is None:
-                out.append(tuple(SimilarCase(h.exception_id, h.score, h.why, h.resolution)
-                                 for h in self._one(q, k, False, from_slot)))
+                alone: list[SimilarCase] = []
+                for h in self._one(q, k, False, from_slot):
+                    hit_case = self.case(h.exception_id)
+                    alone.append(SimilarCase(h.exception_id, h.score, h.why,
+                                             resolution_headline(hit_case.resolution) if hit_case else None))
+                out.append(tuple(alone))
                 continue
             scale, ranked, _ = found
             row = []
@@ -977,7 +983,7 @@ class TenantIndex:
                     if len(rounded) > 4096:
                         rounded.clear()
                     shown = rounded[score] = round(score, 4)
-                row.append(_new_tuple(SimilarCase, (eid, shown, "", resolution_summary(res) if res else None)))
+                row.append(_new_tuple(SimilarCase, (eid, shown, "", resolution_headline(res) if res else None)))
             out.append(tuple(row))
         return out
 

@@ -12,6 +12,7 @@ from typing import Any
 #: Statuses after which an exception's handling is known and worth remembering.
 RESOLVED_STATUSES = frozenset({"RESOLVED", "CLOSED", "FAILED"})
 MAX_SUMMARY = 600
+MAX_HEADLINE = 160
 #: Payload fields that carry a person's words: in a human action's event (`human.close` has `resolution`,
 #: what was done about it; `human.comment` has `text`), and in any other stage's.
 _HUMAN_KEYS = ("resolution", "text", "comment", "note", "reason")
@@ -26,11 +27,12 @@ def _text(value: Any, limit: int = 200) -> str:
 def resolution_of(
     row: Mapping[str, Any], events: Sequence[Mapping[str, Any]], executions: Sequence[Any] = ()
 ) -> dict[str, Any]:
-    """{"summary", "status", "playbook", "steps": [{step, tool, status}], "comments": [...]}."""
+    """{"summary", "headline", "status", "playbook", "steps": [{step, tool, status}], "comments": [...]}."""
     status = str(row.get("status"))
     playbook = row.get("playbook_id")
     steps: dict[str, dict[str, Any]] = {}
     comments: list[str] = []
+    said: list[str] = []  # a person's own words in a human action (for the headline)
     for e in events:
         payload = e.get("payload") or {}
         stage = str(e.get("stage") or "")
@@ -45,6 +47,8 @@ def resolution_of(
             for key in _HUMAN_KEYS if stage.startswith("human") else _OTHER_KEYS:
                 if isinstance(payload.get(key), str) and payload[key].strip():
                     comments.append(_text(payload[key]))
+                    if stage.startswith("human"):
+                        said.append(comments[-1])
         decision = e.get("decision") or {}
         if stage.startswith(("human", "approval")) and isinstance(decision, dict):
             for ev in decision.get("evidence") or []:
@@ -68,5 +72,8 @@ def resolution_of(
     if comments:
         parts.append("comments: " + " | ".join(comments))
     summary = _text("; ".join(parts), MAX_SUMMARY)
-    return {"summary": summary, "status": status, "playbook": playbook, "steps": list(steps.values()),
-            "comments": comments}
+    # What triage shows of a similar case (five per exception, in its event and audit entry): how it ended,
+    # by which playbook, and the last thing a person said about it, not every step and reason.
+    head = [status.lower()] + ([f"playbook {playbook}"] if playbook else []) + ([f'"{said[-1]}"'] if said else [])
+    return {"summary": summary, "headline": _text(", ".join(head), MAX_HEADLINE), "status": status,
+            "playbook": playbook, "steps": list(steps.values()), "comments": comments}

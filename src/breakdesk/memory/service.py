@@ -26,6 +26,7 @@ from breakdesk.memory.text import (
     describe,
     key_fields,
     render,
+    resolution_headline,
     semantic_text,
     similarity_keys,
 )
@@ -281,7 +282,7 @@ class Memory:
                 out._prepared[ir.record.exception_id] = _Prepared(body, entities)
             for fp, case in last.items():
                 if case.resolution:
-                    out.last_resolution[fp] = f"{case.resolution.get('summary')} ({case.exception_id})"
+                    out.last_resolution[fp] = f"{resolution_headline(case.resolution)} ({case.exception_id})"
             return out
         idx = await self.index(tenant_id)
         pending = out._pending = self._pending.setdefault(tenant_id, {})
@@ -303,7 +304,7 @@ class Memory:
             if fp:
                 last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
-                    out.last_resolution[fp] = f"{last.resolution.get('summary')} ({last.exception_id})"
+                    out.last_resolution[fp] = f"{resolution_headline(last.resolution)} ({last.exception_id})"
             if searchable:
                 queries.append(query)
         # Batched searches (triage shows ids, scores and resolutions, not explanations: `similar()` explains),

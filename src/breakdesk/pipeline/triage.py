@@ -194,7 +194,7 @@ def triage(
                recurrence.last_exception_id)
         )
     for case in similar:
-        how = f", resolved by {case.resolution}" if case.resolution else ""
+        how = f": {case.resolution}" if case.resolution else ""  # its headline: "resolved, playbook X, ..."
         evidence.append(
             ev("similar-case", message=f"similar to {case.exception_id} ({_score_text(case.score)}){how}",
                      ref=case.exception_id)
