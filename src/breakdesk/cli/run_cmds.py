@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
@@ -187,17 +189,17 @@ def render_timeline(exc: dict[str, Any], events: list[dict[str, Any]]) -> None:
         head.add_row("summary", str(exc["summary"]))
     console.print(head)
     console.print("[bold]Decision timeline[/]")
+    # `Text`, not markup: decisions and evidence quote payload values. Evidence wraps under its bullet.
     for e in events:
         d = e.get("decision") or {}
         at = e.get("at")
         when = f"{at:%H:%M:%S.%f}"[:-3] if isinstance(at, datetime) else str(at)
-        console.print(
-            f"[bold cyan]{e.get('seq'):>2} {e.get('stage')}[/] [dim]{when}[/]  {d.get('decision', '')}"
-            f"  [dim]confidence[/] {d.get('confidence', 0):.2f}  [dim]→[/] {d.get('nextStep', '')}",
-            highlight=False,
-        )
+        console.print(Text.assemble(
+            (f"{e.get('seq'):>2} {e.get('stage')}", "bold cyan"), " ", (when, "dim"), f"  {d.get('decision', '')}",
+            ("  confidence ", "dim"), f"{d.get('confidence', 0):.2f}", ("  → ", "dim"), str(d.get("nextStep", "")),
+        ))
         for x in d.get("evidence", []):
-            console.print(f"     • {x.get('message')}", highlight=False, soft_wrap=False)
+            console.print(Padding(Text(f"• {x.get('message')}"), (0, 0, 0, 5)))
 
 
 @app.command("show")
