@@ -189,3 +189,25 @@ async def test_no_similar_cases_asked_means_no_resident_index(store: Store, tena
     assert await store.count_cases(t) == 7  # still indexed in the exception's transaction
     assert evidence(await store.get_events(t, "E-7"), "similar-case") == []
     assert mem.resident_cases() == 0  # nothing loaded or searched on the hot path
+
+
+async def test_one_indexer_pass_per_tenant_at_a_time(store: Store, tenant_factory: Any) -> None:
+    """Several workers on one PostgreSQL database: while one indexer is in a pass over a tenant, another
+    skips it instead of repeating the scan and the embeddings. SQLite (one machine) never skips."""
+    t = await tenant_factory()
+    await process(store, t, SMALL[:3], memory=False)  # nothing indexed yet
+    indexer = MemoryIndexer(store)
+    async with store.indexer_lease(t) as mine:  # another worker's pass
+        assert mine
+        during = await indexer.run_once(t)
+        if store.dialect == "postgresql":
+            assert during.busy and during.scanned == 0 and await store.count_cases(t) == 0
+        else:
+            assert not during.busy and await store.count_cases(t) == 3
+        u = await tenant_factory()
+        async with store.indexer_lease(u) as other_tenant:  # a lease is per tenant
+            assert other_tenant
+    after = await indexer.run_once(t)
+    assert not after.busy and await store.count_cases(t) == 3
+    async with store.indexer_lease(t) as again:  # released after each pass
+        assert again

@@ -102,5 +102,8 @@ def index(
         return
     table = Table("tenant", "scanned", "indexed", "resolved", "embedded", "errors", title="memory index")
     for t, r in reports:
+        if r.busy:
+            table.add_row(escape(t), "busy: another indexer is in a pass over this tenant", "", "", "", "")
+            continue
         table.add_row(escape(t), str(r.scanned), str(r.indexed), str(r.resolved), str(r.embedded), str(r.errors))
     console.print(table)

@@ -40,6 +40,8 @@ class IndexerReport:
     resolved: int = 0
     embedded: int = 0
     errors: int = 0
+    #: another process's indexer held this tenant's pass (PostgreSQL): nothing was done here
+    busy: bool = False
 
 
 PacksFor = Callable[[str], Awaitable[Any]]  # tenant -> object with .domain and .tenant (ActivePacks)
@@ -149,13 +151,17 @@ class MemoryIndexer:
         return done
 
     async def run_once(self, tenant_id: str) -> IndexerReport:
-        report = await self.catch_up(tenant_id)
-        try:
-            report.embedded = await self.embed(tenant_id)
-        except EmbedderError as exc:
-            report.errors += 1
-            log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
-        return report
+        """One pass over the tenant, unless another process's indexer is in the middle of one (`busy`)."""
+        async with self.store.indexer_lease(tenant_id) as mine:
+            if not mine:
+                return IndexerReport(busy=True)
+            report = await self.catch_up(tenant_id)
+            try:
+                report.embedded = await self.embed(tenant_id)
+            except EmbedderError as exc:
+                report.errors += 1
+                log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
+            return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
         """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` and the server's

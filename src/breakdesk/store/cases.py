@@ -10,7 +10,8 @@ tenant-scoped.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -288,6 +289,25 @@ class CaseRepo(StoreBase):
         return out
 
     # ------------------------------------------------------------------ indexer state
+
+    @asynccontextmanager
+    async def indexer_lease(self, tenant_id: str) -> AsyncIterator[bool]:
+        """Whether this process may run the memory indexer's pass over `tenant_id` now: on PostgreSQL a
+        session advisory lock per tenant, held on its own connection for the pass, so several workers on
+        one database do not repeat each other's scans and embeddings (the lock goes with the session if the
+        process dies). SQLite: always — one machine, and concurrent passes only repeat work."""
+        if not self._pg:
+            yield True
+            return
+        key = f"breakdesk.memory.indexer:{tenant_id}"
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")  # no transaction held open
+            got = bool((await conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key})).scalar())
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
 
     async def memory_state(self, tenant_id: str) -> MemoryState | None:
         stmt = select(memory_tenants).where(_M.tenant_id == tenant_id)
