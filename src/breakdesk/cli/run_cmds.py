@@ -290,11 +290,7 @@ def demo(
                   pad_edge=False, header_style="bold")
     for col in table.columns[1:]:
         col.justify, col.no_wrap = "right", True
-    previous = None
-    for dom, tid, rep, _ in results:
-        if previous is not None and dom != previous:
-            table.add_section()
-        previous = dom
+    for _, tid, rep, _ in results:
         table.add_row(
             tid, str(rep.processed), str(rep.by_status.get("RESOLVED", 0)),
             str(rep.by_status.get("PENDING_APPROVAL", 0)), str(rep.by_status.get("ESCALATED", 0)),

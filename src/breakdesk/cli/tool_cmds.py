@@ -258,8 +258,7 @@ def executions_show(exception_id: str, tenant: TenantOpt, db: UrlOpt = None) -> 
     # (tool, status, HTTP code, time) stay whole at 80 columns.
     table = Table("step", "phase", "try", "tool", "status", "HTTP", "ms", title=f"Execution of {exception_id}",
                   box=None, padding=(0, 0, 0, 2), pad_edge=False, header_style="bold")
-    for name in ("step", "tool"):
-        table.columns[["step", "phase", "try", "tool"].index(name)].overflow = "fold"
+    table.columns[0].overflow = table.columns[3].overflow = "fold"  # step, tool
     for col in table.columns[4:]:
         col.no_wrap = True
     for col in table.columns[5:]:
