@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from breakdesk.memory.resolution import resolution_of
-from breakdesk.memory.text import HEADLINE_CHARS, resolution_headline
+from breakdesk.memory.resolution import MAX_HEADLINE, resolution_headline, resolution_of
 
 
 def test_summary_names_the_playbook_the_settled_steps_and_what_people_wrote() -> None:
@@ -44,5 +43,5 @@ def test_a_machine_stage_contributes_its_reasons_but_not_a_payload_text() -> Non
 def test_a_resolution_indexed_before_headlines_shows_the_start_of_its_summary() -> None:
     assert resolution_headline({"summary": "resolved; playbook P"}) == "resolved; playbook P"
     long = resolution_headline({"summary": "resolved; " + "step ok, " * 40})
-    assert long is not None and len(long) == HEADLINE_CHARS and long.endswith("...")
+    assert long is not None and len(long) == MAX_HEADLINE and long.endswith("...")
     assert resolution_headline(None) is None and resolution_headline({}) is None

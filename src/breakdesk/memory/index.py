@@ -46,12 +46,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from breakdesk.domain.models import ExceptionRecord
+from breakdesk.memory.resolution import resolution_headline
 from breakdesk.memory.text import (
     analyze,
     describe,
     field_token,
     key_tokens,
-    resolution_headline,
     resolution_summary,
     similarity_keys,
 )

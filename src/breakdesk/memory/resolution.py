@@ -77,3 +77,15 @@ def resolution_of(
     head = [status.lower()] + ([f"playbook {playbook}"] if playbook else []) + ([f'"{said[-1]}"'] if said else [])
     return {"summary": summary, "headline": _text(", ".join(head), MAX_HEADLINE), "status": status,
             "playbook": playbook, "steps": list(steps.values()), "comments": comments}
+
+
+def resolution_headline(resolution: Mapping[str, Any] | None) -> str | None:
+    """How a case ended, in a few words (`headline`: status, playbook, what a person said): what triage
+    evidence and recurrence show, k times per exception, where the whole summary would not fit. A resolution
+    indexed before resolutions had a headline shows the start of its summary."""
+    if not resolution:
+        return None
+    if resolution.get("headline"):
+        return str(resolution["headline"])
+    summary = resolution.get("summary")
+    return _text(summary, MAX_HEADLINE) if summary else None

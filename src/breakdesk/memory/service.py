@@ -21,12 +21,12 @@ from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
 from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, case_query
+from breakdesk.memory.resolution import resolution_headline
 from breakdesk.memory.text import (
     case_doc,
     describe,
     key_fields,
     render,
-    resolution_headline,
     semantic_text,
     similarity_keys,
 )

@@ -273,23 +273,6 @@ def resolution_summary(resolution: Mapping[str, Any] | None) -> str | None:
     return str(resolution["summary"]) if resolution and resolution.get("summary") else None
 
 
-#: A resolution indexed before resolutions had a headline shows this much of its summary instead.
-HEADLINE_CHARS = 160
-
-
-def resolution_headline(resolution: Mapping[str, Any] | None) -> str | None:
-    """How a case ended, in a few words (`memory.resolution`: status, playbook, what a person said): what
-    triage evidence and recurrence show, k times per exception, where the whole summary would not fit."""
-    if not resolution:
-        return None
-    if resolution.get("headline"):
-        return str(resolution["headline"])
-    summary = resolution_summary(resolution)
-    if summary is None or len(summary) <= HEADLINE_CHARS:
-        return summary
-    return summary[: HEADLINE_CHARS - 3] + "..."
-
-
 def case_doc(
     record: ExceptionRecord,
     domain: CompiledDomainPack | None,
