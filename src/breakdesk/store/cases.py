@@ -259,7 +259,7 @@ class CaseRepo(StoreBase):
         `updated_at` and status only — each with the status its case was indexed with (None: not indexed).
         Served by ix_exceptions_tenant_updated. Only the small columns: the server's worker scans every
         exception it writes once, and most are indexed already with the status they have
-        (`exceptions_by_ids` reads the few that are not in full)."""
+        (`ExceptionRepo.exceptions_by_ids` reads the few that are not in full)."""
         stmt = (
             select(_X.exception_id, _X.updated_at, _X.status, _C.status.label("indexed_status"))
             .select_from(
@@ -276,17 +276,6 @@ class CaseRepo(StoreBase):
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         return [({"exception_id": e, "updated_at": at, "status": st}, indexed) for e, at, st, indexed in rows]
-
-    async def exceptions_by_ids(self, tenant_id: str, exception_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The tenant's exceptions with these ids, as full rows (record included), by id; unknown ids absent."""
-        out: dict[str, dict[str, Any]] = {}
-        async with self._read() as conn:
-            for part in chunked(sorted(set(exception_ids))):
-                stmt = select(exceptions).where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
-                for r in (await conn.execute(stmt)).all():
-                    m = dict(r._mapping)
-                    out[m["exception_id"]] = m
-        return out
 
     # ------------------------------------------------------------------ indexer state
 

@@ -459,6 +459,16 @@ class ExceptionRepo(StoreBase):
             row = (await conn.execute(stmt)).first()
         return _as_dict(row) if row is not None else None
 
+    async def exceptions_by_ids(self, tenant_id: str, exception_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`get_exception` for many: the tenant's exceptions with these ids, by id (unknown ids absent)."""
+        out: dict[str, dict[str, Any]] = {}
+        async with self._read() as conn:
+            for part in chunked(sorted(set(exception_ids))):
+                stmt = select(exceptions).where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
+                for row in (await conn.execute(stmt)).all():
+                    out[row.exception_id] = _as_dict(row)
+        return out
+
     async def list_exceptions(
         self,
         tenant_id: str,
