@@ -7,11 +7,14 @@
 - the pipeline's batched search (`similar_many`) per query at 10k, 50k and 100k cases in one tenant, over
   every case and within the triage window (`Memory.triage_window`);
 - indexing throughput: lexical only (case rendering + resident index), and minilm embeddings on one thread;
+- what a resident index costs the garbage collector at 100k cases: the objects it tracks, and how long a full
+  collection (which stalls the event loop, API included) takes with and without the index;
 - pipeline throughput without the memory, with it, and with it but `similarCases: 0` (indexing only), per
   wall-clock second and per CPU second of the process (the steadier figure on a shared machine), on SQLite
   or PostgreSQL (`--backend`); the hot path never waits for embeddings.
 
-Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm] [--only quality|latency|hotpath|indexing|pipeline]
+Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm]
+[--only quality|latency|hotpath|indexing|heap|pipeline]
 [--rounds N] [--backend sqlite|postgres] [--gc-default] [--split]` (collector settings of `breakdesk.heap`
 unless `--gc-default`, as in the processes measured; `--split`: quality per half of the queries, A for tuning
 and B held out).
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import math
+import os
 import random
 import statistics
 import tempfile
@@ -313,6 +318,40 @@ def exact_vs_ann() -> None:
         print(f"exact 384-d vector search over {n:>7,}: p50 {lat[50]:.2f} ms, p95 {lat[95]:.2f} ms")
 
 
+# ---------------------------------------------------------------------------------------------- heap
+
+
+def _full_collection_ms(passes: int = 5) -> float:
+    best = math.inf
+    for _ in range(passes):
+        t = time.perf_counter()
+        gc.collect()
+        best = min(best, time.perf_counter() - t)
+    return best * 1000
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def heap(n: int = 100_000) -> None:
+    """What a resident index of `n` cases costs the process: resident memory per case (the basis of
+    `breakdesk.memory.service.MAX_RESIDENT_CASES`), the objects it adds for the collector to walk, and a full
+    collection's time with and without it (best of 5: the pause a full pass puts on the event loop)."""
+    load_set()
+    gc.collect()
+    tracked, without, rss = len(gc.get_objects()), _full_collection_ms(), _resident_bytes()
+    idx, stored = synthetic_index(n, None)
+    del stored
+    gc.collect()
+    added, per_case = len(gc.get_objects()) - tracked, (_resident_bytes() - rss) / n
+    with_index = _full_collection_ms()
+    print(f"resident index, {len(idx):,} cases: {per_case:,.0f} bytes per case resident; {added:,} more objects "
+          f"tracked by the collector ({added / n:.1f} per case); full collection {with_index:,.0f} ms with it, "
+          f"{without:,.0f} ms without")
+
+
 # ---------------------------------------------------------------------------------------------- indexing
 
 
@@ -483,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench.memory")
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "pipeline"])
+    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline"])
     ap.add_argument("--rounds", type=int, default=3, help="pipeline rounds (each: memory off, on, on with k=0)")
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
                     help="database of the pipeline comparison (postgres: 127.0.0.1:5432, a database made per run)")
@@ -509,6 +548,8 @@ def main(argv: list[str] | None = None) -> None:
             large_tenant()
     if args.only in (None, "indexing"):
         indexing(args.skip_minilm)
+    if args.only in (None, "heap"):
+        heap(10_000 if args.quick else 100_000)
     if args.only in (None, "pipeline"):
         pipeline(5_000 if args.quick else 20_000, args.rounds, args.backend)
 

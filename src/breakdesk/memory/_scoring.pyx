@@ -6,8 +6,8 @@ costs a dozen passes over every posting (concatenate, sort, scatter, gather, bin
 calls per query: ~150 µs a query on the pipeline bench's replayed batches, most of the memory's cost in the
 pipeline. One pass that adds each posting's weight into a per-case accumulator does the same in a few µs.
 
-It reads the index's field postings where they are (`TenantIndex._fpost`, one `array('i')` per field
-value): gathering them into numpy arrays first cost as much per query as scoring them.
+It reads the index's field postings where they are (`TenantIndex._fpost`, one `bytearray` of native int32
+slots per field value): gathering them into numpy arrays first cost as much per query as scoring them.
 
 The numbers are the numpy path's, bit for bit (tests compare both with `TenantIndex.search`): per case and
 query, text sums the float32 products (list weight × BM25 norm) in float64 in list order, fields and keys
@@ -15,7 +15,7 @@ sum float32 weights in float64 (exact: see `_score_chunk`), and the fusion is fl
 same order numpy evaluates it (weights as float32, the type and source boosts added in float64 and rounded).
 """
 
-from cpython.array cimport array
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from libc.stdlib cimport calloc, free, realloc
 
 
@@ -180,7 +180,7 @@ def score_queries(
     cdef const int* data
     cdef const int[::1] tdocs
     cdef const float[::1] tnorms
-    cdef array postings
+    cdef bytearray postings
     cdef dict skip
     results = []
     try:
@@ -201,8 +201,8 @@ def score_queries(
                         continue
                     w = <float> fl[1]
                     postings = fpost[<Py_ssize_t> fid]
-                    data = postings.data.as_ints
-                    length = len(postings)
+                    data = <const int*> PyByteArray_AS_STRING(postings)
+                    length = PyByteArray_GET_SIZE(postings) >> 2
                     start = _tail(data, length, from_slot)
                     for j in range(start, length):
                         s = data[j]

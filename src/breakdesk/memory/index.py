@@ -35,6 +35,7 @@ hits and scores without vectors, scored together and pruned); the weights were t
 from __future__ import annotations
 
 import math
+import struct
 import threading
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -198,8 +199,9 @@ _new_tuple = tuple.__new__
 _ROUNDED: dict[float, float] = {}
 _WEIGHT = itemgetter(1)
 _NO_COUNTS: dict[int, int] = {}
-#: The term entry (term ids, frequencies) of every case without words: shared, so never appended to.
-_NO_TERMS: tuple[array, array] = (array("i"), array("f"))
+#: A slot or a term frequency as the bytes postings hold it (native int32, float32).
+_I32 = struct.Struct("=i").pack
+_F32 = struct.Struct("=f").pack
 
 
 class Hit(NamedTuple):
@@ -231,36 +233,6 @@ class Hit(NamedTuple):
             "matchedTerms": list(self.matched_terms),
             "sharedEntities": list(self.shared_entities),
         }
-
-
-class _Postings:
-    """The cases (slots) containing one word, their term frequencies and the BM25 term weights derived from
-    them (cached: the hot path reuses them across a whole batch)."""
-
-    __slots__ = ("_bm25", "_bm25_key", "_np_docs", "docs", "tfs")
-
-    def __init__(self) -> None:
-        self.docs = array("i")
-        self.tfs = array("f")
-        self._np_docs: np.ndarray | None = None
-        self._bm25: np.ndarray | None = None
-        self._bm25_key = (0, 0.0)
-
-    def slots(self) -> np.ndarray:
-        if self._np_docs is None or self._np_docs.shape[0] != len(self.docs):
-            self._np_docs = np.frombuffer(self.docs, dtype=np.int32).copy() if self.docs else np.zeros(0, np.int32)
-        return self._np_docs
-
-    def bm25(self, lengths: np.ndarray, avgdl: float) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl))), recomputed when the postings grew or the
-        average length moved by more than 2 %."""
-        docs = self.slots()
-        size, at = self._bm25_key
-        if self._bm25 is None or size != docs.shape[0] or abs(avgdl - at) > 0.02 * at:
-            tfs = np.frombuffer(self.tfs, dtype=np.float32) if self.tfs else np.zeros(0, np.float32)
-            self._bm25 = (tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * lengths[docs] / avgdl))).astype(np.float32)
-            self._bm25_key = (docs.shape[0], avgdl)
-        return docs, self._bm25
 
 
 def _deletes(word: str) -> list[str]:
@@ -340,7 +312,14 @@ def _idf(n: int, df: int) -> float:
 
 
 class TenantIndex:
-    """Everything one tenant's searches need, in memory. Not shared between tenants by construction."""
+    """Everything one tenant's searches need, in memory. Not shared between tenants by construction.
+
+    Why postings and per-case entries are `bytearray`s and flat arrays, not an `array` per list and per
+    case: every `array` (and tuple) is an object the garbage collector tracks, and its full passes walk
+    every tracked object in the process, stalling the event loop that also answers the API. An `array` per
+    posting list and per case made ~12 tracked objects per case: ~1.2 million at 100,000 cases, a full pass
+    of ~0.4-0.5 s (bench/RESULTS.md). What is left is about one per case (its `StoredCase`) and one per word.
+    """
 
     def __init__(self, tenant_id: str, exact_limit: int | None = None) -> None:
         self.tenant_id = tenant_id
@@ -353,8 +332,12 @@ class TenantIndex:
         self._ids_ascending = True
         self._slot: dict[str, int] = {}
         self._cases: list[StoredCase | None] = []
-        self._terms: list[tuple[array, array] | None] = []  # per slot: term ids, tfs
-        self._fields: list[array | None] = []  # per slot: field ids
+        # Per slot, flat: slot s's term ids are `_slot_tids[_slot_t_at[s]:_slot_t_at[s + 1]]`, its field ids
+        # likewise (what a retired slot held stays, unread: only live slots are looked at).
+        self._slot_tids = array("i")
+        self._slot_t_at = array("q", [0])
+        self._slot_fids = array("i")
+        self._slot_f_at = array("q", [0])
         self._alive = np.zeros(0, dtype=bool)
         self._len = np.zeros(0, dtype=np.float32)
         self._type = np.zeros(0, dtype=np.int32)
@@ -366,14 +349,19 @@ class TenantIndex:
         self._types, self._sources, self._statuses, self._severities = _Codes(), _Codes(), _Codes(), _Codes()
         self._term_id: dict[str, int] = {}
         self._term_names: list[str] = []
-        self._post: list[_Postings] = []
+        # Word postings, like field postings: per word id, its slots (int32) and term frequencies (float32) in
+        # `bytearray`s, and for the words searched, their slots and BM25 norms as numpy arrays (`_text_slots`:
+        # the hot path reuses them across a batch) with the average length they were computed at.
+        self._tdocs: list[bytearray] = []
+        self._ttfs: list[bytearray] = []
+        self._tnorms: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
         self._df: list[int] = []
         self._deletes: dict[str, list[int]] = {}  # one-letter deletions of words -> the words
         self._near: dict[int, list[int]] = {}  # word -> words one edit away
         self._field_id: dict[str, int] = {}
-        # Field postings: plain arrays (a tenant has several new field values per case, ids mostly; arrays are
-        # not tracked by the garbage collector, whose full passes grow with every object the index holds).
-        self._fpost: list[array] = []
+        # Field postings, native int32 slots in a `bytearray` per field value (a tenant has several new field
+        # values per case, ids mostly: see the class docstring for why not an `array`).
+        self._fpost: list[bytearray] = []
         self._fnp: dict[int, np.ndarray] = {}  # field id -> its postings as numpy, while they do not grow
         self._fdf: list[int] = []
         self._type_live: dict[int, int] = {}
@@ -431,7 +419,8 @@ class TenantIndex:
         if tid is None:
             tid = self._term_id[word] = len(self._term_names)
             self._term_names.append(word)
-            self._post.append(_Postings())
+            self._tdocs.append(bytearray())
+            self._ttfs.append(bytearray())
             self._df.append(0)
             if _typo_candidate(word):
                 for other in self._neighbours(word):
@@ -456,7 +445,7 @@ class TenantIndex:
         fid = self._field_id.get(token)
         if fid is None:
             fid = self._field_id[token] = len(self._fpost)
-            self._fpost.append(array("i"))
+            self._fpost.append(bytearray())
             self._fdf.append(0)
         return fid
 
@@ -486,38 +475,34 @@ class TenantIndex:
         self._slot[eid] = slot
         self._cases.append(case)
         counts = counts if counts is not None else analyze(case.body, case.entities)
+        at = _I32(slot)
         length = 0.0
         if counts:
-            term_id, post, df = self._term_id, self._post, self._df
-            tids = array("i")
+            term_id, tdocs, ttfs, df, tids = self._term_id, self._tdocs, self._ttfs, self._df, self._slot_tids
             for word, tf in counts.items():
                 tid = term_id.get(word)
                 if tid is None:
                     tid = self._term(word)
-                p = post[tid]
-                p.docs.append(slot)
-                p.tfs.append(tf)
+                tdocs[tid].extend(at)
+                ttfs[tid].extend(_F32(tf))
                 df[tid] += 1
                 tids.append(tid)
                 length += tf
-            self._terms.append((tids, array("f", counts.values())))
-        else:  # most cases of a structured feed have no words: one shared, never-filled entry
-            self._terms.append(_NO_TERMS)
+        self._slot_t_at.append(len(self._slot_tids))
         tcode = self._types.code(case.exception_type)
-        field_id, fpost, fdf = self._field_id, self._fpost, self._fdf
+        field_id, fpost, fdf, fids = self._field_id, self._fpost, self._fdf, self._slot_fids
         type_df = self._type_df.get(tcode)
         if type_df is None:
             type_df = self._type_df[tcode] = {}
-        fids: list[int] = []
         for tok in dict.fromkeys(tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)):
             fid = field_id.get(tok)
             if fid is None:
                 fid = self._field(tok)
-            fpost[fid].append(slot)
+            fpost[fid].extend(at)
             fdf[fid] += 1
             type_df[fid] = type_df.get(fid, 0) + 1
             fids.append(fid)
-        self._fields.append(array("i", fids))
+        self._slot_f_at.append(len(fids))
         self._len[slot] = length
         self._total_len += length
         self._alive[slot] = True
@@ -551,22 +536,24 @@ class TenantIndex:
         tcode = int(self._type[slot])
         self._type_live[tcode] -= 1
         self._total_len -= float(self._len[slot])
-        entry = self._terms[slot]
-        if entry is not None:
-            for tid in entry[0]:
-                self._df[tid] -= 1
-        fids = self._fields[slot]
-        if fids is not None:
-            type_df = self._type_df[tcode]
-            for fid in fids:
-                self._fdf[fid] -= 1
-                type_df[fid] -= 1
-        self._terms[slot] = None
-        self._fields[slot] = None
+        for tid in self._terms_of(slot):
+            self._df[tid] -= 1
+        type_df = self._type_df[tcode]
+        for fid in self._fields_of(slot):
+            self._fdf[fid] -= 1
+            type_df[fid] -= 1
         case = self._cases[slot]
         if case is not None and case.fingerprint and self._fp_resolved.get(case.fingerprint) == slot:
             del self._fp_resolved[case.fingerprint]
         self._cases[slot] = None
+
+    def _terms_of(self, slot: int) -> array:
+        """The term ids of slot `slot`'s words (each once)."""
+        return self._slot_tids[self._slot_t_at[slot]:self._slot_t_at[slot + 1]]
+
+    def _fields_of(self, slot: int) -> array:
+        """The field ids of slot `slot`'s structured tokens (each once)."""
+        return self._slot_fids[self._slot_f_at[slot]:self._slot_f_at[slot + 1]]
 
     def add_vectors(self, model: str, items: Sequence[tuple[str, np.ndarray]], last_id: int) -> None:
         """Attach embeddings (by exception id) for `model`; ids of cases not (yet) indexed are skipped."""
@@ -664,7 +651,7 @@ class TenantIndex:
         qtype = self._types.codes.get(q.exception_type, -1)
         n_type = max(1, self._type_live.get(qtype, 0) - (self_slot is not None))
         n_all = max(1, self._live)
-        own = self._fields[self_slot] if self_slot is not None else None
+        own = self._fields_of(self_slot) if self_slot is not None else None
         own_set = set(own) if own is not None else ()
         declared = q.key_fields
         out: list[QField] = []
@@ -1049,7 +1036,7 @@ class TenantIndex:
         tails for its batch in `_slots_of`)."""
         docs = self._fpost[fid]
         out = self._fnp.get(fid)
-        if out is None or out.shape[0] != len(docs):
+        if out is None or out.shape[0] != len(docs) >> 2:
             out = self._fnp[fid] = np.frombuffer(docs, dtype=np.int32).copy() if docs else np.zeros(0, np.int32)
         if from_slot <= 0 or (out.shape[0] and out[0] >= from_slot):
             return out
@@ -1058,7 +1045,18 @@ class TenantIndex:
     def _text_slots(self, tid: int, avgdl: float, from_slot: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Word `tid`'s postings and their BM25 norms, from slot `from_slot` on (a tail: postings are in slot
         order)."""
-        docs, norm = self._post[tid].bm25(self._len, avgdl)
+        have = self._tnorms.get(tid)
+        raw = self._tdocs[tid]
+        if have is not None and have[0].shape[0] == len(raw) >> 2 and abs(avgdl - have[2]) <= 0.02 * have[2]:
+            docs, norm = have[0], have[1]
+        else:  # BM25's tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl)), again once the postings grew or avgdl moved 2 %
+            if have is not None and have[0].shape[0] == len(raw) >> 2:
+                docs = have[0]
+            else:
+                docs = np.frombuffer(raw, dtype=np.int32).copy() if raw else np.zeros(0, np.int32)
+            tfs = np.frombuffer(self._ttfs[tid], dtype=np.float32) if raw else np.zeros(0, np.float32)
+            norm = (tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * self._len[docs] / avgdl))).astype(np.float32)
+            self._tnorms[tid] = (docs, norm, avgdl)
         if from_slot:
             at_slot = int(np.searchsorted(docs, from_slot))
             docs, norm = docs[at_slot:], norm[at_slot:]
@@ -1118,6 +1116,7 @@ class TenantIndex:
             return {}, 0.0
         fpost = self._fpost
         big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
+        big <<= 2  # (in bytes: four per posting)
         bigs = [fid for fid in share if len(fpost[fid]) >= big]
         if not bigs:
             return {}, 0.0
@@ -1138,11 +1137,11 @@ class TenantIndex:
         if k and theta is None:
             # Fewer than k postings left (words and unskipped lists together): fewer than k cases found, and
             # the query would be scored again in full.
-            post = self._post
-            left = sum(len(post[tid].docs) for tid, _ in prep[0])
+            tdocs = self._tdocs
+            left = sum(len(tdocs[tid]) >> 2 for tid, _ in prep[0])
             for fid in share:
                 if fid not in skipped:
-                    left += len(fpost[fid])
+                    left += len(fpost[fid]) >> 2
                     if left >= k:
                         break
             if left < k:
@@ -1353,10 +1352,9 @@ class TenantIndex:
         fields and other shareable fields (not the fingerprint), rarest first."""
         case = self._cases[slot]
         assert case is not None
-        entry = self._terms[slot]
         matched: list[str] = []
-        if entry is not None and weights:
-            common = [(-weights[t], t) for t in entry[0] if t in weights]
+        if weights:
+            common = [(-weights[t], t) for t in self._terms_of(slot) if t in weights]
             if len(common) > 1:
                 common.sort()
             names = self._term_names

@@ -39,8 +39,9 @@ from breakdesk.store.cases import CaseDoc, CaseHead, StoredCase, pgvector_availa
 SYNC_PAGE = 5000
 #: Cases (index slots) kept resident across all tenants before the least recently used tenants' indexes
 #: are dropped; a dropped index reloads from the store on its tenant's next search. A server with many
-#: tenants therefore holds the busy ones, not every tenant it ever served. A resident case costs ~3.6 KB
-#: (measured on the retrieval set's payloads, case row included), so the default is ~0.7 GB at most.
+#: tenants therefore holds the busy ones, not every tenant it ever served. A resident case costs ~2.6 KB
+#: (`python -m bench.memory --only heap`: the retrieval set's payloads, case row included), so the default is
+#: ~0.5 GB at most.
 #: Env BREAKDESK_MEMORY_MAX_CASES.
 MAX_RESIDENT_CASES = 200_000
 #: Triage's similar cases come from the tenant's latest this many cases (`TenantIndex.window_start`: the
