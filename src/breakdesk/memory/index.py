@@ -318,7 +318,7 @@ class TenantIndex:
     case: every `array` (and tuple) is an object the garbage collector tracks, and its full passes walk
     every tracked object in the process, stalling the event loop that also answers the API. An `array` per
     posting list and per case made ~12 tracked objects per case: ~1.2 million at 100,000 cases, a full pass
-    of ~0.4-0.5 s (bench/RESULTS.md). What is left is about one per case (its `StoredCase`) and one per word.
+    of ~0.3 s (bench/RESULTS.md, `--only heap`). What is left is one per case, its `StoredCase`.
     """
 
     def __init__(self, tenant_id: str, exact_limit: int | None = None) -> None:
