@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -11,6 +12,7 @@ from purgatory.domain import model as purgatory_model
 from tool_fixtures import fast_settings
 from tool_harness import (
     ToolServer,
+    arrived,
     compiled,
     domain_pack,
     playbook,
@@ -149,6 +151,9 @@ async def test_timeout_of_a_non_idempotent_tool_is_not_retried(executor: ToolExe
     spec = tool(f"{tool_server.base}/slow/{n}?s=3", idempotent=False, retries=3, timeout=0.3)
     result = await executor.call(call(single_tool_tenant(tid(), spec)))
     assert not result.succeeded and result.outcome_unknown and "within 0.3s" in (result.error or "")
+    assert [a.number for a in result.attempts] == [1]
+    assert await arrived(tool_server, n, 1) == 1
+    await asyncio.sleep(0.3)  # a retry would have followed at once
     assert tool_server.counts[n] == 1
 
 
@@ -157,7 +162,7 @@ async def test_timeout_of_an_idempotent_tool_is_retried(executor: ToolExecutor, 
     spec = tool(f"{tool_server.base}/slow/{n}?s=3", idempotent=True, retries=2, timeout=0.2)
     result = await executor.call(call(single_tool_tenant(tid(), spec)))
     assert not result.succeeded and [a.number for a in result.attempts] == [1, 2, 3]
-    assert tool_server.counts[n] == 3
+    assert await arrived(tool_server, n, 3) == 3
 
 
 async def test_5xx_retried_only_when_safe(executor: ToolExecutor, tool_server: ToolServer) -> None:

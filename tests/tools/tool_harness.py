@@ -159,6 +159,16 @@ def release(server: ToolServer, name: str) -> None:
     httpx.post(f"{server.base}/release/{name}", timeout=5)
 
 
+async def arrived(server: ToolServer, name: str, expected: int, within: float = 5.0) -> int:
+    """How many calls `name` received, once `expected` have or `within` seconds have passed. A call the client
+    gave up on (a timeout) may reach the server's handler after the client returns: the server runs in
+    another thread, which a loaded machine can delay past a short timeout."""
+    deadline = time.monotonic() + within
+    while server.counts[name] < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return server.counts[name]
+
+
 # ------------------------------------------------------------------------------------------------- packs
 
 
