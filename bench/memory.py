@@ -11,10 +11,12 @@
   collection (which stalls the event loop, API included) takes with and without the index;
 - pipeline throughput without the memory, with it, and with it but `similarCases: 0` (indexing only), per
   wall-clock second and per CPU second of the process (the steadier figure on a shared machine), on SQLite
-  or PostgreSQL (`--backend`); the hot path never waits for embeddings.
+  or PostgreSQL (`--backend`); the hot path never waits for embeddings;
+- the same without and with memory in two processes taking turns batch by batch (`paired`, SQLite): both
+  meet the same moments of a shared machine's load, so their ratio wanders far less between runs.
 
 Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm]
-[--only quality|latency|hotpath|indexing|heap|pipeline]
+[--only quality|latency|hotpath|indexing|heap|pipeline|paired]
 [--rounds N] [--backend sqlite|postgres] [--gc-default] [--split]` (collector settings of `breakdesk.heap`
 unless `--gc-default`, as in the processes measured; `--split`: quality per half of the queries, A for tuning
 and B held out).
@@ -28,6 +30,7 @@ import gc
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import random
 import statistics
@@ -35,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -403,12 +407,27 @@ def indexing(skip_minilm: bool, n: int = 20_000) -> None:
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
+class _Turn:
+    """Whose turn it is to run a batch, between two processes (`pipeline_paired`): a token passed over pipes."""
+
+    def __init__(self, mine: Connection, theirs: Connection) -> None:
+        self.mine, self.theirs = mine, theirs
+
+    def wait(self) -> None:
+        self.mine.recv()
+
+    def done(self) -> None:
+        self.theirs.send(None)
+
+
 async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int | None = None,
-                    *, window: int | None = None, setup: bool = True) -> tuple[float, float]:
+                    *, window: int | None = None, setup: bool = True, turn: _Turn | None = None
+                    ) -> tuple[float, float]:
     """Exceptions per wall-clock second and per CPU second of this process (all its threads, SQLite's
-    included) through the orchestrator on SQLite; `k` overrides the policy's `similarCases`, `window` the
-    memory's triage window; `setup=False`: the tenant and its packs are in the database already. The CPU rate
-    is the steadier one on a shared machine: other processes' load stretches wall time, not CPU time."""
+    included) through the orchestrator on SQLite, batches timed; `k` overrides the policy's `similarCases`,
+    `window` the memory's triage window; `setup=False`: the tenant and its packs are in the database already;
+    `turn`: each batch waits for its turn and passes it on. The CPU rate is the steadier one on a shared
+    machine: other processes' load stretches wall time, not CPU time."""
     store = await Store.open(url)
     try:
         if setup:
@@ -427,12 +446,18 @@ async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int 
             await orch.memory.index("acme-capital")
         now = datetime.now(UTC)
         subs = [Submission(d, now, i) for i, d in enumerate(items)]
-        t0, c0 = time.perf_counter(), time.process_time()
-        done = 0
+        done, wall, cpu = 0, 0.0, 0.0
         for start in range(0, len(subs), 500):
+            if turn is not None:
+                turn.wait()
+            t0, c0 = time.perf_counter(), time.process_time()
             rep = await orch.process("acme-capital", subs[start:start + 500])
+            wall += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            if turn is not None:
+                turn.done()
             done += rep.processed + rep.recurrences
-        return done / (time.perf_counter() - t0), done / (time.process_time() - c0)
+        return done / wall, done / cpu
     finally:
         await store.close()
 
@@ -480,6 +505,55 @@ def pipeline(count: int, rounds: int = 3, backend: str = "sqlite") -> None:
               f"median {cpu_round * 100:+.1f}%); target within -20%")
 
 
+def _paired_side(memory: bool, count: int, mine: Connection, theirs: Connection, out: Connection) -> None:
+    """One side of `pipeline_paired`, in its own process (its own heap and collector)."""
+    from bench.pipeline import workload
+
+    tune_for_throughput()
+    items = workload(count)
+    with tempfile.TemporaryDirectory() as tmp:
+        out.send(asyncio.run(_pipeline(f"sqlite+aiosqlite:///{tmp}/p.db", items, memory,
+                                       turn=_Turn(mine, theirs))))
+
+
+def pipeline_paired(count: int, rounds: int = 3) -> None:
+    """Memory off and on in two processes that take turns batch by batch (off, on, off, on...; which starts
+    alternates by round), so both run through the same moments of a shared machine's load: the ratio of their
+    batch times is steadier than that of runs one after the other. Each process has its own heap, collector
+    and SQLite database."""
+    ctx = multiprocessing.get_context("spawn")
+    ratios: list[tuple[float, float]] = []
+    for r in range(rounds):
+        to_off, off_in = ctx.Pipe(duplex=False)  # (receiving end, sending end)
+        to_on, on_in = ctx.Pipe(duplex=False)
+        results = {name: ctx.Pipe(duplex=False) for name in ("off", "on")}
+        sides = {
+            "off": ctx.Process(target=_paired_side, args=(False, count, to_off, on_in, results["off"][1])),
+            "on": ctx.Process(target=_paired_side, args=(True, count, to_on, off_in, results["on"][1])),
+        }
+        for proc in sides.values():
+            proc.start()
+        (off_in if r % 2 == 0 else on_in).send(None)  # the first turn
+        got: dict[str, tuple[float, float]] = {}
+        try:
+            for name, proc in sides.items():
+                while not results[name][0].poll(1.0):
+                    if not proc.is_alive():  # (the other side would wait for its turn forever)
+                        raise SystemExit(f"the memory-{name} side failed (exit code {proc.exitcode})")
+                got[name] = results[name][0].recv()
+        finally:
+            for proc in sides.values():
+                if proc.is_alive() and len(got) < len(sides):
+                    proc.terminate()
+                proc.join()
+        ratios.append((got["on"][0] / got["off"][0] - 1, got["on"][1] / got["off"][1] - 1))
+        print(f"  round {r + 1}: without memory {got['off'][0]:,.0f}/s ({got['off'][1]:,.0f} per CPU-s), memory on "
+              f"{got['on'][0]:,.0f}/s ({ratios[-1][0] * 100:+.1f}%; per CPU-s {ratios[-1][1] * 100:+.1f}%)")
+    print(f"pipeline, {count:,} exceptions on SQLite, off and on taking turns batch by batch ({rounds} rounds): "
+          f"memory on {statistics.median(r[0] for r in ratios) * 100:+.1f}% (median), per CPU-s "
+          f"{statistics.median(r[1] for r in ratios) * 100:+.1f}%; target within -20%")
+
+
 async def _prefill(url: str, items: list[dict[str, Any]]) -> None:
     """A tenant that has run for a while: `items` processed (memory off: faster) and then indexed."""
     await _pipeline(url, items, False)
@@ -522,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench.memory")
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline"])
+    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline", "paired"])
     ap.add_argument("--rounds", type=int, default=3, help="pipeline rounds (each: memory off, on, on with k=0)")
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
                     help="database of the pipeline comparison (postgres: 127.0.0.1:5432, a database made per run)")
@@ -552,6 +626,8 @@ def main(argv: list[str] | None = None) -> None:
         heap(10_000 if args.quick else 100_000)
     if args.only in (None, "pipeline"):
         pipeline(5_000 if args.quick else 20_000, args.rounds, args.backend)
+    if args.only in (None, "paired"):
+        pipeline_paired(5_000 if args.quick else 20_000, args.rounds)
 
 
 if __name__ == "__main__":
