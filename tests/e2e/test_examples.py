@@ -461,7 +461,8 @@ def test_cli_demo(tmp_path: Path) -> None:
     assert rows["riverside-health"] != rows["summit-care"], rows
     assert "processed" in table
     # examples arrive in batches, as a stream would: the exception shown was triaged with similar past cases
-    assert "• similar to EXC-" in out.split("Decision timeline", 1)[1], out
+    timeline = out.split("Decision timeline", 1)[1]
+    assert "• similar cases:" in timeline and re.search(r"^ {7}EXC-\S+ \(\d\.\d\d\)", timeline, re.M), out
     # ...and, as the server's worker would, the demo leaves how exceptions were resolved in the memory
     with sqlite3.connect(tmp_path / "demo.db") as db:
         resolved = dict(db.execute("SELECT tenant_id, count(*) FROM memory_cases WHERE resolution IS NOT NULL "

@@ -27,7 +27,7 @@ LATER = [sf(f"L-{i}", ("Jefferies LLC", "Barclays Capital Inc.")[i % 2],
 
 def similar_evidence(events: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
     return [(x.get("ref"), x["message"]) for e in events if e["stage"] == "triage"
-            for x in e["decision"]["evidence"] if x["kind"] == "similar-case"]
+            for x in e["decision"]["evidence"] if x["kind"] == "similar-cases"]
 
 
 async def test_sliced_searches_give_the_same_evidence_and_free_the_loop(

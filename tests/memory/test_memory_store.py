@@ -21,16 +21,26 @@ def evidence(events: list[dict[str, Any]], kind: str) -> list[str]:
     return out
 
 
+def similar(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The similar cases triage cited (`data.cases` of its one `similar-cases` item), best first."""
+    items = [x for e in events if e["stage"] == "triage" for x in e["decision"]["evidence"]
+             if x["kind"] == "similar-cases"]
+    assert len(items) <= 1
+    return items[0]["data"]["cases"] if items else []
+
+
 async def test_cases_are_indexed_with_their_exceptions_and_shown_in_triage(store: Store, tenant_factory: Any) -> None:
     t = await tenant_factory()
     first = await process(store, t, SMALL)
     assert first.processed == 6
     assert await store.count_cases(t) == 6  # written in the same transaction as the exceptions
-    assert evidence(await store.get_events(t, "E-1"), "similar-case") == []  # empty index: quietly nothing
+    assert similar(await store.get_events(t, "E-1")) == []  # empty index: quietly nothing
     await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES",
                                 "Jefferies short of securities at the depository", "ST-7")])
-    shown = evidence(await store.get_events(t, "E-7"), "similar-case")
-    assert shown and shown[0].startswith("similar to E-") and ("E-1" in shown[0] or "E-2" in shown[0])
+    shown = similar(await store.get_events(t, "E-7"))
+    assert shown and shown[0]["exceptionId"] in {"E-1", "E-2"} and 0 < shown[0]["score"] <= 1
+    (said,) = evidence(await store.get_events(t, "E-7"), "similar-cases")  # in words, best first
+    assert said.startswith(f"similar to {shown[0]['exceptionId']} (") and said.count("E-") == len(shown)
     case = await store.get_case(t, "E-7")
     assert case is not None and case.entities["settleId"] == "ST-7" and "jefferies" in case.body.lower()
 
@@ -56,7 +66,7 @@ async def test_tenants_never_see_each_others_cases(store: Store, tenant_factory:
         await mem.similar(b, "E-1")
     # pipeline layer: B's triage never cites A's cases
     await process(store, b, [sf("B-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short of securities", "ST-9")])
-    assert all("E-" not in m for m in evidence(await store.get_events(b, "B-2"), "similar-case"))
+    assert all(not c["exceptionId"].startswith("E-") for c in similar(await store.get_events(b, "B-2")))
 
 
 async def test_filters_through_the_service(store: Store, tenant_factory: Any) -> None:
@@ -93,8 +103,10 @@ async def test_recurrence_threshold_and_last_resolution(store: Store, tenant_fac
     headline = resolved.resolution["headline"]
     assert headline.startswith("resolved") and len(headline) < len(resolved.resolution["summary"])
     assert msgs[0].endswith(f"last resolution: {headline} (R-1)"), msgs[0]
-    shown = evidence(await store.get_events(t, "R-2"), "similar-case")
-    assert any(m.startswith("similar to R-1 (") and m.endswith(f"): {headline}") for m in shown), shown
+    shown = similar(await store.get_events(t, "R-2"))
+    assert {"exceptionId": "R-1", "resolution": headline}.items() <= shown[0].items(), shown
+    (said,) = evidence(await store.get_events(t, "R-2"), "similar-cases")
+    assert said.startswith("similar to R-1 (") and f"): {headline}" in said, said
     await store.update_exception(t, "R-2", status="RESOLVED")
     await process(store, t, [sf("R-3", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "third time", "ST-R")], memory=mem)
     msgs = evidence(await store.get_events(t, "R-3"), "recurrence")
@@ -159,9 +171,8 @@ async def test_triage_looks_through_the_latest_cases_only(store: Store, tenant_f
     mem = Memory(store, triage_window=3)
     await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES",
                                 "Jefferies short of securities at the depository", "ST-7")], memory=mem)
-    shown = evidence(await store.get_events(t, "E-7"), "similar-case")
-    cited = {m.split()[2] for m in shown}
-    assert shown and cited <= {"E-4", "E-5", "E-6"}
+    cited = {c["exceptionId"] for c in similar(await store.get_events(t, "E-7"))}
+    assert cited and cited <= {"E-4", "E-5", "E-6"}
     res = await mem.similar(t, "E-7", k=3)
     assert {h.exception_id for h in res.hits} & {"E-1", "E-2"}  # the best matches, outside the window
 
@@ -187,7 +198,7 @@ async def test_no_similar_cases_asked_means_no_resident_index(store: Store, tena
     await process(store, t, [sf("E-7", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short of securities", "ST-7")],
                   memory=mem)
     assert await store.count_cases(t) == 7  # still indexed in the exception's transaction
-    assert evidence(await store.get_events(t, "E-7"), "similar-case") == []
+    assert similar(await store.get_events(t, "E-7")) == []
     assert mem.resident_cases() == 0  # nothing loaded or searched on the hot path
 
 

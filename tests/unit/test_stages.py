@@ -679,11 +679,15 @@ class TestTriage:
                    SimilarCase("ex-8", 0.5, "another"))
         tri = run(desk_domain, desk_tenant, BREAK_SMALL, similar=similar).triage
         assert tri is not None
-        ev = [(e.message, e.ref) for e in tri.decision.evidence if e.kind == "similar-case"]
-        assert ev == [
-            ("similar to ex-9 (0.88): resolved, playbook PB_BREAK", "ex-9"),
-            ("similar to ex-8 (0.50)", "ex-8"),
-        ]
+        ev = [(e.message, e.ref, e.data) for e in tri.decision.evidence if e.kind.startswith("similar")]
+        assert ev == [(
+            "similar to ex-9 (0.88): resolved, playbook PB_BREAK; ex-8 (0.50)",
+            "ex-9",
+            {"cases": [{"exceptionId": "ex-9", "score": 0.876, "resolution": "resolved, playbook PB_BREAK"},
+                       {"exceptionId": "ex-8", "score": 0.5}]},
+        )]
+        alone = run(desk_domain, desk_tenant, BREAK_SMALL).triage
+        assert alone is not None and not [e for e in alone.decision.evidence if e.kind.startswith("similar")]
 
     def test_summary_and_next_step(self, desk_domain: CompiledDomainPack, desk_tenant: Any) -> None:
         tri = run(desk_domain, desk_tenant, {**BREAK_BIG, "timestamp": "2026-01-02T03:04:05Z"}).triage

@@ -199,7 +199,28 @@ def render_timeline(exc: dict[str, Any], events: list[dict[str, Any]]) -> None:
             ("  confidence ", "dim"), f"{d.get('confidence', 0):.2f}", ("  → ", "dim"), str(d.get("nextStep", "")),
         ))
         for x in d.get("evidence", []):
-            console.print(Padding(Text(f"• {x.get('message')}"), (0, 0, 0, 5)))
+            cases = _similar_cases(x)
+            if cases is None:
+                console.print(Padding(Text(f"• {x.get('message')}"), (0, 0, 0, 5)))
+                continue
+            console.print(Padding(Text("• similar cases:"), (0, 0, 0, 5)))  # one line each, best first
+            for case in cases:
+                console.print(Padding(Text(case), (0, 0, 0, 7)))
+
+
+def _similar_cases(evidence: dict[str, Any]) -> list[str] | None:
+    """The lines of a `similar-cases` evidence item (`pipeline.triage.similar_evidence`), one per case, or None
+    for any other item (or one whose data is not that shape: its message is shown instead)."""
+    data = evidence.get("data")
+    cases = data.get("cases") if evidence.get("kind") == "similar-cases" and isinstance(data, dict) else None
+    if not isinstance(cases, list) or not all(isinstance(c, dict) and "exceptionId" in c for c in cases):
+        return None
+    lines = []
+    for c in cases:
+        score = c.get("score")
+        line = f"{c['exceptionId']} ({score:.2f})" if isinstance(score, int | float) else str(c["exceptionId"])
+        lines.append(f"{line}: {c['resolution']}" if c.get("resolution") else line)
+    return lines
 
 
 @app.command("show")

@@ -18,6 +18,7 @@ from breakdesk.domain.models import AgentDecision, CanonicalModel, Evidence, Exc
 _new = object.__new__
 _setattr = object.__setattr__
 _EVIDENCE_SET = frozenset({"kind", "message", "ref"})
+_EVIDENCE_DATA_SET = frozenset({"kind", "message", "ref", "data"})
 _DECISION_SET = frozenset({"decision", "confidence", "evidence", "next_step"})
 
 
@@ -32,11 +33,15 @@ def _trusted(cls: type[CanonicalModel], values: dict[str, Any], fields_set: froz
     return obj
 
 
-def ev(kind: Any, message: Any, ref: Any = None) -> Evidence:
+def ev(kind: Any, message: Any, ref: Any = None, data: Any = None) -> Evidence:
     """Shorthand the stages use to cite a reason."""
     if type(kind) is str and type(message) is str and (ref is None or type(ref) is str):
-        return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": None}, _EVIDENCE_SET)
-    return Evidence(kind=kind, message=message, ref=ref)
+        if data is None:
+            return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": None}, _EVIDENCE_SET)
+        if type(data) is dict and all(type(k) is str for k in data):
+            return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": data},
+                            _EVIDENCE_DATA_SET)
+    return Evidence(kind=kind, message=message, ref=ref, data=data)
 
 
 def decision(decision: Any, confidence: Any, evidence: Any, next_step: Any) -> AgentDecision:

@@ -173,6 +173,27 @@ def _score_text(score: float) -> str:
     return text
 
 
+def similar_evidence(similar: tuple[SimilarCase, ...]) -> Evidence:
+    """The similar cases, best first, as one piece of evidence (`similar-cases`): each one's id, score and,
+    once resolved, how (its headline: "closed, playbook X, ..."), in words for people and as `data.cases`
+    for programs; `ref` names the best.
+
+    One item rather than one per case: every evidence item is built, encoded for its event and again for
+    the audit entry, and hashed, and five of them per exception cost the pipeline ~3.5 % of its throughput
+    (bench/RESULTS.md) for what one item says as well."""
+    words: list[str] = []
+    cases: list[dict[str, Any]] = []
+    for case in similar:
+        shown = f"{case.exception_id} ({_score_text(case.score)})"
+        if case.resolution:
+            words.append(f"{shown}: {case.resolution}")
+            cases.append({"exceptionId": case.exception_id, "score": case.score, "resolution": case.resolution})
+        else:
+            words.append(shown)
+            cases.append({"exceptionId": case.exception_id, "score": case.score})
+    return ev("similar-cases", "similar to " + "; ".join(words), similar[0].exception_id, {"cases": cases})
+
+
 def triage(
     intake_result: IntakeResult,
     ctx: Any,
@@ -193,12 +214,8 @@ def triage(
             ev("recurrence", f"{flag}: occurrence {occurrences} of this fingerprint (threshold {threshold}){last}",
                recurrence.last_exception_id)
         )
-    for case in similar:
-        how = f": {case.resolution}" if case.resolution else ""  # its headline: "resolved, playbook X, ..."
-        evidence.append(
-            ev("similar-case", message=f"similar to {case.exception_id} ({_score_text(case.score)}){how}",
-                     ref=case.exception_id)
-        )
+    if similar:
+        evidence.append(similar_evidence(similar))
     confidence = round(intake_result.type_confidence * SEVERITY_CONFIDENCE[source], 4)
     hint = root_cause_hint(domain, record.exception_type)
     summary = _summary(record, domain, severity, source, matched, hint)
