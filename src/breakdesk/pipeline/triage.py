@@ -179,7 +179,7 @@ def similar_evidence(similar: tuple[SimilarCase, ...]) -> Evidence:
     for programs; `ref` names the best.
 
     One item rather than one per case: every evidence item is built, encoded for its event and again for
-    the audit entry, and hashed, and five of them per exception cost the pipeline ~3.5 % of its throughput
+    the audit entry, and hashed, and five of them per exception cost the pipeline ~1.5 points of throughput
     (bench/RESULTS.md) for what one item says as well."""
     words: list[str] = []
     cases: list[dict[str, Any]] = []
