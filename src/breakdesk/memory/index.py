@@ -1047,13 +1047,14 @@ class TenantIndex:
         order)."""
         have = self._tnorms.get(tid)
         raw = self._tdocs[tid]
-        if have is not None and have[0].shape[0] == len(raw) >> 2 and abs(avgdl - have[2]) <= 0.02 * have[2]:
-            docs, norm = have[0], have[1]
-        else:  # BM25's tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl)), again once the postings grew or avgdl moved 2 %
-            if have is not None and have[0].shape[0] == len(raw) >> 2:
-                docs = have[0]
-            else:
-                docs = np.frombuffer(raw, dtype=np.int32).copy() if raw else np.zeros(0, np.int32)
+        norm: np.ndarray | None = None
+        if have is not None and have[0].shape[0] == len(raw) >> 2:  # the postings have not grown
+            docs = have[0]
+            if abs(avgdl - have[2]) <= 0.02 * have[2]:
+                norm = have[1]
+        else:
+            docs = np.frombuffer(raw, dtype=np.int32).copy() if raw else np.zeros(0, np.int32)
+        if norm is None:  # BM25's tf·(k1+1) / (tf + k1·(1-b+b·dl/avgdl)), again once avgdl moved 2 %
             tfs = np.frombuffer(self._ttfs[tid], dtype=np.float32) if raw else np.zeros(0, np.float32)
             norm = (tfs * (K1 + 1) / (tfs + K1 * (1 - B + B * self._len[docs] / avgdl))).astype(np.float32)
             self._tnorms[tid] = (docs, norm, avgdl)
