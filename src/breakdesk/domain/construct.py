@@ -35,12 +35,14 @@ def _trusted(cls: type[CanonicalModel], values: dict[str, Any], fields_set: froz
 
 def ev(kind: Any, message: Any, ref: Any = None, data: Any = None) -> Evidence:
     """Shorthand the stages use to cite a reason."""
-    if type(kind) is str and type(message) is str and (ref is None or type(ref) is str):
-        if data is None:
-            return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": None}, _EVIDENCE_SET)
-        if type(data) is dict and all(type(k) is str for k in data):
-            return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": data},
-                            _EVIDENCE_DATA_SET)
+    if (
+        type(kind) is str
+        and type(message) is str
+        and (ref is None or type(ref) is str)
+        and (data is None or (type(data) is dict and all(type(k) is str for k in data)))
+    ):
+        return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": data},
+                        _EVIDENCE_SET if data is None else _EVIDENCE_DATA_SET)
     return Evidence(kind=kind, message=message, ref=ref, data=data)
 
 
