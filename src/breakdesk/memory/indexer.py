@@ -76,14 +76,12 @@ class MemoryIndexer:
             rows = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
             if not rows:
                 break
+            report.scanned += len(rows)
             stale = [head["exception_id"] for head, indexed in rows if indexed != head["status"]]
             full = await self.store.exceptions_by_ids(tenant_id, stale) if stale else {}
             docs: list[CaseDoc] = []
-            for head, indexed_status in rows:
-                report.scanned += 1
-                if indexed_status == head["status"]:
-                    continue
-                row = full.get(head["exception_id"])
+            for exception_id in stale:
+                row = full.get(exception_id)
                 if row is None:  # removed since the scan (retention): nothing to index
                     continue
                 try:
