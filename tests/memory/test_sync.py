@@ -121,3 +121,25 @@ async def test_a_closed_store_releases_its_shared_memory(db_url: str) -> None:
     del store, memory
     gc.collect()
     assert gone() is None
+
+
+async def test_a_replaced_latest_case_gets_a_new_id_and_reaches_a_caught_up_index(store: Store,
+                                                                                 tenant_factory: Any) -> None:
+    """Readers follow `id > last seen`, so a replaced row must never take an id already handed out — on
+    SQLite a plain rowid reuses the largest id once that row is deleted, and the latest case's resolution
+    would never reach an index that had indexed the case before."""
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    idx = await mem.index(t)
+    latest = max((idx.case(eid) for eid in idx._slot), key=lambda c: c.id)  # type: ignore[union-attr]
+    await store.replace_cases(t, [CaseDoc(
+        exception_id=latest.exception_id, exception_type=latest.exception_type,
+        source_system=latest.source_system, status="RESOLVED", received_at=latest.received_at,
+        body=latest.body, entities=latest.entities, severity=latest.severity, fingerprint=latest.fingerprint,
+        resolution={"summary": "reissued the SSI"}, resolved_at=latest.received_at)])
+    stored = await store.get_case(t, latest.exception_id)
+    assert stored is not None and stored.id > latest.id
+    idx = await mem.index(t)
+    case = idx.case(latest.exception_id)
+    assert case is not None and case.status == "RESOLVED" and case.resolution == {"summary": "reissued the SSI"}

@@ -135,3 +135,44 @@ async def test_last_resolutions_query_uses_the_partial_fingerprint_index(db_url:
     finally:
         await engine.dispose()
     assert "ix_memory_cases_resolved_fingerprint" in plan, plan
+
+
+async def test_memory_ids_are_never_reused_and_the_rebuild_keeps_rows_and_ids(tmp_path: Path) -> None:
+    """0007 (SQLite): `memory_cases` and `memory_vectors` are rebuilt with AUTOINCREMENT, their rows and ids
+    kept; afterwards a row replacing the latest one gets a larger id (readers follow `id > last seen`)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'ids.db'}")
+    case = ("INSERT INTO memory_cases (tenant_id, exception_id, exception_type, source_system, status, entities, "
+            "body, received_at, indexed_at) VALUES ('t1', :e, 'T', 's', 'OPEN', '{}', 'b', '2026-01-01', "
+            "'2026-01-01')")
+    vector = ("INSERT INTO memory_vectors (tenant_id, exception_id, case_id, model, dims, vector, embedded_at) "
+              "VALUES ('t1', :e, 1, 'm', 1, x'00000000', '2026-01-01')")
+    try:
+        await upgrade_engine(engine, "0006")
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenants (tenant_id, name, created_at, settings) VALUES ('t1', 't', "
+                                    "'2026-01-01', '{}')"))
+            for e in ("E-1", "E-2", "E-3"):
+                await conn.execute(text(case), {"e": e})
+                await conn.execute(text(vector), {"e": e})
+            await conn.execute(text("DELETE FROM memory_cases WHERE id = 3"))  # a reused id, before 0007
+            await conn.execute(text(case), {"e": "E-3"})
+        await upgrade_engine(engine)
+        async with engine.begin() as conn:
+            rows = (await conn.execute(text("SELECT id, exception_id FROM memory_cases ORDER BY id"))).all()
+            assert [tuple(r) for r in rows] == [(1, "E-1"), (2, "E-2"), (3, "E-3")]
+            for table, insert in (("memory_cases", case), ("memory_vectors", vector)):
+                await conn.execute(text(f"DELETE FROM {table} WHERE exception_id = 'E-3'"))
+                await conn.execute(text(insert), {"e": "E-3"})
+                ids = (await conn.execute(text(f"SELECT id FROM {table} ORDER BY id"))).scalars().all()
+                assert ids == [1, 2, 4], table
+            indexes = (await conn.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'memory_%' "
+                "AND name LIKE 'ix_%' ORDER BY name"))).scalars().all()
+        assert indexes == ["ix_memory_cases_resolved_fingerprint", "ix_memory_cases_tenant_id",
+                           "ix_memory_vectors_tenant_model_id"]
+        await downgrade_engine(engine, "0006")
+        await upgrade_engine(engine)
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM memory_cases"))).scalar() == 3
+    finally:
+        await engine.dispose()

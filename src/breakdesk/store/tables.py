@@ -443,6 +443,9 @@ memory_cases = Table(
     # fingerprint out of this B-tree saves about a third of its row's insert (measured on SQLite 5 of 14 µs).
     Index("ix_memory_cases_resolved_fingerprint", "tenant_id", "fingerprint",
           sqlite_where=RESOLVED_CASE, postgresql_where=RESOLVED_CASE),
+    # SQLite gives a plain rowid table's new row the largest id in it plus one: replacing the latest case
+    # would hand its own id back to it, and readers following `id > last seen` would miss the change.
+    sqlite_autoincrement=True,
 )
 
 memory_vectors = Table(
@@ -464,6 +467,7 @@ memory_vectors = Table(
     Column("embedded_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "exception_id", "model", name="uq_memory_vectors_tenant_exception_model"),
     Index("ix_memory_vectors_tenant_model_id", "tenant_id", "model", "id"),
+    sqlite_autoincrement=True,  # as memory_cases: a re-embedded latest vector must not get its old id back
 )
 
 memory_tenants = Table(
