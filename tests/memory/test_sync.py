@@ -4,8 +4,10 @@ process wrote (replaced, resolved, another writer's) are read in full. On SQLite
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,3 +145,50 @@ async def test_a_replaced_latest_case_gets_a_new_id_and_reaches_a_caught_up_inde
     idx = await mem.index(t)
     case = idx.case(latest.exception_id)
     assert case is not None and case.status == "RESOLVED" and case.resolution == {"summary": "reissued the SSI"}
+
+
+async def test_a_case_committed_after_a_later_id_still_reaches_a_follower(pg_url: str) -> None:
+    """PostgreSQL hands out ids when rows are inserted, not when they commit: a transaction that took an id
+    and committed after one that took a larger id would hide its row from every reader already past that
+    id. Every transaction writing a tenant's cases holds the tenant's write lock from before its ids are
+    taken to its commit, so the tenant's ids commit in order: here the indexer's replacement waits for the
+    pipeline batch that took its lock first."""
+    from breakdesk.store.cases import insert_cases
+
+    store = await Store.open(pg_url)
+    try:
+        t = await make_tenant(store, None)
+        mem = Memory(store)
+        await process(store, t, SMALL, memory=mem)
+        await mem.index(t)
+        e1 = await store.get_case(t, "E-1")
+        assert e1 is not None
+        batch_open, batch_commit = asyncio.Event(), asyncio.Event()
+
+        async def pipeline_batch() -> None:  # as write_batch: the tenant's lock first, then its case rows
+            async with store._write() as conn:
+                await store._tenant_head(conn, t)
+                await insert_cases(conn, t, [CaseDoc(
+                    exception_id="E-NEW", exception_type=e1.exception_type, source_system=e1.source_system,
+                    status="OPEN", received_at=e1.received_at, body=e1.body, entities=e1.entities)],
+                    datetime.now(UTC))
+                batch_open.set()
+                await batch_commit.wait()
+
+        batch = asyncio.create_task(pipeline_batch())
+        await batch_open.wait()
+        resolved = replace(e1, status="RESOLVED", resolution={"summary": "reissued the SSI"})
+        indexer = asyncio.create_task(store.replace_cases(t, [CaseDoc(
+            exception_id="E-1", exception_type=e1.exception_type, source_system=e1.source_system,
+            status="RESOLVED", received_at=e1.received_at, body=e1.body, entities=e1.entities,
+            resolution=resolved.resolution, resolved_at=e1.received_at)]))
+        await asyncio.sleep(0.3)
+        await mem.index(t)  # a follower catching up while the batch is still open
+        batch_commit.set()
+        await asyncio.gather(batch, indexer)
+        idx = await mem.index(t)
+        assert "E-NEW" in idx
+        case = idx.case("E-1")
+        assert case is not None and case.status == "RESOLVED"
+    finally:
+        await store.close()

@@ -242,9 +242,15 @@ class CaseRepo(StoreBase):
     async def replace_cases(
         self, tenant_id: str, docs: Sequence[CaseDoc], *, scanned: tuple[datetime, str] | None = None
     ) -> None:
-        """Insert or replace cases (delete + insert: new ids) and record the scan position, atomically."""
+        """Insert or replace cases (delete + insert: new ids) and record the scan position, atomically.
+
+        Under the tenant's write lock, like a pipeline batch (`write_batch`), taken before any id is: readers
+        follow `id > last seen`, and PostgreSQL hands out ids at insert, not at commit, so two writers of one
+        tenant could otherwise commit out of id order and a reader past the larger id would miss the other
+        row for good."""
         now = utcnow()
         async with self._write() as conn:
+            await self._tenant_head(conn, tenant_id)
             ids = [d.exception_id for d in docs]
             for part in chunked(ids):
                 await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part)))
@@ -335,9 +341,11 @@ class CaseRepo(StoreBase):
         embedded_upto: int,
     ) -> None:
         """Store (exception_id, case_id, vector) rows for `model`, replacing older ones, and advance the
-        watermark in the same transaction (a crash re-embeds at most one batch)."""
+        watermark in the same transaction (a crash re-embeds at most one batch). Under the tenant's write lock,
+        as `replace_cases`: readers follow vectors by id too."""
         now = utcnow()
         async with self._write() as conn:
+            await self._tenant_head(conn, tenant_id)
             ids = [eid for eid, _, _ in items]
             for part in chunked(ids):
                 await conn.execute(
