@@ -301,7 +301,10 @@ async def test_cursor_pages_cover_everything_once(api: Api, sort: str) -> None:
 async def test_bad_cursor_and_limits_are_validation_errors(api: Api) -> None:
     t = await seeded(api)
     for params, where in (({"cursor": "garbage"}, "$.cursor"), ({"limit": 0}, "$.limit"), ({"limit": 5000}, "$.limit"),
-                          ({"sort": "name"}, "$.sort"), ({"since": "yesterday"}, "$.since")):
+                          ({"sort": "name"}, "$.sort"), ({"since": "yesterday"}, "$.since"),
+                          # valid ISO 8601, but outside what a UTC date-time can hold (was a 500)
+                          ({"since": "0001-01-01T00:00:00+01:00"}, "$.since"),
+                          ({"until": "9999-12-31T23:59:59-01:00"}, "$.until")):
         r = await api.client.get(url(t, "/exceptions"), params=params, headers=t.headers("viewer"))
         assert r.status_code == 422, (params, r.text)
         assert r.json()["errors"][0]["in"] == "query" and r.json()["errors"][0]["path"] == where

@@ -26,7 +26,12 @@ def _iso_8601_only(value: Any) -> Any:
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable UTC instant
+        raise ValueError("date-time out of range once converted to UTC") from None
 
 
 #: A date-time query parameter: ISO 8601 only; without a zone it is taken as UTC.
