@@ -192,3 +192,36 @@ async def test_a_case_committed_after_a_later_id_still_reaches_a_follower(pg_url
         assert case is not None and case.status == "RESOLVED"
     finally:
         await store.close()
+
+
+def _resolved(eid: str, at: datetime | None, resolution: dict[str, Any] | None = None) -> CaseDoc:
+    return CaseDoc(exception_id=eid, exception_type="SETTLEMENT_FAIL", source_system="custody-feed",
+                   status="RESOLVED" if resolution else "TRIAGED", received_at=datetime(2025, 3, 1, tzinfo=UTC),
+                   body=f"counterparty short of securities ({eid})", entities={"settleId": eid},
+                   fingerprint="fp-same", resolution=resolution, resolved_at=at)
+
+
+async def test_a_fingerprints_last_resolution_is_the_stores_and_survives_a_reopened_case(
+        store: Store, tenant_factory: Any) -> None:
+    """Resident indexes answer "the last resolution of this fingerprint" as the store does (latest
+    resolution time, then row id), however they came to hold the cases; reopening the latest resolved
+    case hands the answer back to the one before it."""
+    t = await tenant_factory()
+    h1, h2, h3 = (datetime(2025, 3, 2, h, tzinfo=UTC) for h in (1, 2, 3))
+    following = Memory(store)
+    # B is resolved later than A but its row is written first: row order and resolution order disagree
+    await store.replace_cases(t, [_resolved("B", h2, {"summary": "B: reissued the SSI"})])
+    await store.replace_cases(t, [_resolved("A", h1, {"summary": "A: waited for the cycle"})])
+    await store.replace_cases(t, [_resolved("C", None, {"summary": "C: no time recorded"})])
+
+    async def agree(expected: str) -> None:
+        stored = (await store.last_resolutions(t, ["fp-same"]))["fp-same"]
+        held = (await following.index(t)).last_resolution("fp-same")
+        fresh = (await Memory(store).index(t)).last_resolution("fp-same")
+        assert (stored.exception_id, held and held.exception_id, fresh and fresh.exception_id) == (expected,) * 3
+
+    await agree("B")
+    await store.replace_cases(t, [_resolved("B", None)])  # reopened: no resolution any more
+    await agree("A")
+    await store.replace_cases(t, [_resolved("D", h3, {"summary": "D: fixed"})])
+    await agree("D")

@@ -60,7 +60,7 @@ from breakdesk.memory.vectors import VectorIndex
 from breakdesk.native import load_kernel
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.pipeline.types import SimilarCase
-from breakdesk.store.cases import StoredCase
+from breakdesk.store.cases import StoredCase, resolution_order
 
 #: The batched search's scoring loop in C (setup.py builds it with Cython); numpy does the same without it.
 _scoring = load_kernel("breakdesk.memory._scoring")
@@ -369,7 +369,10 @@ class TenantIndex:
         #: type code -> field id -> live cases of the type holding the field value (one dict per type: the
         #: hot path looks up many fields of one type at a time, without building a key per field)
         self._type_df: dict[int, dict[int, int]] = {}
-        self._fp_resolved: dict[str, int] = {}
+        #: fingerprint -> the live slots of its resolved cases (a tuple of ints: untracked by the collector);
+        #: `last_resolution` picks among them as the store does, so a reopened case hands the fingerprint back
+        #: to the resolution before it
+        self._fp_resolved: dict[str, tuple[int, ...]] = {}
         self._field_stats: dict[tuple[int, bool], dict[int, tuple[int, float]]] = {}
         self._held_rows: dict[int, int] = {}  # field id -> its row of `_held` (`_held_row`), until a change
         self._held: np.ndarray | None = None
@@ -520,7 +523,7 @@ class TenantIndex:
         self._resolved[slot] = resolution is not None
         self._received[slot] = case.received_at.timestamp()
         if resolution is not None and case.fingerprint:
-            self._fp_resolved[case.fingerprint] = slot
+            self._fp_resolved[case.fingerprint] = (*self._fp_resolved.get(case.fingerprint, ()), slot)
         if old is not None:
             for vi in self.vectors.values():
                 vi.remove(old)
@@ -543,8 +546,12 @@ class TenantIndex:
             self._fdf[fid] -= 1
             type_df[fid] -= 1
         case = self._cases[slot]
-        if case is not None and case.fingerprint and self._fp_resolved.get(case.fingerprint) == slot:
-            del self._fp_resolved[case.fingerprint]
+        if case is not None and case.fingerprint and case.resolution is not None:
+            left = tuple(s for s in self._fp_resolved.get(case.fingerprint, ()) if s != slot)
+            if left:
+                self._fp_resolved[case.fingerprint] = left
+            else:
+                self._fp_resolved.pop(case.fingerprint, None)
         self._cases[slot] = None
 
     def _terms_of(self, slot: int) -> array:
@@ -578,8 +585,17 @@ class TenantIndex:
         return None if vi is None or slot is None else vi.get(slot)
 
     def last_resolution(self, fingerprint: str) -> StoredCase | None:
-        slot = self._fp_resolved.get(fingerprint)
-        return None if slot is None else self._cases[slot]
+        """The fingerprint's latest resolved case, as the store's `last_resolutions` orders them: by
+        resolution time (none first), then row id."""
+        slots = self._fp_resolved.get(fingerprint)
+        if not slots:
+            return None
+        best: StoredCase | None = None
+        for slot in slots:
+            case = self._cases[slot]
+            if case is not None and (best is None or resolution_order(case) > resolution_order(best)):
+                best = case
+        return best
 
     # ------------------------------------------------------------------ search
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ _C = memory_cases.c
 _V = memory_vectors.c
 _M = memory_tenants.c
 _X = exceptions.c
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -169,8 +170,14 @@ def last_resolutions_stmt(tenant_id: str, fingerprints: Sequence[str]) -> Select
     return (
         select(memory_cases)
         .where(_C.tenant_id == tenant_id, _C.fingerprint.in_(fingerprints), _C.resolution.is_not(None))
-        .order_by(_C.resolved_at, _C.id)
+        .order_by(_C.resolved_at.asc().nulls_first(), _C.id)  # (`resolution_order`; PostgreSQL's default is last)
     )
+
+
+def resolution_order(case: StoredCase) -> tuple[bool, datetime, int]:
+    """Which of a fingerprint's resolved cases is its last resolution: the latest resolution time (none
+    counts as earliest), then the larger row id — `last_resolutions_stmt`'s order, for resident indexes."""
+    return (case.resolved_at is not None, case.resolved_at or _EPOCH, case.id)
 
 
 class CaseRepo(StoreBase):
