@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
@@ -199,10 +201,22 @@ class Memory:
                     break
             if model is not None and not await pgvector_available(self.store):
                 while True:
-                    vecs = await self.store.vectors_after(tenant_id, model, idx.last_vector_id.get(model, 0), SYNC_PAGE)
-                    if vecs:
-                        idx.add_vectors(model, [(v.exception_id, v.vector) for v in vecs], vecs[-1].id)
-                    if len(vecs) < SYNC_PAGE:
+                    upto = idx.last_vector_id.get(model, 0)
+                    vecs = await self.store.vectors_after(tenant_id, model, upto, SYNC_PAGE)
+                    usable: list[tuple[str, np.ndarray]] = []
+                    behind = False
+                    for v in vecs:
+                        if v.case_id > idx.last_case_id:
+                            # its case row was committed after the cases were read: this vector and the
+                            # ones after it wait for the next sync, which reads that row first
+                            behind = True
+                            break
+                        held = idx.case(v.exception_id)
+                        if held is not None and held.id == v.case_id:  # else: a replaced version's vector
+                            usable.append((v.exception_id, v.vector))
+                        upto = v.id
+                    idx.add_vectors(model, usable, upto)
+                    if behind or len(vecs) < SYNC_PAGE:
                         break
             self._evict(keep=tenant_id)
             return idx
