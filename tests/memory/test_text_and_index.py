@@ -173,6 +173,38 @@ def test_vectors_fuse_with_lexical_and_explain() -> None:
     assert "semantic" in hits[0].why
 
 
+def test_nearest_from_the_database_ranks_filtered_cases_as_resident_vectors_do() -> None:
+    """pgvector returns the tenant's N nearest before filters; a case outside them is at most as near as the
+    N-th. Bounding it by the nearest that passed the filter instead credited an unrelated case (cosine 0)
+    with a high cosine, above the truly nearest allowed case."""
+
+    def toward(cos: float) -> np.ndarray:  # a unit vector at cosine `cos` from the query's
+        v = np.zeros(8, np.float32)
+        v[0], v[1] = cos, np.sqrt(1 - cos * cos)
+        return v
+
+    idx = TenantIndex("t1")
+    vecs = {"Q": toward(1.0)}
+    idx.add(case("Q", "counterparty short of securities", cid=1, etype="A"))
+    for i in range(12):  # of the type filtered out: nearer, and farther
+        idx.add(case(f"A{i:02}", f"unrelated words {i}", cid=10 + i, etype="A"))
+        vecs[f"A{i:02}"] = toward(0.99 - i * 0.001 if i < 6 else 0.3 - i * 0.01)
+    idx.add(case("B-near", "nothing in common", cid=50, etype="B"))
+    vecs["B-near"] = toward(0.95)
+    idx.add(case("B-far", "securities", cid=51, etype="B"))  # a shared word, an orthogonal vector
+    vecs["B-far"] = np.eye(8, dtype=np.float32)[2]
+    idx.add_vectors("m", list(vecs.items()), 99)
+    query = idx.query_for(idx.case("Q"), "m")  # type: ignore[arg-type]
+    only_b = Filters(types=("B",))
+    nearest = sorted(((e, float(v @ query.vector)) for e, v in vecs.items()), key=lambda x: -x[1])[:14]
+    assert "B-near" in dict(nearest) and "B-far" not in dict(nearest) and nearest[-1][1] < 0.3
+    resident = idx.search(query, 2, only_b, "m")
+    from_db = idx.search(query, 2, only_b, "m", nearest=nearest)
+    assert [h.exception_id for h in from_db] == [h.exception_id for h in resident] == ["B-near", "B-far"]
+    far = next(h for h in from_db if h.exception_id == "B-far")
+    assert far.semantic is not None and far.semantic <= nearest[-1][1] + 1e-6
+
+
 def test_empty_index_returns_nothing() -> None:
     assert TenantIndex("t1").search(q("anything"), 5) == []
 

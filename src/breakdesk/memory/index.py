@@ -839,7 +839,10 @@ class TenantIndex:
         qvec = q.vector
         external: dict[int, float] | None = None
         vec_slots: list[int] = []
+        floor = 0.0
         if nearest is not None:
+            # a case outside the N nearest is at most as near as the N-th, whatever the filters let through
+            floor = min((sim for _, sim in nearest), default=0.0)
             external = {}
             for eid, sim in nearest:
                 hit_slot = self._slot.get(eid)
@@ -898,7 +901,6 @@ class TenantIndex:
                 cand_text = np.concatenate([cand_text, ex_text])
                 cand_score = np.concatenate([cand_score, ex_score])
             if external is not None:
-                floor = min(external.values()) if external else 0.0  # outside the top-N: at most the N-th's cosine
                 sem = np.array([external.get(s, floor) for s in cand.tolist()], dtype=np.float32)
             else:
                 assert vi is not None and qvec is not None
