@@ -222,3 +222,52 @@ async def test_one_indexer_pass_per_tenant_at_a_time(store: Store, tenant_factor
     assert not after.busy and await store.count_cases(t) == 3
     async with store.indexer_lease(t) as again:  # released after each pass
         assert again
+
+
+async def test_the_indexer_sees_a_change_committed_after_a_later_stamped_one(store: Store,
+                                                                             tenant_factory: Any) -> None:
+    """Writers stamp `updated_at` before they take the tenant's write lock: an execution concludes E-1 with
+    the time it read earlier, after a person's later-stamped change to E-2 was committed and indexed. The
+    indexer follows the audit chain (commit order), so the resolution still reaches E-1's case."""
+    from datetime import UTC, datetime
+
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    indexer = MemoryIndexer(store, mem)
+    await indexer.run_once(t)
+    concluded_at = datetime.now(UTC)  # read by the execution before it commits
+    await store.update_exception(t, "E-2", assignee="bob")  # stamped later, committed first
+    await indexer.run_once(t)
+    await store.update_exception(t, "E-1", status="RESOLVED", resolved_at=concluded_at, updated_at=concluded_at)
+    report = await indexer.run_once(t)
+    case = await store.get_case(t, "E-1")
+    assert report.resolved == 1 and case is not None and case.status == "RESOLVED" and case.resolution
+
+
+async def test_a_store_error_while_rendering_a_case_is_retried_by_the_next_pass(store: Store,
+                                                                                tenant_factory: Any) -> None:
+    """A record that cannot be rendered is skipped; the database failing while a case is rendered (its
+    events unreadable) ends the pass before its position moves, and the next pass renders the case."""
+    from breakdesk.store.errors import StoreError
+
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    indexer = MemoryIndexer(store, mem)
+    await indexer.run_once(t)
+    await store.update_exception(t, "E-1", status="RESOLVED")
+    get_events = store.get_events
+
+    async def unavailable(*args: Any, **kw: Any) -> Any:
+        raise StoreError("database error (connection lost)")
+
+    store.get_events = unavailable  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError):
+            await indexer.run_once(t)
+    finally:
+        store.get_events = get_events  # type: ignore[method-assign]
+    assert (await store.get_case(t, "E-1")).status != "RESOLVED"  # type: ignore[union-attr]
+    report = await indexer.run_once(t)
+    assert report.resolved == 1 and (await store.get_case(t, "E-1")).status == "RESOLVED"  # type: ignore[union-attr]

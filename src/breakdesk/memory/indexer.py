@@ -2,10 +2,12 @@
 
 Per tenant, each pass
 
-1. scans exceptions changed since its saved position (keyset on updated_at, exception_id): any exception
-   without a case (processed before the memory existed, or by a process that could not index it) is indexed,
-   and a case whose exception changed status is re-rendered — with its resolution summary once the exception
-   is RESOLVED, CLOSED or FAILED;
+1. reads the tenant's audit chain past its saved position (every change to an exception appends to it, in
+   commit order) and looks at the exceptions it names: any exception without a case (processed before the
+   memory existed, or by a process that could not index it) is indexed, and a case whose exception changed
+   status is re-rendered — with its resolution summary once the exception is RESOLVED, CLOSED or FAILED.
+   A case that cannot be rendered from its record is logged and skipped; a store error ends the pass before
+   its position moves, so the next pass retries;
 2. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
 
 Both positions are stored (`memory_tenants`) in the transaction that does the work, so after a restart the
@@ -27,6 +29,7 @@ from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, semantic_text
 from breakdesk.store.cases import CaseDoc, ensure_pgvector_index, pgvector_available
+from breakdesk.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,10 @@ class MemoryIndexer:
         packs = await self._packs(tenant_id)
         domain = packs.domain if packs is not None else None
         state = await self.store.memory_state(tenant_id)
-        after = (state.scanned_at, state.scanned_id) if state and state.scanned_at and state.scanned_id else None
+        after = state.scanned_seq if state is not None else 0
         while True:
-            rows = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
-            if not rows:
+            rows, last_seq, entries = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
+            if not entries:
                 break
             report.scanned += len(rows)
             stale = [head["exception_id"] for head, indexed in rows if indexed != head["status"]]
@@ -86,16 +89,17 @@ class MemoryIndexer:
                     continue
                 try:
                     docs.append(await self._doc(tenant_id, row, domain))
-                except Exception as exc:  # one unreadable record must not stop the others
+                except (StoreError, OSError):  # the database, not the record: the next pass retries from here
+                    raise
+                except Exception as exc:  # one record that cannot be rendered must not stop the others
                     report.errors += 1
                     log.warning("memory: cannot index %s/%s: %s", tenant_id, row.get("exception_id"), exc)
                     continue
                 report.indexed += 1
                 report.resolved += int(row["status"] in RESOLVED_STATUSES)
-            last = rows[-1][0]
-            after = (last["updated_at"], last["exception_id"])
+            after = last_seq
             await self.store.replace_cases(tenant_id, docs, scanned=after)
-            if len(rows) < SCAN_PAGE:
+            if entries < SCAN_PAGE:
                 break
         return report
 

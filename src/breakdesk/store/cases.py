@@ -17,19 +17,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, or_, select, text
+from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from breakdesk.store._base import StoreBase, bulk_insert, chunked, prepare, translate, utcnow
-from breakdesk.store.tables import exceptions, memory_cases, memory_tenants, memory_vectors
+from breakdesk.store.tables import audit_entries, exceptions, memory_cases, memory_tenants, memory_vectors
 from breakdesk.store.types import aware_utc
 
 _C = memory_cases.c
 _V = memory_vectors.c
 _M = memory_tenants.c
 _X = exceptions.c
+_A = audit_entries.c
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -99,8 +100,7 @@ class StoredVector:
 class MemoryState:
     """The background indexer's progress for one tenant."""
 
-    scanned_at: datetime | None
-    scanned_id: str | None
+    scanned_seq: int
     model: str | None
     embedded_upto: int
 
@@ -247,9 +247,10 @@ class CaseRepo(StoreBase):
         return out
 
     async def replace_cases(
-        self, tenant_id: str, docs: Sequence[CaseDoc], *, scanned: tuple[datetime, str] | None = None
+        self, tenant_id: str, docs: Sequence[CaseDoc], *, scanned: int | None = None
     ) -> None:
-        """Insert or replace cases (delete + insert: new ids) and record the scan position, atomically.
+        """Insert or replace cases (delete + insert: new ids) and record the scan position (the last audit
+        seq the indexer looked at), atomically.
 
         Under the tenant's write lock, like a pipeline batch (`write_batch`), taken before any id is: readers
         follow `id > last seen`, and PostgreSQL hands out ids at insert, not at commit, so two writers of one
@@ -263,32 +264,41 @@ class CaseRepo(StoreBase):
                 await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part)))
             await insert_cases(conn, tenant_id, docs, now)
             if scanned is not None:
-                await self._save_state(conn, tenant_id, now, scanned_at=scanned[0], scanned_id=scanned[1])
+                await self._save_state(conn, tenant_id, now, scanned_seq=scanned)
 
     async def changed_exceptions(
-        self, tenant_id: str, after: tuple[datetime, str] | None, limit: int = 500
-    ) -> list[tuple[dict[str, Any], str | None]]:
-        """Exceptions changed after the keyset position `after` (updated_at, exception_id) — their id,
-        `updated_at` and status only — each with the status its case was indexed with (None: not indexed).
-        Served by ix_exceptions_tenant_updated. Only the small columns: the server's worker scans every
-        exception it writes once, and most are indexed already with the status they have
+        self, tenant_id: str, after_seq: int, limit: int = 500
+    ) -> tuple[list[tuple[dict[str, Any], str | None]], int, int]:
+        """The exceptions named by the tenant's audit entries after `after_seq` (at most `limit` entries) —
+        their id and status only — each with the status its case was indexed with (None: not indexed);
+        the last seq read and how many entries were read.
+
+        Why the audit chain: every change to an exception appends to it in the change's own transaction,
+        under the tenant's write lock, so seqs are issued in commit order and a reader that saves the last
+        seq it read misses nothing. `updated_at` is stamped before that lock is taken, and a keyset on it
+        skipped changes committed behind the reader's position. Only the small columns: the server's worker
+        reads every entry once, and most exceptions are indexed already with the status they have
         (`ExceptionRepo.exceptions_by_ids` reads the few that are not in full)."""
-        stmt = (
-            select(_X.exception_id, _X.updated_at, _X.status, _C.status.label("indexed_status"))
-            .select_from(
-                exceptions.outerjoin(
-                    memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)
-                )
-            )
-            .where(_X.tenant_id == tenant_id)
+        entries = (
+            select(_A.seq, _A.subject)
+            .where(_A.tenant_id == tenant_id, _A.seq > after_seq)
+            .order_by(_A.seq)
+            .limit(limit)
         )
-        if after is not None:
-            at, last_id = after
-            stmt = stmt.where(or_(_X.updated_at > at, and_(_X.updated_at == at, _X.exception_id > last_id)))
-        stmt = stmt.order_by(_X.updated_at, _X.exception_id).limit(limit)
+        out: list[tuple[dict[str, Any], str | None]] = []
         async with self._read() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [({"exception_id": e, "updated_at": at, "status": st}, indexed) for e, at, st, indexed in rows]
+            read = (await conn.execute(entries)).all()
+            named = list(dict.fromkeys(subject for _, subject in read))  # (other subjects match no exception)
+            for part in chunked(named):
+                stmt = (
+                    select(_X.exception_id, _X.status, _C.status.label("indexed_status"))
+                    .select_from(exceptions.outerjoin(
+                        memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)))
+                    .where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
+                )
+                out.extend(({"exception_id": e, "status": st}, indexed) for e, st, indexed in
+                           (await conn.execute(stmt)).all())
+        return out, (int(read[-1][0]) if read else after_seq), len(read)
 
     # ------------------------------------------------------------------ indexer state
 
@@ -318,7 +328,7 @@ class CaseRepo(StoreBase):
         if row is None:
             return None
         m = row._mapping
-        return MemoryState(m["scanned_at"], m["scanned_id"], m["model"], int(m["embedded_upto"]))
+        return MemoryState(int(m["scanned_seq"]), m["model"], int(m["embedded_upto"]))
 
     async def save_memory_state(self, tenant_id: str, **values: Any) -> None:
         async with self._write() as conn:

@@ -546,11 +546,16 @@ class ExceptionRepo(StoreBase):
     # ------------------------------------------------------------------ human actions
 
     async def update_exception(self, tenant_id: str, exception_id: str, /, **fields: Any) -> dict[str, Any]:
-        """Set projection fields directly. Prefer `append_events(..., fields=...)` for human actions, which
-        records the change, its events and its audit entries in one transaction."""
+        """Set projection fields directly, with an `exception.update` audit entry naming them (every change
+        to an exception is in the tenant's chain: the memory's indexer follows it). Prefer
+        `append_events(..., fields=...)` for human actions, which records the change with its events and
+        its actor's audit entries in one transaction."""
+        detail = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in sorted(fields.items())}
         async with self._write() as conn:
-            await self._tenant_head(conn, tenant_id)
+            head = await self._tenant_head(conn, tenant_id)
             await self._apply_fields(conn, tenant_id, exception_id, fields)
+            await self._append_audit(conn, tenant_id, head, [
+                AuditRow("system", "exception.update", exception_id, utcnow(), {"fields": detail})])
             row = (
                 await conn.execute(
                     select(exceptions).where(_X.tenant_id == tenant_id, _X.exception_id == exception_id)

@@ -479,10 +479,9 @@ memory_tenants = Table(
         ForeignKey("tenants.tenant_id", name="fk_memory_tenants_tenant"),
         primary_key=True,
     ),
-    # The background indexer's progress, so a restart resumes where it stopped:
-    # the last exception change it looked at (keyset on exceptions.updated_at, exception_id) ...
-    Column("scanned_at", UTCDateTime),
-    Column("scanned_id", String(EXC_ID)),
+    # The background indexer's progress, so a restart resumes where it stopped: the last entry of the
+    # tenant's audit chain it looked at (every change to an exception appends one, in commit order) ...
+    Column("scanned_seq", BigId, nullable=False, server_default="0"),
     # ... and, for the embedding model in use, the highest memory_cases.id embedded.
     Column("model", String(200)),
     Column("embedded_upto", BigId, nullable=False),
