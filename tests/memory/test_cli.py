@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from memkit import SMALL, make_tenant, process
 from typer.testing import CliRunner
@@ -49,3 +51,41 @@ def test_similar_and_index_commands(tmp_path: Path) -> None:
     assert out.exit_code == 1  # another tenant's id is simply unknown
     out = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url])
     assert out.exit_code == 0 and tenant in out.output
+
+
+def test_similar_since_is_iso_8601_and_utc_without_a_zone(tmp_path: Path, monkeypatch: Any) -> None:
+    """`--since` reads as the API does: `Z` or an offset honoured, no zone meaning UTC whatever the machine's
+    local time (typer's datetime read it as local time and refused `Z`)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'since.db'}"
+
+    async def setup() -> str:
+        store = await Store.open(url)
+        try:
+            t = await make_tenant(store)
+            await process(store, t, SMALL)  # received 2025-03-14T09:00:00Z, one second apart
+            return t
+        finally:
+            await store.close()
+
+    tenant = asyncio.run(setup())
+    _register()
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        def found(since: str) -> set[str]:
+            out = CliRunner().invoke(app, ["similar", "E-1", "--tenant", tenant, "-k", "10", "--json",
+                                           "--since", since, "--db", url])
+            assert out.exit_code == 0, out.output
+            return {h["exceptionId"] for h in json.loads(out.output)["items"]}
+
+        everything = found("2025-03-14T09:00:00Z")
+        later = {e for e in everything if e >= "E-4"}  # E-n received at 09:00:0(n-1)
+        assert later and later != everything
+        assert found("2025-03-14T09:00:03") == found("2025-03-14T09:00:03Z") == later
+        assert found("2025-03-14T10:00:03+01:00") == later
+        assert found("2025-03-14T09:00:03-04:00") == set()
+        bad = CliRunner().invoke(app, ["similar", "E-1", "--tenant", tenant, "--since", "yesterday", "--db", url])
+        assert bad.exit_code == 2 and "ISO 8601" in bad.output
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

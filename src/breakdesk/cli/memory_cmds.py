@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -26,6 +26,16 @@ memory_app = typer.Typer(help="Similar-case memory: indexing and embeddings.", n
 app.add_typer(memory_app, name="memory")
 
 
+def _utc(value: str) -> datetime:
+    """An ISO 8601 date-time (`Z` or an offset allowed) as aware UTC; without a zone it is UTC, as in the API
+    (typer's own datetime reads it in the machine's local time, and refuses `Z`)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 date-time such as 2025-03-01T12:00:00Z") from exc
+
+
 @app.command("similar")
 def similar(
     exception_id: Annotated[str, typer.Argument(help="Exception id.")],
@@ -34,7 +44,8 @@ def similar(
     exception_type: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
     status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
     resolved: Annotated[bool, typer.Option("--resolved", help="Only cases with a resolution.")] = False,
-    since: Annotated[datetime | None, typer.Option("--since", help="Received at or after (ISO 8601).")] = None,
+    since: Annotated[datetime | None, typer.Option("--since", parser=_utc, metavar="ISO-8601",
+                                                   help="Received at or after (ISO 8601; no zone: UTC).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     db: UrlOpt = None,
 ) -> None:
