@@ -267,9 +267,8 @@ class Memory:
                 continue
             total -= self._indexes.pop(tenant_id).slots
             self._pending.pop(tenant_id, None)
-            lock = self._locks.get(tenant_id)
-            if lock is not None and not lock.locked():
-                del self._locks[tenant_id]
+            # (its lock stays: `locked()` is False while a woken waiter has yet to take it, and a new lock
+            # beside the old one would let two syncs fill one index at once; a lock per tenant is small)
 
     def forget(self, tenant_id: str | None = None) -> None:
         """Drop resident indexes (all, or one tenant's); they reload from the store on next use."""
