@@ -442,22 +442,6 @@ class CaseRepo(StoreBase):
             rows = (await conn.execute(sql, {"q": literal, "t": tenant_id, "m": model, "n": limit})).all()
         return [(str(e), float(s)) for e, s in rows]
 
-    # ------------------------------------------------------------------ maintenance
-
-    async def forget_cases(self, tenant_id: str, exception_ids: Sequence[str]) -> int:
-        """Remove cases and their vectors (retention); returns the number of cases removed."""
-        removed = 0
-        async with self._write() as conn:
-            for part in chunked(list(exception_ids)):
-                res = await conn.execute(
-                    delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part))
-                )
-                removed += res.rowcount or 0
-                await conn.execute(
-                    delete(memory_vectors).where(_V.tenant_id == tenant_id, _V.exception_id.in_(part))
-                )
-        return removed
-
 
 # ---------------------------------------------------------------------- pgvector (PostgreSQL only)
 
