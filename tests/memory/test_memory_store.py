@@ -271,3 +271,33 @@ async def test_a_store_error_while_rendering_a_case_is_retried_by_the_next_pass(
     assert (await store.get_case(t, "E-1")).status != "RESOLVED"  # type: ignore[union-attr]
     report = await indexer.run_once(t)
     assert report.resolved == 1 and (await store.get_case(t, "E-1")).status == "RESOLVED"  # type: ignore[union-attr]
+
+
+async def test_the_indexer_re_renders_a_severity_override_and_a_comment_after_the_resolution(
+        store: Store, tenant_factory: Any) -> None:
+    """A case follows its exception beyond status: a severity override (triage filters and shows it) and
+    a person's comment on a resolved exception (its resolution summary quotes what people wrote)."""
+    from datetime import UTC, datetime
+
+    from breakdesk.store.records import AuditRow, EventRow
+
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    indexer = MemoryIndexer(store, mem)
+    await indexer.run_once(t)
+    await store.update_exception(t, "E-1", severity="CRITICAL")
+    await store.update_exception(t, "E-2", status="RESOLVED")
+    await indexer.run_once(t)
+    assert (await store.get_case(t, "E-1")).severity == "CRITICAL"  # type: ignore[union-attr]
+    before = await store.get_case(t, "E-2")
+    assert before is not None and before.resolution is not None
+    now = datetime.now(UTC)
+    said = "the custodian confirmed the SSI fix"
+    await store.append_events(t, "E-2", [EventRow("E-2", "human.comment", now, None, {"action": "comment",
+                                                                                     "text": said})],
+                              [AuditRow("ops@example.com", "exception.comment", "E-2", now, {"text": said})])
+    report = await indexer.run_once(t)
+    after = await store.get_case(t, "E-2")
+    assert report.indexed == 1 and after is not None and after.id > before.id
+    assert said in after.resolution["summary"] and said in after.body  # type: ignore[index]

@@ -5,7 +5,8 @@ Per tenant, each pass
 1. reads the tenant's audit chain past its saved position (every change to an exception appends to it, in
    commit order) and looks at the exceptions it names: any exception without a case (processed before the
    memory existed, or by a process that could not index it) is indexed, and a case whose exception changed
-   status is re-rendered — with its resolution summary once the exception is RESOLVED, CLOSED or FAILED.
+   status or severity is re-rendered — with its resolution summary once the exception is RESOLVED, CLOSED or
+   FAILED, and again on any later change to it (a comment after the resolution is part of the summary).
    A case that cannot be rendered from its record is logged and skipped; a store error ends the pass before
    its position moves, so the next pass retries;
 2. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
@@ -47,6 +48,14 @@ class IndexerReport:
     busy: bool = False
 
 
+def _stale(head: dict[str, Any], indexed: tuple[str, str | None] | None) -> bool:
+    """Whether an exception that changed needs its case (re-)rendered: it has none, its status or severity
+    differs from what its case says, or it is resolved — a comment or a late step after the resolution
+    changes the summary its case shows."""
+    return (indexed is None or indexed != (head["status"], head["severity"])
+            or head["status"] in RESOLVED_STATUSES)
+
+
 PacksFor = Callable[[str], Awaitable[Any]]  # tenant -> object with .domain and .tenant (ActivePacks)
 
 
@@ -80,7 +89,7 @@ class MemoryIndexer:
             if not entries:
                 break
             report.scanned += len(rows)
-            stale = [head["exception_id"] for head, indexed in rows if indexed != head["status"]]
+            stale = [head["exception_id"] for head, indexed in rows if _stale(head, indexed)]
             full = await self.store.exceptions_by_ids(tenant_id, stale) if stale else {}
             docs: list[CaseDoc] = []
             for exception_id in stale:

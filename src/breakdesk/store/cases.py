@@ -268,10 +268,10 @@ class CaseRepo(StoreBase):
 
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500
-    ) -> tuple[list[tuple[dict[str, Any], str | None]], int, int]:
+    ) -> tuple[list[tuple[dict[str, Any], tuple[str, str | None] | None]], int, int]:
         """The exceptions named by the tenant's audit entries after `after_seq` (at most `limit` entries) —
-        their id and status only — each with the status its case was indexed with (None: not indexed);
-        the last seq read and how many entries were read.
+        their id, status and severity only — each with the status and severity its case was indexed with
+        (None: not indexed); the last seq read and how many entries were read.
 
         Why the audit chain: every change to an exception appends to it in the change's own transaction,
         under the tenant's write lock, so seqs are issued in commit order and a reader that saves the last
@@ -285,19 +285,21 @@ class CaseRepo(StoreBase):
             .order_by(_A.seq)
             .limit(limit)
         )
-        out: list[tuple[dict[str, Any], str | None]] = []
+        out: list[tuple[dict[str, Any], tuple[str, str | None] | None]] = []
         async with self._read() as conn:
             read = (await conn.execute(entries)).all()
             named = list(dict.fromkeys(subject for _, subject in read))  # (other subjects match no exception)
             for part in chunked(named):
                 stmt = (
-                    select(_X.exception_id, _X.status, _C.status.label("indexed_status"))
+                    select(_X.exception_id, _X.status, _X.severity, _C.status.label("indexed_status"),
+                           _C.severity.label("indexed_severity"))
                     .select_from(exceptions.outerjoin(
                         memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)))
                     .where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
                 )
-                out.extend(({"exception_id": e, "status": st}, indexed) for e, st, indexed in
-                           (await conn.execute(stmt)).all())
+                out.extend(({"exception_id": e, "status": st, "severity": sev},
+                            None if indexed is None else (indexed, indexed_sev))
+                           for e, st, sev, indexed, indexed_sev in (await conn.execute(stmt)).all())
         return out, (int(read[-1][0]) if read else after_seq), len(read)
 
     # ------------------------------------------------------------------ indexer state
