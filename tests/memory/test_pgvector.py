@@ -75,3 +75,48 @@ def test_sqlite_never_claims_pgvector(tmp_path: Path) -> None:
             await s.close()
 
     assert asyncio.run(go()) is False
+
+
+async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
+        pgvector_url: str, embeddings_server: str) -> None:  # noqa: F811
+    """The database's nearest neighbours are taken among the cases that pass the search's filters (with a
+    selective filter the tenant's overall nearest would mostly be filtered out, and the vector signal with
+    them), and a vector counts only for the case row it was made from, as with vectors held in process."""
+    from breakdesk.memory import Filters
+    from breakdesk.store.cases import CaseDoc
+
+    store = await Store.open(pgvector_url)
+    try:
+        settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
+        model = "openai:test-embed"
+        t = await make_tenant(store, {"embeddings": settings})
+        mem = Memory(store)
+        await process(store, t, SMALL, memory=mem)
+        indexer = MemoryIndexer(store, mem)
+        assert await indexer.embed(t) == 6
+        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        assert {e for e, _ in await store.pgvector_search(t, model, query, 10)} == {f"E-{i}" for i in range(1, 7)}
+        breaks = await store.pgvector_search(t, model, query, 10, Filters(types=("CASH_BREAK",)))
+        assert {e for e, _ in breaks} == {"E-5", "E-6"}
+        assert await store.pgvector_search(t, model, query, 10, Filters(statuses=("NO_SUCH_STATUS",))) == []
+        # E-2's case is replaced (a new row): its vector was made from the old one until it is embedded again
+        e2 = await store.get_case(t, "E-2")
+        assert e2 is not None
+        await store.replace_cases(t, [CaseDoc(
+            exception_id="E-2", exception_type=e2.exception_type, source_system=e2.source_system, status="CLOSED",
+            received_at=e2.received_at, body=e2.body, entities=e2.entities, severity=e2.severity,
+            fingerprint=e2.fingerprint)])
+        assert "E-2" not in dict(await store.pgvector_search(t, model, query, 10))
+        assert await indexer.embed(t) == 1
+        assert "E-2" in dict(await store.pgvector_search(t, model, query, 10))
+        # under a filter, the same hits as with the vectors held in process
+        only = Filters(types=("CASH_BREAK",))
+        from_db = await mem.similar(t, "E-1", k=2, filters=only, embeddings=EmbeddingSettings(**settings))
+        store._pgvector = False
+        held = await Memory(store).similar(t, "E-1", k=2, filters=only, embeddings=EmbeddingSettings(**settings))
+        assert (from_db.vector_source, held.vector_source) == ("pgvector", "resident")
+        assert [h.exception_id for h in from_db.hits] == [h.exception_id for h in held.hits]
+        assert [round(h.score, 3) for h in from_db.hits] == [round(h.score, 3) for h in held.hits]
+    finally:
+        await store.close()
+        await asyncio.sleep(0)

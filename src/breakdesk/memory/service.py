@@ -402,7 +402,8 @@ class Memory:
             if vec is not None:
                 q = dataclasses.replace(q, vector=vec)
                 if pg:
-                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, max(60, 3 * k) + 1)
+                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, max(60, 3 * k) + 1,
+                                                               filters)
         t0 = time.perf_counter()
         hits = idx.search(q, k, filters, model, nearest)
         search_ms = (time.perf_counter() - t0) * 1000

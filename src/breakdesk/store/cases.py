@@ -426,22 +426,46 @@ class CaseRepo(StoreBase):
     # ------------------------------------------------------------------ pgvector (PostgreSQL only)
 
     async def pgvector_search(
-        self, tenant_id: str, model: str, query: np.ndarray, limit: int
+        self, tenant_id: str, model: str, query: np.ndarray, limit: int, filters: Any = None
     ) -> list[tuple[str, float]]:
-        """(exception_id, cosine similarity) of the tenant's nearest vectors, best first."""
+        """(exception_id, cosine similarity) of the tenant's nearest vectors, best first: only vectors of the
+        case rows they were made from (a replaced case's old vector waits for its new one), and of cases that
+        pass `filters` (`breakdesk.memory.Filters`), so that a selective filter still gets `limit`
+        neighbours instead of the few of the tenant's nearest that happen to pass it."""
         dims = int(query.shape[0])
         literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
+        where = ["v.tenant_id = :t", "v.model = :m"]
+        params: dict[str, Any] = {"q": literal, "t": tenant_id, "m": model, "n": limit}
+        expanding: list[Any] = []
+        if filters is not None:
+            for column, values, name in (("exception_type", filters.types, "types"),
+                                         ("severity", filters.severities, "severities"),
+                                         ("status", filters.statuses, "statuses"),
+                                         ("source_system", filters.sources, "sources")):
+                if values:
+                    where.append(f"c.{column} IN :{name}")
+                    params[name] = list(values)
+                    expanding.append(bindparam(name, expanding=True))
+            if filters.resolved_only:
+                where.append("c.resolution IS NOT NULL")
+            if filters.since is not None:
+                where.append("c.received_at >= :since")
+                params["since"] = filters.since
+            if filters.until is not None:
+                where.append("c.received_at < :until")
+                params["until"] = filters.until
+        distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
         sql = text(
-            f"SELECT exception_id, 1 - ((vector::vector({dims})) <=> CAST(:q AS vector({dims}))) AS sim "
-            f"FROM memory_vectors WHERE tenant_id = :t AND model = :m "
-            f"ORDER BY (vector::vector({dims})) <=> CAST(:q AS vector({dims})) LIMIT :n"
-        )
+            f"SELECT v.exception_id, 1 - ({distance}) AS sim FROM memory_vectors v "
+            f"JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
+            f"WHERE {' AND '.join(where)} ORDER BY {distance} LIMIT :n"
+        ).bindparams(*expanding)
         async with self._read() as conn:
             version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
             if version and tuple(int(p) for p in str(version).split(".")[:2]) >= (0, 8):
-                # keep scanning the HNSW graph until enough rows pass the tenant filter
+                # keep scanning the HNSW graph until enough rows pass the tenant filter and the filters
                 await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            rows = (await conn.execute(sql, {"q": literal, "t": tenant_id, "m": model, "n": limit})).all()
+            rows = (await conn.execute(sql, params)).all()
         return [(str(e), float(s)) for e, s in rows]
 
 
