@@ -176,3 +176,25 @@ async def test_memory_ids_are_never_reused_and_the_rebuild_keeps_rows_and_ids(tm
             assert (await conn.execute(text("SELECT count(*) FROM memory_cases"))).scalar() == 3
     finally:
         await engine.dispose()
+
+
+async def test_the_indexer_position_becomes_the_tenants_audit_head(tmp_path: Path) -> None:
+    """0008: a tenant whose memory indexer had run continues from its chain's current head (replaying the
+    chain would re-render every resolved case); its old keyset columns are gone."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'seq.db'}")
+    try:
+        await upgrade_engine(engine, "0007")
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenants (tenant_id, name, created_at, settings) VALUES "
+                                    "('t1', 't', '2026-01-01', '{}')"))
+            await conn.execute(text("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ('t1', 42, 'h')"))
+            await conn.execute(text("INSERT INTO memory_tenants (tenant_id, scanned_at, scanned_id, embedded_upto, "
+                                    "updated_at) VALUES ('t1', '2026-01-01', 'E-9', 7, '2026-01-01')"))
+        await upgrade_engine(engine)
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT * FROM memory_tenants"))).mappings().one()
+        assert row["scanned_seq"] == 42 and row["embedded_upto"] == 7 and "scanned_at" not in row
+        await downgrade_engine(engine, "0007")
+        await upgrade_engine(engine)
+    finally:
+        await engine.dispose()
