@@ -146,7 +146,12 @@ async def test_a_pause_writes_its_approval_request(store: Store, tenant: str, ot
     await _open(store, tenant, "E1")
     request = plan_request(tenant_id=tenant, exception_id="E1", plan={"steps": []}, evidence={}, requested_by="executor",
                            roles=["approver"], needed=1, now=T0, ttl=timedelta(hours=1))
-    await store.record_execution(tenant, JournalEntry("E1", fields={"status": "PENDING_APPROVAL"}, approval=request))
+    with pytest.raises(StoreError, match="needs an audit entry"):  # a status change outside the chain
+        await store.record_execution(tenant, JournalEntry("E1", fields={"status": "PENDING_APPROVAL"},
+                                                          approval=request))
+    assert await store.get_approval(tenant, request.approval_id) is None
+    await store.record_execution(tenant, JournalEntry("E1", fields={"status": "PENDING_APPROVAL"}, approval=request,
+                                                      **_logged("E1", "pause")))
     stored = await store.get_approval(tenant, request.approval_id)
     assert stored is not None and (stored.status, stored.allowed_roles) == ("PENDING", ("approver",))
 

@@ -531,8 +531,9 @@ class _Run:
         """The exception is IN_PROGRESS but its approval is still pending: put it back to waiting."""
         record = dict(self.row["record"] or {})
         record["resolutionStatus"] = ResolutionStatus.PENDING_APPROVAL.value
-        self._event("execution", {"status": "PENDING_APPROVAL", "approvalId": request.approval_id,
-                                  "reason": "approval still pending"})
+        payload = {"status": "PENDING_APPROVAL", "approvalId": request.approval_id, "reason": "approval still pending"}
+        self._event("execution", payload)
+        self._audit("execution.waiting", payload)  # a status change: in the chain, as every other one
         await self.flush(fields={"status": ResolutionStatus.PENDING_APPROVAL.value, "record": record,
                                  "updated_at": self.now})
         raise _Stop(ExecutionOutcome(self.tenant_id, self.exception_id, "PENDING_APPROVAL", False,

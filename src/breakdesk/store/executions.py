@@ -353,7 +353,12 @@ def _journal_program(
     accepted: list[JournalEntry] = []
     for i, e in enumerate(entries):
         st = state.get(e.exception_id)
-        if st is None:
+        if e.fields and ("status" in e.fields or "severity" in e.fields) and not any(
+                a.subject == e.exception_id for a in e.audits):
+            # every change of an exception's status or severity is in the tenant's chain, which the memory's
+            # indexer follows: a write that would change one silently is a bug, refused here
+            results[i] = StoreError(f"exception {e.exception_id!r}: a status or severity change needs an audit entry")
+        elif st is None:
             results[i] = NotFound(f"exception {e.exception_id!r} does not exist for tenant {tenant_id!r}")
         elif st[0] != e.expect_status:
             results[i] = StatusChanged(f"exception {e.exception_id!r} is {st[0]}, no longer {e.expect_status}")
