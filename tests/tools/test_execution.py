@@ -300,3 +300,29 @@ async def test_concurrent_runs_share_one_read_of_the_current_packs(
     outcomes = await svc.run_many(tenant_id, ids)
     assert [o.status for o in outcomes] == ["RESOLVED"] * 12 and reads == 1
     assert tool_server.counts[name] == 12
+
+
+async def test_an_exception_put_back_to_waiting_for_its_approval_is_audited(stack_sqlite: Stack, tool_server: ToolServer,
+                                                                            tenant_id: str) -> None:
+    """Run while its plan approval is still pending, an IN_PROGRESS exception goes back to PENDING_APPROVAL:
+    a status change, so in the audit chain (which the memory's indexer follows to re-render its case)."""
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    store = stack_sqlite.store
+    act = uid("act")
+    dom = domain_pack({"act": tool(f"{tool_server.base}/ok/{act}", idempotent=False)},
+                      [playbook("pb", [step("act", "act")])])
+    rule = {"id": "everything", "approverRoles": ["approver"], "approvalsNeeded": 1}
+    await setup_tenant(store, tenant_id, dom, tenant_policy(tenant_id, dom, approvalRules=[rule]))
+    eid, report = await submit(stack_sqlite.orch, tenant_id, "R-1")
+    assert report.by_status["PENDING_APPROVAL"] == 1
+    indexer = MemoryIndexer(store, Memory(store), packs=stack_sqlite.orch.active_packs)
+    await store.update_exception(tenant_id, eid, status="IN_PROGRESS")  # e.g. set by hand, approval pending
+    await indexer.run_once(tenant_id)
+    outcome = await stack_sqlite.execution.run(tenant_id, eid)
+    assert outcome.status == "PENDING_APPROVAL" and tool_server.counts[act] == 0
+    entries = await store.get_audit(tenant_id, limit=1000)
+    assert [e for e in entries if e.subject == eid][-1].action == "execution.waiting"
+    await indexer.run_once(tenant_id)
+    assert (await store.get_case(tenant_id, eid)).status == "PENDING_APPROVAL"  # type: ignore[union-attr]
