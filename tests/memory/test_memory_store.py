@@ -301,3 +301,33 @@ async def test_the_indexer_re_renders_a_severity_override_and_a_comment_after_th
     after = await store.get_case(t, "E-2")
     assert report.indexed == 1 and after is not None and after.id > before.id
     assert said in after.resolution["summary"] and said in after.body  # type: ignore[index]
+
+
+async def test_replaying_the_audit_chain_re_renders_only_what_changed(store: Store, tenant_factory: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the start of the chain (a new indexer, or after migration 0008), in pages smaller than the
+    chain: up-to-date cases are left alone — a resolved one too, unless its exception changed after (or
+    about when) its case was rendered — and none is rendered twice in a pass."""
+    from datetime import timedelta
+
+    from breakdesk.memory import indexer as indexer_module
+
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    indexer = MemoryIndexer(store, mem)
+    for eid in ("E-1", "E-2", "E-3"):
+        await store.update_exception(t, eid, status="RESOLVED")
+    await indexer.run_once(t)
+    monkeypatch.setattr(indexer_module, "SCAN_PAGE", 2)
+    rows = {eid: (await store.get_case(t, eid)).id for eid in ("E-1", "E-2", "E-3")}  # type: ignore[union-attr]
+    monkeypatch.setattr(indexer_module, "RERENDER_MARGIN", timedelta(0))  # the entries are older than the cases
+    await store.save_memory_state(t, scanned_seq=0)
+    report = await indexer.catch_up(t)
+    assert report.scanned > 0 and report.indexed == 0
+    monkeypatch.setattr(indexer_module, "RERENDER_MARGIN", timedelta(minutes=10))  # they are recent: once each
+    await store.save_memory_state(t, scanned_seq=0)
+    report = await indexer.catch_up(t)
+    assert report.indexed == report.resolved == 3
+    for eid, before in rows.items():
+        assert (await store.get_case(t, eid)).id > before  # type: ignore[union-attr]

@@ -178,9 +178,9 @@ async def test_memory_ids_are_never_reused_and_the_rebuild_keeps_rows_and_ids(tm
         await engine.dispose()
 
 
-async def test_the_indexer_position_becomes_the_tenants_audit_head(tmp_path: Path) -> None:
-    """0008: a tenant whose memory indexer had run continues from its chain's current head (replaying the
-    chain would re-render every resolved case); its old keyset columns are gone."""
+async def test_the_indexer_position_restarts_at_the_beginning_of_the_audit_chain(tmp_path: Path) -> None:
+    """0008: the indexer's keyset position on `updated_at` (which skipped late commits) becomes an audit
+    seq, from the start of the chain: what the old position skipped is found again."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'seq.db'}")
     try:
         await upgrade_engine(engine, "0007")
@@ -193,7 +193,7 @@ async def test_the_indexer_position_becomes_the_tenants_audit_head(tmp_path: Pat
         await upgrade_engine(engine)
         async with engine.connect() as conn:
             row = (await conn.execute(text("SELECT * FROM memory_tenants"))).mappings().one()
-        assert row["scanned_seq"] == 42 and row["embedded_upto"] == 7 and "scanned_at" not in row
+        assert row["scanned_seq"] == 0 and row["embedded_upto"] == 7 and "scanned_at" not in row
         await downgrade_engine(engine, "0007")
         await upgrade_engine(engine)
     finally:

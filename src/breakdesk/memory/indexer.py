@@ -6,7 +6,8 @@ Per tenant, each pass
    commit order) and looks at the exceptions it names: any exception without a case (processed before the
    memory existed, or by a process that could not index it) is indexed, and a case whose exception changed
    status or severity is re-rendered — with its resolution summary once the exception is RESOLVED, CLOSED or
-   FAILED, and again on any later change to it (a comment after the resolution is part of the summary).
+   FAILED, and again when it changes after its case was rendered (a comment after the resolution is part of
+   the summary). Replaying a chain from its start re-renders only what differs.
    A case that cannot be rendered from its record is logged and skipped; a store error ends the pass before
    its position moves, so the next pass retries;
 2. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
@@ -22,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from breakdesk.domain.models import ExceptionRecord
@@ -29,12 +31,14 @@ from breakdesk.memory.embedders import EmbedderError
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, semantic_text
-from breakdesk.store.cases import CaseDoc, ensure_pgvector_index, pgvector_available
+from breakdesk.store.cases import CaseDoc, ChangedException, ensure_pgvector_index, pgvector_available
 from breakdesk.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 SCAN_PAGE = 500
+#: How far before a resolved case was rendered a change to its exception still re-renders it (`_stale`).
+RERENDER_MARGIN = timedelta(minutes=10)
 
 
 @dataclass
@@ -48,12 +52,18 @@ class IndexerReport:
     busy: bool = False
 
 
-def _stale(head: dict[str, Any], indexed: tuple[str, str | None] | None) -> bool:
-    """Whether an exception that changed needs its case (re-)rendered: it has none, its status or severity
-    differs from what its case says, or it is resolved — a comment or a late step after the resolution
-    changes the summary its case shows."""
-    return (indexed is None or indexed != (head["status"], head["severity"])
-            or head["status"] in RESOLVED_STATUSES)
+def _stale(changed: ChangedException) -> bool:
+    """Whether an exception the chain named needs its case (re-)rendered: it has none, its status or
+    severity differs from what its case says, or it is resolved and changed after (or about when) its case
+    was rendered — a comment after the resolution changes the summary its case shows. (An entry's time is
+    its writer's, taken before the write lock: hence the margin. Older entries, replayed from the start of
+    a chain, re-render nothing.)"""
+    if changed.case is None:
+        return True
+    status, severity, indexed_at = changed.case
+    if (status, severity) != (changed.status, changed.severity):
+        return True
+    return changed.status in RESOLVED_STATUSES and changed.changed_at > indexed_at - RERENDER_MARGIN
 
 
 PacksFor = Callable[[str], Awaitable[Any]]  # tenant -> object with .domain and .tenant (ActivePacks)
@@ -84,12 +94,17 @@ class MemoryIndexer:
         domain = packs.domain if packs is not None else None
         state = await self.store.memory_state(tenant_id)
         after = state.scanned_seq if state is not None else 0
+        rendered: set[str] = set()
         while True:
             rows, last_seq, entries = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
             if not entries:
                 break
             report.scanned += len(rows)
-            stale = [head["exception_id"] for head, indexed in rows if _stale(head, indexed)]
+            # (a resolved case re-rendered on an earlier page of this pass is as new as it gets)
+            stale = [c.exception_id for c in rows
+                     if _stale(c) and not (c.exception_id in rendered and c.case is not None
+                                           and c.case[:2] == (c.status, c.severity))]
+            rendered.update(stale)
             full = await self.store.exceptions_by_ids(tenant_id, stale) if stale else {}
             docs: list[CaseDoc] = []
             for exception_id in stale:

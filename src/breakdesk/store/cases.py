@@ -97,6 +97,19 @@ class StoredVector:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangedException:
+    """An exception the tenant's audit chain named past the indexer's position (`changed_exceptions`)."""
+
+    exception_id: str
+    status: str
+    severity: str | None
+    #: the latest time among the entries that named it
+    changed_at: datetime
+    #: (status, severity, indexed_at) of its case; None: it has none
+    case: tuple[str, str | None, datetime] | None
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryState:
     """The background indexer's progress for one tenant."""
 
@@ -268,38 +281,40 @@ class CaseRepo(StoreBase):
 
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500
-    ) -> tuple[list[tuple[dict[str, Any], tuple[str, str | None] | None]], int, int]:
-        """The exceptions named by the tenant's audit entries after `after_seq` (at most `limit` entries) —
-        their id, status and severity only — each with the status and severity its case was indexed with
-        (None: not indexed); the last seq read and how many entries were read.
+    ) -> tuple[list[ChangedException], int, int]:
+        """The exceptions named by the tenant's audit entries after `after_seq` (at most `limit` entries),
+        each with what its case says (`ChangedException`); the last seq read and how many entries were read.
 
         Why the audit chain: every change to an exception appends to it in the change's own transaction,
         under the tenant's write lock, so seqs are issued in commit order and a reader that saves the last
         seq it read misses nothing. `updated_at` is stamped before that lock is taken, and a keyset on it
         skipped changes committed behind the reader's position. Only the small columns: the server's worker
-        reads every entry once, and most exceptions are indexed already with the status they have
+        reads every entry once, and most exceptions are indexed already as they are
         (`ExceptionRepo.exceptions_by_ids` reads the few that are not in full)."""
         entries = (
-            select(_A.seq, _A.subject)
+            select(_A.seq, _A.subject, _A.at)
             .where(_A.tenant_id == tenant_id, _A.seq > after_seq)
             .order_by(_A.seq)
             .limit(limit)
         )
-        out: list[tuple[dict[str, Any], tuple[str, str | None] | None]] = []
+        out: list[ChangedException] = []
         async with self._read() as conn:
             read = (await conn.execute(entries)).all()
-            named = list(dict.fromkeys(subject for _, subject in read))  # (other subjects match no exception)
-            for part in chunked(named):
+            latest: dict[str, datetime] = {}  # (subjects that are not exceptions match none below)
+            for _, subject, at in read:
+                at = aware_utc(at)
+                if subject not in latest or at > latest[subject]:
+                    latest[subject] = at
+            for part in chunked(list(latest)):
                 stmt = (
-                    select(_X.exception_id, _X.status, _X.severity, _C.status.label("indexed_status"),
-                           _C.severity.label("indexed_severity"))
+                    select(_X.exception_id, _X.status, _X.severity, _C.status, _C.severity, _C.indexed_at)
                     .select_from(exceptions.outerjoin(
                         memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)))
                     .where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
                 )
-                out.extend(({"exception_id": e, "status": st, "severity": sev},
-                            None if indexed is None else (indexed, indexed_sev))
-                           for e, st, sev, indexed, indexed_sev in (await conn.execute(stmt)).all())
+                for e, st, sev, case_st, case_sev, indexed_at in (await conn.execute(stmt)).all():
+                    case = None if case_st is None else (case_st, case_sev, aware_utc(indexed_at))
+                    out.append(ChangedException(e, st, sev, latest[e], case))
         return out, (int(read[-1][0]) if read else after_seq), len(read)
 
     # ------------------------------------------------------------------ indexer state

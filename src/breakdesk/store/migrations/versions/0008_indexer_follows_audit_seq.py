@@ -5,9 +5,9 @@ tenant's write lock (a pipeline batch at its start, an execution run at its own 
 earlier could commit after a pass had moved past its stamp, and was never looked at again: a resolution
 never rendered into its case, a batch whose memory had failed never indexed. Every change to an exception
 appends to the tenant's audit chain in its own transaction, under that lock, so audit sequence numbers are
-issued in commit order: the position is now the last audit `seq` looked at. A tenant whose indexer had run
-continues from its chain's current head (its old position was seconds behind, and replaying the whole chain
-would re-render every resolved case once); a tenant it never ran for starts from the beginning.
+issued in commit order: the position is now the last audit `seq` looked at. Every tenant starts again from
+the beginning of its chain, so changes the old keyset had skipped are found; the replay re-renders only the
+cases that differ from their exception (`breakdesk.memory.indexer._stale`).
 
 Revision ID: 0008
 Revises: 0007
@@ -32,8 +32,6 @@ def upgrade() -> None:
         t.add_column(sa.Column("scanned_seq", BIG, nullable=False, server_default="0"))
         t.drop_column("scanned_at")
         t.drop_column("scanned_id")
-    op.execute("UPDATE memory_tenants SET scanned_seq = COALESCE((SELECT h.seq FROM audit_heads h "
-               "WHERE h.tenant_id = memory_tenants.tenant_id), 0)")
 
 
 def downgrade() -> None:
