@@ -205,6 +205,34 @@ def test_nearest_from_the_database_ranks_filtered_cases_as_resident_vectors_do()
     assert far.semantic is not None and far.semantic <= nearest[-1][1] + 1e-6
 
 
+def test_a_case_without_a_vector_has_no_cosine_when_the_database_listed_every_vector() -> None:
+    """pgvector returned fewer neighbours than asked: every case with a vector (passing the filters) is in
+    the list, so one outside it has none — a cosine of 0, as with resident vectors, not the N-th's."""
+    idx = small_index()
+    nearest = [("A", 0.9), ("C", 0.8)]  # B and D have no vector yet
+    query = q("counterparty short", vector=np.ones(8, np.float32))
+    complete = {h.exception_id: h.semantic for h in idx.search(query, 4, nearest=nearest, nearest_complete=True)}
+    partial = {h.exception_id: h.semantic for h in idx.search(query, 4, nearest=nearest)}
+    assert complete["A"] == partial["A"] == pytest.approx(0.9)
+    assert complete["B"] == 0.0 and partial["B"] == pytest.approx(0.8)
+
+
+def test_cases_newer_than_every_vector_are_searched_with_vectors() -> None:
+    """The vector matrix grows with the slots that have vectors; cases past it (indexed, not yet embedded)
+    are candidates with a cosine of 0 — a search with resident vectors over them failed on the arrays'
+    shapes once a tenant outgrew the matrix's first allocation."""
+    idx = TenantIndex("t1")
+    for i in range(1100):
+        idx.add(case(f"E-{i:05d}", "filler words" if i < 1090 else "counterparty short of securities at DTC",
+                     cid=i + 1))
+    idx.add_vectors("m", [(f"E-{i:05d}", np.ones(4, np.float32)) for i in range(10)], 10)
+    unit = np.full(4, 0.5, np.float32)
+    assert idx.vectors["m"].similarity(unit, np.array([3, 1095, 5000])).tolist() == [1.0, 0.0, 0.0]
+    hits = idx.search(q("counterparty short of securities", vector=unit), 20, model="m")
+    newer = [h for h in hits if int(h.exception_id[2:]) >= 1090]
+    assert len(hits) == 20 and len(newer) == 10 and all(h.semantic == 0.0 for h in newer)
+
+
 def test_empty_index_returns_nothing() -> None:
     assert TenantIndex("t1").search(q("anything"), 5) == []
 

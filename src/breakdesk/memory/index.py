@@ -803,11 +803,13 @@ class TenantIndex:
         model: str | None = None,
         nearest: Sequence[tuple[str, float]] | None = None,
         from_slot: int = 0,
+        nearest_complete: bool = False,
     ) -> list[Hit]:
         """Top-k hits for `q` among this tenant's cases (never `q` itself, nor `filters.exclude`).
 
         `nearest`: (exception id, cosine) from an external vector search (pgvector) instead of the resident
-        vectors of `model`. `from_slot`: only cases held from that slot on (`window_start`)."""
+        vectors of `model`; `nearest_complete`: it holds every case with a vector that passes `filters` (it
+        came back shorter than asked), so a case outside it has none and a cosine of 0, not the N-th's. `from_slot`: only cases held from that slot on (`window_start`)."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0:
             return []
@@ -842,7 +844,7 @@ class TenantIndex:
         floor = 0.0
         if nearest is not None:
             # a case outside the N nearest is at most as near as the N-th, whatever the filters let through
-            floor = min((sim for _, sim in nearest), default=0.0)
+            floor = 0.0 if nearest_complete else min((sim for _, sim in nearest), default=0.0)
             external = {}
             for eid, sim in nearest:
                 hit_slot = self._slot.get(eid)

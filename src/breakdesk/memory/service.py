@@ -385,6 +385,7 @@ class Memory:
         embed_ms = 0.0
         source = "none"
         nearest: list[tuple[str, float]] | None = None
+        complete = False
         if emb is not None:
             pg = await pgvector_available(self.store)
             source = "pgvector" if pg else "resident"
@@ -402,10 +403,11 @@ class Memory:
             if vec is not None:
                 q = dataclasses.replace(q, vector=vec)
                 if pg:
-                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, max(60, 3 * k) + 1,
-                                                               filters)
+                    asked = max(60, 3 * k) + 1
+                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters)
+                    complete = len(nearest) < asked
         t0 = time.perf_counter()
-        hits = idx.search(q, k, filters, model, nearest)
+        hits = idx.search(q, k, filters, model, nearest, nearest_complete=complete)
         search_ms = (time.perf_counter() - t0) * 1000
         for h in hits:  # every hit is one of this tenant's cases
             found = idx.case(h.exception_id)

@@ -78,12 +78,13 @@ class VectorIndex:
         return None
 
     def similarity(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """Cosine of `query` with each slot (0 for slots without a vector)."""
-        slots = slots[slots < self._has.shape[0]] if slots.size else slots
+        """Cosine of `query` with each slot, one value per slot given (0 for slots without a vector, those
+        past the matrix's capacity included: cases newer than every vector)."""
         out = np.zeros(slots.shape[0], dtype=np.float32)
         if slots.size:
-            has = self._has[slots]
-            out[has] = self._mat[slots[has]] @ query
+            held = slots < self._has.shape[0]
+            held[held] = self._has[slots[held]]
+            out[held] = self._mat[slots[held]] @ query
         return out
 
     def _build_ann(self) -> None:
