@@ -224,6 +224,15 @@ async def test_one_indexer_pass_per_tenant_at_a_time(store: Store, tenant_factor
         assert again
 
 
+async def indexed_tenant(store: Store, tenant_factory: Any) -> tuple[str, MemoryIndexer]:
+    """A tenant that processed SMALL with the memory on, and its indexer after one pass."""
+    t = await tenant_factory()
+    indexer = MemoryIndexer(store, Memory(store))
+    await process(store, t, SMALL, memory=indexer.memory)
+    await indexer.run_once(t)
+    return t, indexer
+
+
 async def test_the_indexer_sees_a_change_committed_after_a_later_stamped_one(store: Store,
                                                                              tenant_factory: Any) -> None:
     """Writers stamp `updated_at` before they take the tenant's write lock: an execution concludes E-1 with
@@ -231,11 +240,7 @@ async def test_the_indexer_sees_a_change_committed_after_a_later_stamped_one(sto
     indexer follows the audit chain (commit order), so the resolution still reaches E-1's case."""
     from datetime import UTC, datetime
 
-    t = await tenant_factory()
-    mem = Memory(store)
-    await process(store, t, SMALL, memory=mem)
-    indexer = MemoryIndexer(store, mem)
-    await indexer.run_once(t)
+    t, indexer = await indexed_tenant(store, tenant_factory)
     concluded_at = datetime.now(UTC)  # read by the execution before it commits
     await store.update_exception(t, "E-2", assignee="bob")  # stamped later, committed first
     await indexer.run_once(t)
@@ -251,11 +256,7 @@ async def test_a_store_error_while_rendering_a_case_is_retried_by_the_next_pass(
     events unreadable) ends the pass before its position moves, and the next pass renders the case."""
     from breakdesk.store.errors import StoreError
 
-    t = await tenant_factory()
-    mem = Memory(store)
-    await process(store, t, SMALL, memory=mem)
-    indexer = MemoryIndexer(store, mem)
-    await indexer.run_once(t)
+    t, indexer = await indexed_tenant(store, tenant_factory)
     await store.update_exception(t, "E-1", status="RESOLVED")
     get_events = store.get_events
 
@@ -281,11 +282,7 @@ async def test_the_indexer_re_renders_a_severity_override_and_a_comment_after_th
 
     from breakdesk.store.records import AuditRow, EventRow
 
-    t = await tenant_factory()
-    mem = Memory(store)
-    await process(store, t, SMALL, memory=mem)
-    indexer = MemoryIndexer(store, mem)
-    await indexer.run_once(t)
+    t, indexer = await indexed_tenant(store, tenant_factory)
     await store.update_exception(t, "E-1", severity="CRITICAL")
     await store.update_exception(t, "E-2", status="RESOLVED")
     await indexer.run_once(t)
