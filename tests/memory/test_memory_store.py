@@ -328,3 +328,41 @@ async def test_replaying_the_audit_chain_re_renders_only_what_changed(store: Sto
     assert report.indexed == report.resolved == 3
     for eid, before in rows.items():
         assert (await store.get_case(t, eid)).id > before  # type: ignore[union-attr]
+
+
+async def test_a_comment_committed_during_a_pass_reaches_the_case_rendered_earlier_in_it(
+        store: Store, tenant_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass renders a resolved case from an early page; a comment committed while it reads later pages is
+    rendered again in the same pass (and only entries the first rendering could not have seen count)."""
+    from datetime import UTC, datetime
+
+    from breakdesk.memory import indexer as indexer_module
+    from breakdesk.store.records import AuditRow, EventRow
+
+    t = await tenant_factory()
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    await store.update_exception(t, "E-1", status="RESOLVED")
+    monkeypatch.setattr(indexer_module, "SCAN_PAGE", 2)
+    changed = store.changed_exceptions
+    pages = 0
+    said = "the counterparty delivered late, nothing else to do"
+
+    async def meanwhile(*args: Any, **kw: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == 3:  # E-1 was rendered from an earlier page
+            now = datetime.now(UTC)
+            await store.append_events(t, "E-1", [EventRow("E-1", "human.comment", now, None,
+                                                          {"action": "comment", "text": said})],
+                                      [AuditRow("ops@example.com", "exception.comment", "E-1", now, {"text": said})])
+        return await changed(*args, **kw)
+
+    store.changed_exceptions = meanwhile  # type: ignore[method-assign]
+    try:
+        await MemoryIndexer(store, mem).catch_up(t)
+    finally:
+        del store.changed_exceptions
+    assert pages > 3
+    case = await store.get_case(t, "E-1")
+    assert case is not None and case.resolution is not None and said in case.resolution["summary"]

@@ -94,17 +94,20 @@ class MemoryIndexer:
         domain = packs.domain if packs is not None else None
         state = await self.store.memory_state(tenant_id)
         after = state.scanned_seq if state is not None else 0
-        rendered: set[str] = set()
+        # exception -> the chain's head when this pass rendered its case: the rendering read everything
+        # committed up to there (seqs are issued in commit order), so entries up to it on later pages are in it
+        rendered: dict[str, int] = {}
         while True:
             rows, last_seq, entries = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
             if not entries:
                 break
             report.scanned += len(rows)
-            # (a resolved case re-rendered on an earlier page of this pass is as new as it gets)
             stale = [c.exception_id for c in rows
-                     if _stale(c) and not (c.exception_id in rendered and c.case is not None
+                     if _stale(c) and not (c.changed_seq <= rendered.get(c.exception_id, -1) and c.case is not None
                                            and c.case[:2] == (c.status, c.severity))]
-            rendered.update(stale)
+            if stale:
+                head = (await self.store.audit_head(tenant_id))[0]
+                rendered.update(dict.fromkeys(stale, head))
             full = await self.store.exceptions_by_ids(tenant_id, stale) if stale else {}
             docs: list[CaseDoc] = []
             for exception_id in stale:

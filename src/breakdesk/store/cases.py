@@ -103,8 +103,9 @@ class ChangedException:
     exception_id: str
     status: str
     severity: str | None
-    #: the latest time among the entries that named it
+    #: the latest time and seq among the entries that named it
     changed_at: datetime
+    changed_seq: int
     #: (status, severity, indexed_at) of its case; None: it has none
     case: tuple[str, str | None, datetime] | None
 
@@ -301,10 +302,12 @@ class CaseRepo(StoreBase):
         async with self._read() as conn:
             read = (await conn.execute(entries)).all()
             latest: dict[str, datetime] = {}  # (subjects that are not exceptions match none below)
-            for _, subject, at in read:
+            last_seq: dict[str, int] = {}
+            for seq, subject, at in read:
                 at = aware_utc(at)
                 if subject not in latest or at > latest[subject]:
                     latest[subject] = at
+                last_seq[subject] = int(seq)  # (ascending)
             for part in chunked(list(latest)):
                 stmt = (
                     select(_X.exception_id, _X.status, _X.severity, _C.status, _C.severity, _C.indexed_at)
@@ -314,7 +317,7 @@ class CaseRepo(StoreBase):
                 )
                 for e, st, sev, case_st, case_sev, indexed_at in (await conn.execute(stmt)).all():
                     case = None if case_st is None else (case_st, case_sev, aware_utc(indexed_at))
-                    out.append(ChangedException(e, st, sev, latest[e], case))
+                    out.append(ChangedException(e, st, sev, latest[e], last_seq[e], case))
         return out, (int(read[-1][0]) if read else after_seq), len(read)
 
     # ------------------------------------------------------------------ indexer state
