@@ -286,6 +286,8 @@ class TestIntake:
             (float("nan"), "out of range"),
             ("2026-01-02T03:04:05+25:00", "not an ISO-8601 timestamp"),
             ("2026-13-45", "not an ISO-8601 timestamp"),
+            ("0001-01-01T00:00:00+01:00", "out of range"),  # valid ISO 8601, before the first UTC instant
+            ("9999-12-31T23:59:59-01:00", "out of range"),
         ],
     )
     def test_bad_timestamp_uses_receive_time_with_evidence(

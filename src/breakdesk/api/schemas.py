@@ -7,13 +7,14 @@ it); requests forbid unknown fields so a typo is a 422 rather than a silently ig
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from breakdesk.domain.models import Severity
+from breakdesk.domain.timestamps import parse_timestamp
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
@@ -25,17 +26,8 @@ def _iso_8601_only(value: Any) -> Any:
     return value
 
 
-def _as_utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable UTC instant
-        raise ValueError("date-time out of range once converted to UTC") from None
-
-
-#: A date-time query parameter: ISO 8601 only; without a zone it is taken as UTC.
-QueryDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_as_utc)]
+#: A date-time query parameter: ISO 8601 only; without a zone it is taken as UTC (as at intake).
+QueryDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(parse_timestamp)]
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN, description="Letters, digits, '_', '-', '.'.")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -18,6 +18,7 @@ from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.runtime import run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
+from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
 from breakdesk.memory.lookup import similar_for
@@ -30,9 +31,8 @@ def _utc(value: str) -> datetime:
     """An ISO 8601 date-time (`Z` or an offset allowed) as aware UTC; without a zone it is UTC, as in the API
     (typer's own datetime reads it in the machine's local time, and refuses `Z`)."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
+        return parse_timestamp(datetime.fromisoformat(value.strip()))  # (ISO 8601 only: no epoch numbers)
+    except ValueError as exc:
         raise typer.BadParameter(f"{value!r} is not an ISO 8601 date-time such as 2025-03-01T12:00:00Z") from exc
 
 

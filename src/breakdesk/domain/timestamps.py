@@ -39,5 +39,8 @@ def parse_timestamp(value: Any) -> datetime:
     else:
         raise ValueError(f"timestamp must be a string or number, got {type(value).__name__}")
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+        return dt.replace(tzinfo=UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable UTC instant
+        raise ValueError(f"timestamp out of range once converted to UTC: {str(value)[:40]}") from None
