@@ -58,13 +58,19 @@ _STEMMED: dict[str, str] = {}
 _CACHE_MAX = 1 << 16
 
 
+def _remember(cache: dict[str, str], key: str, value: str) -> str:
+    """Keep `value` for `key` in one of the caches above (emptied when full); returns `value`."""
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def humanize(name: str) -> str:
     """`failReason` → `fail reason`, `SETTLEMENT_FAIL` → `settlement fail`."""
     out = _HUMANIZED.get(name)
     if out is None:
-        if len(_HUMANIZED) >= _CACHE_MAX:
-            _HUMANIZED.clear()
-        out = _HUMANIZED[name] = _CAMEL.sub(" ", name).replace("_", " ").replace("-", " ").lower().strip()
+        out = _remember(_HUMANIZED, name, _CAMEL.sub(" ", name).replace("_", " ").replace("-", " ").lower().strip())
     return out
 
 
@@ -73,9 +79,7 @@ def stem(word: str) -> str:
     and `settlements`/`settlement` without conflating unrelated words."""
     out = _STEMMED.get(word)
     if out is None:
-        if len(_STEMMED) >= _CACHE_MAX:
-            _STEMMED.clear()
-        out = _STEMMED[word] = _stem(word)
+        out = _remember(_STEMMED, word, _stem(word))
     return out
 
 
@@ -137,12 +141,17 @@ def field_token(name: str, value: str) -> str:
     return f"{name.lower()}={' '.join(value.lower().split())}"
 
 
+def _datelike(text: str) -> bool:
+    """A non-empty text that is a date or a timestamp (the pattern only runs on a leading digit)."""
+    return text[0].isdigit() and _DATELIKE.match(text) is not None
+
+
 def _scalar_text(value: Any) -> str | None:
     """A value worth rendering, as text; None for numbers, dates, ids that are UUIDs and empty values.
     Lists are sorted: the order a source lists `conflictFields` in says nothing about the problem."""
     if isinstance(value, str):  # the common case first (a bool is never a str)
         v = value.strip()
-        if not v or (v[0].isdigit() and _DATELIKE.match(v)) or (len(v) == 36 and _UUIDLIKE.match(v)):
+        if not v or _datelike(v) or (len(v) == 36 and _UUIDLIKE.match(v)):
             return None
         return v[:MAX_VALUE]
     if isinstance(value, bool):
@@ -221,7 +230,7 @@ def describe(
         if isinstance(value, str | int) and not isinstance(value, bool):
             text = str(value).strip()
             # (a value date is part of a fingerprint, not of what went wrong)
-            if text and not (text[0].isdigit() and _DATELIKE.match(text)):
+            if text and not _datelike(text):
                 fields[name] = text[:MAX_VALUE]
     for name in similarity_keys(domain, exception_type):  # declared: kept whatever their name or form
         if name not in fields:
