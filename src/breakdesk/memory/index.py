@@ -587,15 +587,8 @@ class TenantIndex:
     def last_resolution(self, fingerprint: str) -> StoredCase | None:
         """The fingerprint's latest resolved case, as the store's `last_resolutions` orders them: by
         resolution time (none first), then row id."""
-        slots = self._fp_resolved.get(fingerprint)
-        if not slots:
-            return None
-        best: StoredCase | None = None
-        for slot in slots:
-            case = self._cases[slot]
-            if case is not None and (best is None or resolution_order(case) > resolution_order(best)):
-                best = case
-        return best
+        held = [self._cases[slot] for slot in self._fp_resolved.get(fingerprint, ())]
+        return max((case for case in held if case is not None), key=resolution_order, default=None)
 
     # ------------------------------------------------------------------ search
 
@@ -809,7 +802,8 @@ class TenantIndex:
 
         `nearest`: (exception id, cosine) from an external vector search (pgvector) instead of the resident
         vectors of `model`; `nearest_complete`: it holds every case with a vector that passes `filters` (it
-        came back shorter than asked), so a case outside it has none and a cosine of 0, not the N-th's. `from_slot`: only cases held from that slot on (`window_start`)."""
+        came back shorter than asked), so a case outside it has none and a cosine of 0, not the N-th's.
+        `from_slot`: only cases held from that slot on (`window_start`)."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0:
             return []

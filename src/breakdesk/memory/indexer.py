@@ -52,17 +52,20 @@ class IndexerReport:
     busy: bool = False
 
 
-def _stale(changed: ChangedException) -> bool:
+def _stale(changed: ChangedException, rendered_at: int | None) -> bool:
     """Whether an exception the chain named needs its case (re-)rendered: it has none, its status or
     severity differs from what its case says, or it is resolved and changed after (or about when) its case
     was rendered — a comment after the resolution changes the summary its case shows. (An entry's time is
     its writer's, taken before the write lock: hence the margin. Older entries, replayed from the start of
-    a chain, re-render nothing.)"""
+    a chain, re-render nothing.) `rendered_at`: the chain's head when this pass rendered the case, if it
+    did — the rendering read every entry up to it."""
     if changed.case is None:
         return True
     status, severity, indexed_at = changed.case
     if (status, severity) != (changed.status, changed.severity):
         return True
+    if rendered_at is not None and changed.changed_seq <= rendered_at:
+        return False
     return changed.status in RESOLVED_STATUSES and changed.changed_at > indexed_at - RERENDER_MARGIN
 
 
@@ -94,17 +97,14 @@ class MemoryIndexer:
         domain = packs.domain if packs is not None else None
         state = await self.store.memory_state(tenant_id)
         after = state.scanned_seq if state is not None else 0
-        # exception -> the chain's head when this pass rendered its case: the rendering read everything
-        # committed up to there (seqs are issued in commit order), so entries up to it on later pages are in it
+        # exception -> the chain's head when this pass rendered its case (seqs are issued in commit order)
         rendered: dict[str, int] = {}
         while True:
             rows, last_seq, entries = await self.store.changed_exceptions(tenant_id, after, SCAN_PAGE)
             if not entries:
                 break
             report.scanned += len(rows)
-            stale = [c.exception_id for c in rows
-                     if _stale(c) and not (c.changed_seq <= rendered.get(c.exception_id, -1) and c.case is not None
-                                           and c.case[:2] == (c.status, c.severity))]
+            stale = [c.exception_id for c in rows if _stale(c, rendered.get(c.exception_id))]
             if stale:
                 head = (await self.store.audit_head(tenant_id))[0]
                 rendered.update(dict.fromkeys(stale, head))
