@@ -233,6 +233,9 @@ async def test_human_actions_update_and_append(store: Store, tenant: str) -> Non
     assert (await store.get_audit(tenant, subject="EXC-1", limit=100))[-1].actor == "erin"
     with pytest.raises(NotFound):
         await store.append_events(tenant, "GHOST", [EventRow("GHOST", "human", T0)])
+    with pytest.raises(StoreError, match="needs an audit entry"):  # a status change outside the chain
+        await store.append_events(tenant, "EXC-1", [EventRow("EXC-1", "human", T0)], fields={"status": "CLOSED"})
+    assert (await store.get_exception(tenant, "EXC-1"))["status"] == "IN_PROGRESS"  # type: ignore[index]
     assert (await store.verify_audit(tenant)).ok
 
 

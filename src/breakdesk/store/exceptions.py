@@ -42,6 +42,7 @@ from breakdesk.store.records import (
     ExceptionRow,
     ExceptionWrite,
     FingerprintStats,
+    unaudited_change,
 )
 from breakdesk.store.tables import exception_events, exceptions, fingerprints, idempotency_keys, intake_queue
 
@@ -579,6 +580,9 @@ class ExceptionRepo(StoreBase):
                 raise StoreError(
                     f"event for {ev.exception_id!r} passed to append_events for {exception_id!r}"
                 )
+        unaudited = unaudited_change(exception_id, fields, audits)
+        if unaudited is not None:
+            raise StoreError(unaudited)
         async with self._write() as conn:
             head = await self._tenant_head(conn, tenant_id)
             seqs = await self._max_seqs(conn, tenant_id, {exception_id})

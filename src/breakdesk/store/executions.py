@@ -39,7 +39,7 @@ from breakdesk.store.approvals import (
 )
 from breakdesk.store.errors import Conflict, NotFound, StoreError
 from breakdesk.store.exceptions import _UPDATABLE
-from breakdesk.store.records import TERMINAL_STATUSES, AuditRow, EventRow
+from breakdesk.store.records import TERMINAL_STATUSES, AuditRow, EventRow, unaudited_change
 from breakdesk.store.tables import (
     approvals,
     audit_entries,
@@ -353,11 +353,9 @@ def _journal_program(
     accepted: list[JournalEntry] = []
     for i, e in enumerate(entries):
         st = state.get(e.exception_id)
-        if e.fields and ("status" in e.fields or "severity" in e.fields) and not any(
-                a.subject == e.exception_id for a in e.audits):
-            # every change of an exception's status or severity is in the tenant's chain, which the memory's
-            # indexer follows: a write that would change one silently is a bug, refused here
-            results[i] = StoreError(f"exception {e.exception_id!r}: a status or severity change needs an audit entry")
+        unaudited = unaudited_change(e.exception_id, e.fields, e.audits)
+        if unaudited is not None:
+            results[i] = StoreError(unaudited)
         elif st is None:
             results[i] = NotFound(f"exception {e.exception_id!r} does not exist for tenant {tenant_id!r}")
         elif st[0] != e.expect_status:

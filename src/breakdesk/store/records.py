@@ -6,6 +6,7 @@ them straight into Core `executemany` parameter lists.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -191,3 +192,13 @@ __all__ = [
     "QueueState",
     "Tenant",
 ]
+
+
+def unaudited_change(exception_id: str, fields: Mapping[str, Any] | None, audits: Sequence[AuditRow]) -> str | None:
+    """Why a write may not change these fields without more audit entries, or None. Every change of an
+    exception's status or severity is in the tenant's chain, which the memory's indexer follows: a write
+    that would change one silently is a bug, refused by every store path that changes exceptions."""
+    if fields and ("status" in fields or "severity" in fields) and not any(
+            a.subject == exception_id for a in audits):
+        return f"exception {exception_id!r}: a status or severity change needs an audit entry"
+    return None
