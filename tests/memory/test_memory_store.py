@@ -366,3 +366,19 @@ async def test_a_comment_committed_during_a_pass_reaches_the_case_rendered_earli
     assert pages > 3
     case = await store.get_case(t, "E-1")
     assert case is not None and case.resolution is not None and said in case.resolution["summary"]
+
+
+async def test_an_indexer_behind_another_does_not_take_the_scan_position_back(store: Store,
+                                                                              tenant_factory: Any) -> None:
+    """Two indexers of one tenant (a server's worker and `breakdesk memory index`) save where each pass
+    ended; the one that read less and saved last leaves the other's position as it was."""
+    t = await tenant_factory()
+    await process(store, t, SMALL)
+    await store.replace_cases(t, [], scanned=9)
+    await store.replace_cases(t, [], scanned=4)  # the slower pass, saved last
+    state = await store.memory_state(t)
+    assert state is not None and state.scanned_seq == 9
+    await store.replace_cases(t, [], scanned=12)
+    assert (await store.memory_state(t)).scanned_seq == 12  # type: ignore[union-attr]
+    await store.save_memory_state(t, scanned_seq=0)  # an explicit reset still sets it
+    assert (await store.memory_state(t)).scanned_seq == 0  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, select, text
+from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -278,7 +279,7 @@ class CaseRepo(StoreBase):
                 await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part)))
             await insert_cases(conn, tenant_id, docs, now)
             if scanned is not None:
-                await self._save_state(conn, tenant_id, now, scanned_seq=scanned)
+                await self._save_state(conn, tenant_id, now, forward=True, scanned_seq=scanned)
 
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500
@@ -354,15 +355,19 @@ class CaseRepo(StoreBase):
         async with self._write() as conn:
             await self._save_state(conn, tenant_id, utcnow(), **values)
 
-    async def _save_state(self, conn: AsyncConnection, tenant_id: str, now: datetime, **values: Any) -> None:
+    async def _save_state(self, conn: AsyncConnection, tenant_id: str, now: datetime, *,
+                          forward: bool = False, **values: Any) -> None:
+        """Upsert the tenant's memory state. `forward`: `scanned_seq` only moves ahead — two indexers of one
+        tenant (a server's worker and `breakdesk memory index`) each save where their own pass ended, and
+        the one behind must not take the other's position back."""
         ins = (postgresql.insert if self._pg else sqlite.insert)(memory_tenants)
         row = {"tenant_id": tenant_id, "embedded_upto": 0, "updated_at": now}
         row.update(values)
-        await conn.execute(
-            ins.values(**row).on_conflict_do_update(
-                index_elements=[_M.tenant_id], set_={**values, "updated_at": now}
-            )
-        )
+        update: dict[str, Any] = {**values, "updated_at": now}
+        if forward and "scanned_seq" in values:
+            new = ins.excluded.scanned_seq
+            update["scanned_seq"] = sql_case((new > _M.scanned_seq, new), else_=_M.scanned_seq)
+        await conn.execute(ins.values(**row).on_conflict_do_update(index_elements=[_M.tenant_id], set_=update))
 
     # ------------------------------------------------------------------ embeddings
 
