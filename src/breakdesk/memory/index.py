@@ -182,17 +182,11 @@ def case_query(record: ExceptionRecord, fingerprint: str | None, domain: Compile
     return body, entities, counts, tokens, query
 
 
-class QField(NamedTuple):
-    """One field of a query that other cases can share: its posting id, weight, name and value."""
+#: One field of a query that other cases can share: (posting id, weight, name, value). A plain tuple, not a
+#: NamedTuple: the hot path makes ~7 per query, and compiled code builds a plain tuple without a call.
+QField = tuple[int, float, str, str]
 
-    fid: int
-    weight: float
-    name: str
-    value: str
-
-
-#: `QField(...)`, `SimilarCase(...)` without the generated `__new__`'s Python frame (the hot path makes ~6 of
-#: each per query).
+#: `SimilarCase(...)` without the generated `__new__`'s Python frame (the hot path makes k per query).
 _new_tuple = tuple.__new__
 #: a hit's score → `round(score, 4)`, as the pipeline shows it: scores recur (cases matching the same fields
 #: score alike), and a look-up costs a tenth of rounding.
@@ -679,7 +673,11 @@ class TenantIndex:
         if q.fingerprint:
             items.append(("fp", q.fingerprint))
         tokens = q.tokens if q.tokens is not None else query_tokens(q.entities, q.fingerprint)
-        for (name, value), token in zip(items, tokens, strict=True):
+        if len(tokens) != len(items):
+            raise ValueError(f"query {q.exception_id}: {len(tokens)} tokens for {len(items)} fields")
+        for j in range(len(items)):  # (indexing, not `zip(strict=True)`: compiled, it is a generic call)
+            name, value = items[j]
+            token = tokens[j]
             fid = field_id.get(token)
             if fid is None:
                 continue
@@ -696,10 +694,10 @@ class TenantIndex:
             if df <= 0:
                 continue
             if name in declared:  # declared fields are searched however common
-                keys.append(_new_tuple(QField, (fid, 1.0, name, value)))
+                keys.append((fid, 1.0, name, value))
                 key_total += 1.0
             if weight:
-                out.append(_new_tuple(QField, (fid, weight, name, value)))
+                out.append((fid, weight, name, value))
                 total += weight
         out.sort(key=_WEIGHT, reverse=True)  # stable: equal weights stay in query order
         return out, total, keys, key_total
@@ -727,10 +725,10 @@ class TenantIndex:
         for group in (qfields, qkeys):
             start = len(sizes)
             for f in group:
-                docs = self._field_slots(f.fid)
+                docs = self._field_slots(f[0])
                 docs_parts.append(docs)
                 sizes.append(docs.shape[0])
-                weights.append(f.weight)
+                weights.append(f[1])
             bounds.append(bounds[-1] + sum(sizes[start:]))
         total = bounds[-1]
         if total == 0:
@@ -915,9 +913,9 @@ class TenantIndex:
         """What every explanation compares against (`_hit`), prepared once for the k hits, never for the pool.
         The other shared fields leave out the declared key fields (they count in both scores, but a reader
         should see each shared fact once) and the fingerprint (said as "same fingerprint")."""
-        keys = {f.name for f in qkeys}
-        return (dict(qterms), [(f.name, f.value, f"{f.name}={f.value}") for f in qkeys],
-                [(f.name, f.value, f"{f.name}={f.value}") for f in qfields if f.name != "fp" and f.name not in keys])
+        keys = {f[2] for f in qkeys}
+        return (dict(qterms), [(name, value, f"{name}={value}") for _, _, name, value in qkeys],
+                [(name, value, f"{name}={value}") for _, _, name, value in qfields if name != "fp" and name not in keys])
 
     def _bare_hit(self, slot: int, score: float, lexical: float) -> Hit:
         """A hit without its explanation (`search_many(explain=False)`)."""
@@ -1112,9 +1110,25 @@ class TenantIndex:
         Guessing with `k`, nothing is skipped where the lists and words left hold fewer than k postings: the
         query would find fewer than k cases and be scored again."""
         _, qfields, fnorm, qkeys, knorm = prep
-        share: dict[int, list[float]] = {}
+        if len(qfields) + len(qkeys) < 2:
+            return {}, 0.0
+        fpost = self._fpost
+        big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
+        big <<= 2  # (in bytes: four per posting)
+        # Most queries of a small tenant have no list that big: nothing to plan.
+        has_big = False
+        for group in (qfields, qkeys):
+            for f in group:
+                if len(fpost[f[0]]) >= big:
+                    has_big = True
+                    break
+        if not has_big:
+            return {}, 0.0
+        # field id -> float32 field weight (0 for a declared key that is no field), in query order, then
+        # the declared key count of each
+        share: dict[int, float] = {}
+        counts: dict[int, float] = {}
         as32 = _FLOAT32
-        inexact = False
         for f in qfields:
             w = f[1]
             w32 = as32.get(w)
@@ -1122,30 +1136,31 @@ class TenantIndex:
                 if len(as32) > 4096:
                     as32.clear()
                 w32 = as32[w] = float(np.float32(w))
-            share[f[0]] = [w32, 0.0]
             if 0.0 < w32 < MIN_EXACT_WEIGHT:
-                inexact = True
+                return {}, 0.0
+            share[f[0]] = w32
         for f in qkeys:
-            share.setdefault(f[0], [0.0, 0.0])[1] += 1.0
-        if len(share) < 2 or inexact:
+            fid = f[0]
+            if fid not in share:
+                share[fid] = 0.0
+            counts[fid] = counts.get(fid, 0.0) + 1.0
+        if len(share) < 2:
             return {}, 0.0
-        fpost = self._fpost
-        big = max(PRUNE_MIN_POSTINGS, self._live // 32)  # skipping a small list saves less than it costs
-        big <<= 2  # (in bytes: four per posting)
         bigs = [fid for fid in share if len(fpost[fid]) >= big]
-        if not bigs:
-            return {}, 0.0
-        bound = {fid: (W_FIELD * w / fnorm if w else 0.0) + (W_KEY * c / knorm if c else 0.0)
-                 for fid, (w, c) in share.items()}
+        bound: dict[int, float] = {}
+        bounds = 0.0
+        for fid, w in share.items():
+            c = counts.get(fid, 0.0)
+            b = bound[fid] = (W_FIELD * w / fnorm if w else 0.0) + (W_KEY * c / knorm if c else 0.0)
+            bounds += b
         reach = (W_TEXT if prep[0] else 0.0) + W_TYPE + W_SOURCE
-        guess = PRUNE_GUESS * (reach + sum(bound.values()))
+        guess = PRUNE_GUESS * (reach + bounds)
         skipped: dict[int, tuple[float, float]] = {}
         if len(bigs) > 1:
             bigs.sort(key=lambda f: -len(fpost[f]))
         for fid in bigs:
             if (reach + bound[fid] < guess) if theta is None else _below(reach + bound[fid], theta):
-                w, c = share[fid]
-                skipped[fid] = (w, c)
+                skipped[fid] = (share[fid], counts.get(fid, 0.0))
                 reach += bound[fid]
         if not skipped or len(skipped) == len(share):
             return {}, 0.0
