@@ -25,11 +25,11 @@ def test_precomputed_tokens_give_the_same_hits() -> None:
     query = Query(None, "SETTLEMENT_FAIL", "custody-feed", term_counts("Broker failed to deliver the shares on time"),
                   {"counterparty": "Jefferies LLC", "failReason": "INSUFFICIENT_SECURITIES", "isin": "US0099"},
                   fingerprint="fp-1")
-    with_tokens = dataclasses.replace(query, tokens=query_tokens(query.entities, query.fingerprint))
+    with_tokens = query.replace(tokens=query_tokens(query.entities, query.fingerprint))
     assert as_rows(idx.search(with_tokens, 6)) == as_rows(idx.search(query, 6))
     # an entity literally named `fp` that carries the fingerprint reads as the fingerprint either way
-    odd = dataclasses.replace(query, entities={**query.entities, "fp": "fp-1"})
-    assert as_rows(idx.search(dataclasses.replace(odd, tokens=query_tokens(odd.entities, "fp-1")), 6)) == \
+    odd = query.replace(entities={**query.entities, "fp": "fp-1"})
+    assert as_rows(idx.search(odd.replace(tokens=query_tokens(odd.entities, "fp-1")), 6)) == \
         as_rows(idx.search(odd, 6))
 
 

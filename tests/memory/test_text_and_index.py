@@ -379,3 +379,13 @@ def test_describe_keeps_declared_key_fields_whatever_their_name_or_form() -> Non
     # `reason` reads as prose and numbers are not fields unless the pack declares them
     assert fields == {"reason": "ACCOUNT_CLOSED", "codes": "a, b", "level": "3"}
     assert "reason" not in key_fields(rec({"reason": "ACCOUNT_CLOSED"}), None)
+
+
+def test_a_query_is_changed_by_copy_only() -> None:
+    q = Query("E-1", "SETTLEMENT_FAIL", "custody", {"short": 1.0}, {"settleId": "ST-1"}, "fp-1")
+    with_tokens = q.replace(tokens=("settleid=st-1", "fp:fp-1"))
+    assert with_tokens.tokens == ("settleid=st-1", "fp:fp-1") and q.tokens is None
+    assert (with_tokens.exception_id, with_tokens.entities, with_tokens.fingerprint) == ("E-1", {"settleId": "ST-1"},
+                                                                                      "fp-1")
+    with pytest.raises(TypeError, match="no field 'vektor'"):
+        q.replace(vektor=None)

@@ -137,24 +137,56 @@ class Filters:
                     or self.since or self.until)
 
 
-@dataclass(frozen=True, slots=True)
 class Query:
-    """What a search looks for: a case's text terms (term → weight), key fields, vector (optional), own id."""
+    """What a search looks for: a case's text terms (term → weight), key fields, vector (optional), own id.
 
-    exception_id: str | None
-    exception_type: str
-    source_system: str
-    terms: Mapping[str, float]
-    entities: Mapping[str, str]
-    fingerprint: str | None = None
-    vector: np.ndarray | None = None
-    #: The fields that define "the same problem" for the query's type (the domain pack's
-    #: `similarity.keyFields`); empty when the pack declares none.
-    key_fields: tuple[str, ...] = ()
-    #: The exact-match tokens of `entities` then of the fingerprint, in that order (`query_tokens`), when the
-    #: caller has them already: the hot path computes them once per exception for both its query and its
-    #: case (`TenantIndex.add`).
-    tokens: tuple[str, ...] | None = None
+    Treated as immutable (`replace` makes a changed copy). A plain class rather than a frozen dataclass:
+    the pipeline builds one per exception, and a dataclass's generated initialiser runs as interpreted code
+    (frozen, one `object.__setattr__` call per field) where this one is compiled."""
+
+    def __init__(
+        self,
+        exception_id: str | None,
+        exception_type: str,
+        source_system: str,
+        terms: Mapping[str, float],
+        entities: Mapping[str, str],
+        fingerprint: str | None = None,
+        vector: np.ndarray | None = None,
+        key_fields: tuple[str, ...] = (),
+        tokens: tuple[str, ...] | None = None,
+    ) -> None:
+        self.exception_id = exception_id
+        self.exception_type = exception_type
+        self.source_system = source_system
+        self.terms = terms
+        self.entities = entities
+        self.fingerprint = fingerprint
+        self.vector = vector
+        #: The fields that define "the same problem" for the query's type (the domain pack's
+        #: `similarity.keyFields`); empty when the pack declares none.
+        self.key_fields = key_fields
+        #: The exact-match tokens of `entities` then of the fingerprint, in that order (`query_tokens`), when
+        #: the caller has them already: the hot path computes them once per exception for both its query
+        #: and its case (`TenantIndex.add`).
+        self.tokens = tokens
+
+    def replace(self, **changes: Any) -> Query:
+        """A copy with some fields changed (as `dataclasses.replace`)."""
+        fields = {name: getattr(self, name) for name in _QUERY_FIELDS}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"Query has no field {sorted(unknown)[0]!r}")
+        fields.update(changes)
+        return Query(**fields)
+
+    def __repr__(self) -> str:
+        return (f"Query(exception_id={self.exception_id!r}, exception_type={self.exception_type!r}, "
+                f"source_system={self.source_system!r}, entities={dict(self.entities)!r})")
+
+
+_QUERY_FIELDS = ("exception_id", "exception_type", "source_system", "terms", "entities", "fingerprint", "vector",
+                 "key_fields", "tokens")
 
 
 def query_tokens(entities: Mapping[str, str], fingerprint: str | None) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ tenant id, and every hit is checked against the tenant asked for.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 import weakref
 from collections import OrderedDict
@@ -401,7 +400,7 @@ class Memory:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000
             if vec is not None:
-                q = dataclasses.replace(q, vector=vec)
+                q = q.replace(vector=vec)
                 if pg:
                     asked = max(60, 3 * k) + 1
                     nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters)
