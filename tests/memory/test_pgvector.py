@@ -53,7 +53,7 @@ async def test_pgvector_search_is_used_and_tenant_scoped(pgvector_url: str, embe
         res = await mem.similar(a, "E-1", k=3, embeddings=EmbeddingSettings(**settings))
         assert res.vector_source == "pgvector" and res.hits[0].exception_id == "E-2"
         assert res.hits[0].semantic is not None and res.hits[0].semantic > 0.5
-        nearest = await store.pgvector_search(b, "openai:test-embed", (await store.get_vector(a, "openai:test-embed", "E-3")).vector, 10)
+        nearest = (await store.pgvector_search(b, "openai:test-embed", (await store.get_vector(a, "openai:test-embed", "E-3")).vector, 10)).hits
         assert {e for e, _ in nearest} <= {"E-1", "E-2", "B-3"} and len(nearest) == 3  # only B's vectors
         async with store.engine.connect() as conn:
             from sqlalchemy import text
@@ -95,10 +95,13 @@ async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
         indexer = MemoryIndexer(store, mem)
         assert await indexer.embed(t) == 6
         query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
-        assert {e for e, _ in await store.pgvector_search(t, model, query, 10)} == {f"E-{i}" for i in range(1, 7)}
+        everything = await store.pgvector_search(t, model, query, 10)
+        assert {e for e, _ in everything.hits} == {f"E-{i}" for i in range(1, 7)} and everything.complete
+        assert [s for _, s in everything.hits] == sorted((s for _, s in everything.hits), reverse=True)
         breaks = await store.pgvector_search(t, model, query, 10, Filters(types=("CASH_BREAK",)))
-        assert {e for e, _ in breaks} == {"E-5", "E-6"}
-        assert await store.pgvector_search(t, model, query, 10, Filters(statuses=("NO_SUCH_STATUS",))) == []
+        assert {e for e, _ in breaks.hits} == {"E-5", "E-6"} and breaks.complete
+        assert await store.pgvector_search(t, model, query, 10, Filters(statuses=("NO_SUCH_STATUS",))) == ([], True)
+        assert not (await store.pgvector_search(t, model, query, 3)).complete  # as many as asked: maybe more
         # E-2's case is replaced (a new row): its vector was made from the old one until it is embedded again
         e2 = await store.get_case(t, "E-2")
         assert e2 is not None
@@ -106,9 +109,9 @@ async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
             exception_id="E-2", exception_type=e2.exception_type, source_system=e2.source_system, status="CLOSED",
             received_at=e2.received_at, body=e2.body, entities=e2.entities, severity=e2.severity,
             fingerprint=e2.fingerprint)])
-        assert "E-2" not in dict(await store.pgvector_search(t, model, query, 10))
+        assert "E-2" not in dict((await store.pgvector_search(t, model, query, 10)).hits)
         assert await indexer.embed(t) == 1
-        assert "E-2" in dict(await store.pgvector_search(t, model, query, 10))
+        assert "E-2" in dict((await store.pgvector_search(t, model, query, 10)).hits)
         # under a filter, the same hits as with the vectors held in process
         only = Filters(types=("CASH_BREAK",))
         from_db = await mem.similar(t, "E-1", k=2, filters=only, embeddings=EmbeddingSettings(**settings))
@@ -117,6 +120,68 @@ async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
         assert (from_db.vector_source, held.vector_source) == ("pgvector", "resident")
         assert [h.exception_id for h in from_db.hits] == [h.exception_id for h in held.hits]
         assert [round(h.score, 3) for h in from_db.hits] == [round(h.score, 3) for h in held.hits]
+    finally:
+        await store.close()
+        await asyncio.sleep(0)
+
+
+async def test_a_list_cut_short_by_the_hnsw_scan_is_not_taken_as_complete(
+        pgvector_url: str, embeddings_server: str) -> None:  # noqa: F811
+    """An HNSW scan that keeps looking for vectors passing the tenant and the filters gives up at
+    `hnsw.max_scan_tuples`, with fewer than asked though more pass: such a list is not complete (a case
+    outside it may well have a vector), while one that holds every vector passing is. Forced here on a
+    database of its own whose planner may only walk the HNSW index and gives up after one vector."""
+    from sqlalchemy import text
+
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from breakdesk.memory import Filters
+    from breakdesk.store.cases import CaseDoc
+
+    admin = await Store.open(pgvector_url)
+    try:
+        async with admin.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("DROP DATABASE IF EXISTS bd_cut_short"))
+            await conn.execute(text("CREATE DATABASE bd_cut_short"))
+    finally:
+        await admin.close()
+    url = pgvector_url.replace("/bd_memory?", "/bd_cut_short?")
+    settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
+    model = "openai:test-embed"
+    store = await Store.open(url)
+    try:
+        t = await make_tenant(store, {"embeddings": settings})
+        await process(store, t, SMALL, memory=Memory(store))
+        assert await MemoryIndexer(store, Memory(store)).embed(t) == 6
+        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        # another tenant's vectors, nearer the query than the tenant's own, for a scan to stop short in
+        noise = await make_tenant(store, {"embeddings": settings})
+        rng = np.random.default_rng(7)
+        docs = [CaseDoc(exception_id=f"N-{i}", exception_type="CASH_BREAK", source_system="ledger", status="OPEN",
+                        received_at=datetime.now(UTC), body=f"noise {i}") for i in range(300)]
+        await store.replace_cases(noise, docs)
+        rows = {c.exception_id: c.id for c in await store.cases_after(noise, 0, 1000)}
+        vectors = (query + 0.05 * rng.normal(size=(300, query.shape[0]))).astype(np.float32)
+        await store.save_vectors(noise, model, [(f"N-{i}", rows[f"N-{i}"], vectors[i] / np.linalg.norm(vectors[i]))
+                                                for i in range(300)], 300)
+        whole = await store.pgvector_search(t, model, query, 10, Filters(types=("CASH_BREAK",)))
+        assert {e for e, _ in whole.hits} == {"E-5", "E-6"} and whole.complete
+        async with store.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_sort"):
+                await conn.execute(text(f"ALTER DATABASE bd_cut_short SET {setting} = off"))
+            await conn.execute(text("ALTER DATABASE bd_cut_short SET hnsw.ef_search = 1"))
+            await conn.execute(text("ALTER DATABASE bd_cut_short SET hnsw.max_scan_tuples = 1"))
+    finally:
+        await store.close()
+    store = await Store.open(url)  # new sessions: the settings above
+    try:
+        cut = await store.pgvector_search(t, model, query, 10, Filters(types=("CASH_BREAK",)))
+        assert len(cut.hits) < 2, "the HNSW scan was expected to stop short here"
+        assert not cut.complete
     finally:
         await store.close()
         await asyncio.sleep(0)

@@ -169,7 +169,7 @@ async def test_memory_ids_are_never_reused_and_the_rebuild_keeps_rows_and_ids(tm
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'memory_%' "
                 "AND name LIKE 'ix_%' ORDER BY name"))).scalars().all()
         assert indexes == ["ix_memory_cases_resolved_fingerprint", "ix_memory_cases_tenant_id",
-                           "ix_memory_vectors_tenant_model_id"]
+                           "ix_memory_vectors_case_id", "ix_memory_vectors_tenant_model_id"]
         await downgrade_engine(engine, "0006")
         await upgrade_engine(engine)
         async with engine.connect() as conn:

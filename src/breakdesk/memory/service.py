@@ -403,8 +403,7 @@ class Memory:
                 q = q.replace(vector=vec)
                 if pg:
                     asked = max(60, 3 * k) + 1
-                    nearest = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters)
-                    complete = len(nearest) < asked
+                    nearest, complete = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters)
         t0 = time.perf_counter()
         hits = idx.search(q, k, filters, model, nearest, nearest_complete=complete)
         search_ms = (time.perf_counter() - t0) * 1000

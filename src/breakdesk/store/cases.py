@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, select, text
@@ -109,6 +109,14 @@ class ChangedException:
     changed_seq: int
     #: (status, severity, indexed_at) of its case; None: it has none
     case: tuple[str, str | None, datetime] | None
+
+
+class Nearest(NamedTuple):
+    """`pgvector_search`'s answer."""
+
+    hits: list[tuple[str, float]]  # (exception id, cosine similarity), best first
+    #: every vector that passes the search's filters is in `hits` (so a case outside them has none)
+    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,46 +458,62 @@ class CaseRepo(StoreBase):
 
     async def pgvector_search(
         self, tenant_id: str, model: str, query: np.ndarray, limit: int, filters: Any = None
-    ) -> list[tuple[str, float]]:
-        """(exception_id, cosine similarity) of the tenant's nearest vectors, best first: only vectors of the
+    ) -> Nearest:
+        """The tenant's nearest vectors (exception_id, cosine similarity), best first: only vectors of the
         case rows they were made from (a replaced case's old vector waits for its new one), and of cases that
         pass `filters` (`breakdesk.memory.Filters`), so that a selective filter still gets `limit`
-        neighbours instead of the few of the tenant's nearest that happen to pass it."""
+        neighbours instead of the few of the tenant's nearest that happen to pass it.
+
+        A list shorter than `limit` is complete only if no more vectors pass: an HNSW scan that keeps looking
+        for rows passing the tenant and the filters gives up at `hnsw.max_scan_tuples`, short of `limit`,
+        when few of the index's vectors pass. So a short list is checked against a count."""
         dims = int(query.shape[0])
         literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
-        where = ["v.tenant_id = :t", "v.model = :m"]
-        params: dict[str, Any] = {"q": literal, "t": tenant_id, "m": model, "n": limit}
-        expanding: list[Any] = []
-        if filters is not None:
-            for column, values, name in (("exception_type", filters.types, "types"),
-                                         ("severity", filters.severities, "severities"),
-                                         ("status", filters.statuses, "statuses"),
-                                         ("source_system", filters.sources, "sources")):
-                if values:
-                    where.append(f"c.{column} IN :{name}")
-                    params[name] = list(values)
-                    expanding.append(bindparam(name, expanding=True))
-            if filters.resolved_only:
-                where.append("c.resolution IS NOT NULL")
-            if filters.since is not None:
-                where.append("c.received_at >= :since")
-                params["since"] = filters.since
-            if filters.until is not None:
-                where.append("c.received_at < :until")
-                params["until"] = filters.until
+        where, params, expanding = _vector_filters(tenant_id, model, filters)
+        params.update(q=literal, n=limit)
         distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
-        sql = text(
-            f"SELECT v.exception_id, 1 - ({distance}) AS sim FROM memory_vectors v "
-            f"JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
-            f"WHERE {' AND '.join(where)} ORDER BY {distance} LIMIT :n"
-        ).bindparams(*expanding)
+        joined = ("FROM memory_vectors v JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
+                  f"WHERE {' AND '.join(where)}")
+        sql = text(f"SELECT v.exception_id, 1 - ({distance}) AS sim {joined} ORDER BY {distance} LIMIT :n")
         async with self._read() as conn:
             version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
             if version and tuple(int(p) for p in str(version).split(".")[:2]) >= (0, 8):
                 # keep scanning the HNSW graph until enough rows pass the tenant filter and the filters
                 await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            rows = (await conn.execute(sql, params)).all()
-        return [(str(e), float(s)) for e, s in rows]
+            rows = (await conn.execute(sql.bindparams(*expanding), params)).all()
+            complete = False
+            if len(rows) < limit:
+                count = text(f"SELECT count(*) {joined}").bindparams(*expanding)
+                complete = int((await conn.execute(count, params)).scalar() or 0) <= len(rows)
+        # relaxed_order returns the rows past the first ef_search (40 by default) out of order: best first again
+        hits = sorted(((str(e), float(sim)) for e, sim in rows), key=lambda hit: hit[1], reverse=True)
+        return Nearest(hits, complete)
+
+
+def _vector_filters(tenant_id: str, model: str, filters: Any) -> tuple[list[str], dict[str, Any], list[Any]]:
+    """`pgvector_search`'s WHERE terms over `memory_vectors v JOIN memory_cases c`, their values, and the
+    expanding bind parameters (lists)."""
+    where = ["v.tenant_id = :t", "v.model = :m"]
+    params: dict[str, Any] = {"t": tenant_id, "m": model}
+    expanding: list[Any] = []
+    if filters is not None:
+        for column, values, name in (("exception_type", filters.types, "types"),
+                                     ("severity", filters.severities, "severities"),
+                                     ("status", filters.statuses, "statuses"),
+                                     ("source_system", filters.sources, "sources")):
+            if values:
+                where.append(f"c.{column} IN :{name}")
+                params[name] = list(values)
+                expanding.append(bindparam(name, expanding=True))
+        if filters.resolved_only:
+            where.append("c.resolution IS NOT NULL")
+        if filters.since is not None:
+            where.append("c.received_at >= :since")
+            params["since"] = filters.since
+        if filters.until is not None:
+            where.append("c.received_at < :until")
+            params["until"] = filters.until
+    return where, params, expanding
 
 
 # ---------------------------------------------------------------------- pgvector (PostgreSQL only)

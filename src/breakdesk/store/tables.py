@@ -467,6 +467,9 @@ memory_vectors = Table(
     Column("embedded_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "exception_id", "model", name="uq_memory_vectors_tenant_exception_model"),
     Index("ix_memory_vectors_tenant_model_id", "tenant_id", "model", "id"),
+    # The vectors of given cases: pgvector_search under a selective filter reads the few cases that pass it and
+    # their vectors, exactly, instead of walking the HNSW graph through thousands of cases that do not pass.
+    Index("ix_memory_vectors_case_id", "case_id"),
     sqlite_autoincrement=True,  # as memory_cases: a re-embedded latest vector must not get its old id back
 )
 
