@@ -131,11 +131,10 @@ async def test_a_list_cut_short_by_the_hnsw_scan_is_not_taken_as_complete(
     `hnsw.max_scan_tuples`, with fewer than asked though more pass: such a list is not complete (a case
     outside it may well have a vector), while one that holds every vector passing is. Forced here on a
     database of its own whose planner may only walk the HNSW index and gives up after one vector."""
-    from sqlalchemy import text
-
     from datetime import UTC, datetime
 
     import numpy as np
+    from sqlalchemy import text
 
     from breakdesk.memory import Filters
     from breakdesk.store.cases import CaseDoc
