@@ -18,6 +18,7 @@ from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.runtime import run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
+from breakdesk.domain.models import ResolutionStatus
 from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
@@ -42,7 +43,8 @@ def similar(
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
     k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="How many (default: the policy's).")] = None,
     exception_type: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
-    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses.")] = None,
+    status: Annotated[list[ResolutionStatus] | None, typer.Option("--status", case_sensitive=False,
+                                                                  help="Only these statuses.")] = None,
     resolved: Annotated[bool, typer.Option("--resolved", help="Only cases with a resolution.")] = False,
     since: Annotated[datetime | None, typer.Option("--since", parser=_utc, metavar="ISO-8601",
                                                    help="Received at or after (ISO 8601; no zone: UTC).")] = None,
@@ -50,8 +52,8 @@ def similar(
     db: UrlOpt = None,
 ) -> None:
     """Past cases most like an exception, with scores, why they match and how they were resolved."""
-    filters = Filters(types=tuple(exception_type or ()), statuses=tuple(status or ()), resolved_only=resolved,
-                      since=since)
+    filters = Filters(types=tuple(exception_type or ()), statuses=tuple(s.value for s in status or ()),
+                      resolved_only=resolved, since=since)
 
     async def go(store: Any) -> SimilarResult:
         return await similar_for(store, tenant, exception_id, k, filters)
