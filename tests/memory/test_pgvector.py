@@ -184,3 +184,47 @@ async def test_a_list_cut_short_by_the_hnsw_scan_is_not_taken_as_complete(
     finally:
         await store.close()
         await asyncio.sleep(0)
+
+
+async def test_one_model_name_with_vectors_of_two_sizes(pgvector_url: str) -> None:
+    """Two tenants whose endpoints serve a model of the same name with different dimensions (or one endpoint
+    redeployed with others): each size gets its own HNSW index, neither index refuses the other's vectors, and
+    a search compares only vectors of the query's size."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from sqlalchemy import text
+
+    from breakdesk.store.cases import CaseDoc, ensure_pgvector_index, pgvector_available
+
+    store = await Store.open(pgvector_url)
+    try:
+        assert await pgvector_available(store)
+        model = "openai:same-name"
+        legacy = "ix_memory_vectors_hnsw_openai_same_name_8"  # as earlier versions made it: any size of the model
+        async with store.engine.begin() as conn:
+            await conn.execute(text(f"CREATE INDEX {legacy} ON memory_vectors USING hnsw "
+                                    f"((vector::vector(8)) vector_cosine_ops) WHERE model = '{model}'"))
+        found: dict[int, set[str]] = {}
+        for dims in (8, 12):
+            t = await make_tenant(store)
+            await store.replace_cases(t, [CaseDoc(exception_id=f"D{dims}-{i}", exception_type="CASH_BREAK",
+                                                  source_system="ledger", status="OPEN",
+                                                  received_at=datetime.now(UTC), body=f"case {i}")
+                                          for i in range(3)])
+            ids = {c.exception_id: c.id for c in await store.cases_after(t, 0)}
+            vectors = np.eye(dims, dtype=np.float32)[:3]
+            await store.save_vectors(t, model, [(f"D{dims}-{i}", ids[f"D{dims}-{i}"], vectors[i]) for i in range(3)],
+                                     max(ids.values()))
+            await ensure_pgvector_index(store, model, dims)
+            nearest = await store.pgvector_search(t, model, vectors[1], 5)
+            found[dims] = {e for e, _ in nearest.hits}
+            assert nearest.hits[0][0] == f"D{dims}-1" and nearest.complete
+        assert found == {8: {"D8-0", "D8-1", "D8-2"}, 12: {"D12-0", "D12-1", "D12-2"}}
+        async with store.engine.connect() as conn:
+            names = set((await conn.execute(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE "
+                                                 "'ix_memory_vectors_hnsw_openai_same_name%'"))).scalars())
+        assert names == {legacy + "d", "ix_memory_vectors_hnsw_openai_same_name_12d"}
+    finally:
+        await store.close()
+        await asyncio.sleep(0)

@@ -28,6 +28,11 @@ class EmbedderError(RuntimeError):
     """The embedder could not produce vectors (missing extra, endpoint error, bad response)."""
 
 
+class EmbedderRejected(EmbedderError):
+    """The endpoint refused the input itself (HTTP 400, 413, 422: a text too long for the model, say), not the
+    request: other texts may embed."""
+
+
 class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors. `name` tags stored vectors: changing it re-embeds."""
 
@@ -103,6 +108,8 @@ class OpenAIEmbedder:
             out.append(await self._call(texts[start:start + self.batch_size]))
         if not out:
             return np.zeros((0, 0), dtype=np.float32)
+        if len({m.shape[1] for m in out}) > 1:
+            raise EmbedderError("embeddings endpoint returned vectors of different dimensions")
         return np.vstack(out)
 
     async def _call(self, texts: list[str]) -> np.ndarray:
@@ -110,15 +117,20 @@ class OpenAIEmbedder:
             resp = await self._client.post(f"{self.base_url}/embeddings", json={"model": self.model, "input": texts})
         except httpx.HTTPError as exc:
             raise EmbedderError(f"embeddings endpoint unreachable: {type(exc).__name__}") from exc
+        if resp.status_code in (400, 413, 422):
+            raise EmbedderRejected(f"embeddings endpoint answered {resp.status_code}")
         if resp.status_code != 200:
             raise EmbedderError(f"embeddings endpoint answered {resp.status_code}")
         try:
             data = sorted(resp.json()["data"], key=lambda d: d.get("index", 0))
-            mat = np.asarray([d["embedding"] for d in data], dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as exc:
+            with np.errstate(over="ignore"):  # (a value beyond float32 becomes inf, refused below)
+                mat = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # (items that are not objects)
             raise EmbedderError("embeddings endpoint sent an unexpected response") from exc
         if mat.ndim != 2 or mat.shape[0] != len(texts):
             raise EmbedderError(f"embeddings endpoint returned {mat.shape[0]} vectors for {len(texts)} inputs")
+        if mat.shape[1] == 0 or not np.isfinite(mat).all():  # NaN, or beyond float32: scores would be NaN
+            raise EmbedderError("embeddings endpoint returned empty or non-finite vectors")
         return normalize(mat)
 
     async def aclose(self) -> None:

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+
 from breakdesk.domain.models import ExceptionRecord
-from breakdesk.memory.embedders import EmbedderError
+from breakdesk.memory.embedders import Embedder, EmbedderError, EmbedderRejected
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, semantic_text
@@ -83,6 +85,8 @@ class MemoryIndexer:
             packs = Orchestrator(store, memory=False).active_packs
         self.packs = packs
         self.embed_batch = embed_batch
+        #: (model, dims) whose pgvector index this process has made sure of
+        self._indexed_sizes: set[tuple[str, int]] = set()
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -162,14 +166,40 @@ class MemoryIndexer:
             upto = 0
         else:
             upto = state.embedded_upto
+        stored = await self.store.vectors_after(tenant_id, emb.name, 0, 1)
+        dims = int(stored[0].vector.shape[0]) if stored else None
+        if dims is not None and (emb.name, dims) not in self._indexed_sizes and await pgvector_available(self.store):
+            # once per process: an index of an earlier version, over every size of the model, would refuse
+            # vectors of another size; `ensure_pgvector_index` replaces it before any is written
+            await ensure_pgvector_index(self.store, emb.name, dims)
+            self._indexed_sizes.add((emb.name, dims))
         size = self.embed_batch or (settings.batchSize if settings else 64)
         done = batches = 0
         while max_batches is None or batches < max_batches:
             cases = await self.store.cases_to_embed(tenant_id, upto, size)
             if not cases:
                 break
-            vecs = await emb.embed([semantic_text(c.body, c.entities) for c in cases])
-            upto = cases[-1].id
+            try:
+                vecs = await emb.embed([semantic_text(c.body, c.entities) for c in cases])
+            except EmbedderRejected:  # (the watermark passes the cases refused: `last` is the batch's)
+                batch, each = await self._embed_each(tenant_id, emb, cases, upto)
+                last = batch[-1].id
+                cases = [c for c, v in zip(batch, each, strict=True) if v is not None]
+                vecs = np.vstack([v for v in each if v is not None])
+            else:
+                last = cases[-1].id
+            if dims is not None and int(vecs.shape[1]) != dims:
+                if not stored:  # changed again within this pass: an endpoint that cannot make up its mind
+                    raise EmbedderError(f"{emb.name} answers with {int(vecs.shape[1])} and {dims} dimensions")
+                # the same model name now answers with other dimensions (a redeployed endpoint): vectors of
+                # both cannot be compared, so every case is embedded again, as after a model change
+                log.warning("memory: tenant %s: %s now has %d dimensions (stored: %d); re-embedding",
+                            tenant_id, emb.name, int(vecs.shape[1]), dims)
+                await self.store.reset_embeddings(tenant_id, emb.name, keep_model=False)
+                stored, dims, upto = [], None, 0
+                continue
+            dims = int(vecs.shape[1])
+            upto = last
             await self.store.save_vectors(
                 tenant_id, emb.name, [(c.exception_id, c.id, v) for c, v in zip(cases, vecs, strict=True)], upto
             )
@@ -177,7 +207,30 @@ class MemoryIndexer:
             batches += 1
         if done and await pgvector_available(self.store):
             await ensure_pgvector_index(self.store, emb.name, int(vecs.shape[1]))
+            self._indexed_sizes.add((emb.name, int(vecs.shape[1])))
         return done
+
+    async def _embed_each(self, tenant_id: str, emb: Embedder, cases: list[Any], upto: int
+                          ) -> tuple[list[Any], Any]:
+        """A batch the endpoint refused, one case at a time: a case it refuses on its own is skipped (left
+        without a vector, logged) so that it does not hold back every case after it — but only when another
+        case of the batch embeds, so a refusal of every input (a configuration problem) moves nothing."""
+        if len(cases) < 2:  # a case alone: the next one tells whether the endpoint refuses everything
+            cases = await self.store.cases_to_embed(tenant_id, upto, 2)
+        out: list[Any] = []
+        for c in cases:
+            try:
+                out.append((await emb.embed([semantic_text(c.body, c.entities)]))[0])
+            except EmbedderRejected as exc:
+                out.append(None)
+                last = exc
+        if all(v is None for v in out):
+            raise last
+        for c, v in zip(cases, out, strict=True):
+            if v is None:
+                log.warning("memory: tenant %s: the embeddings endpoint refuses case %s; left without a vector",
+                            tenant_id, c.exception_id)
+        return cases, out
 
     async def run_once(self, tenant_id: str) -> IndexerReport:
         """One pass over the tenant, unless another process's indexer is in the middle of one (`busy`)."""

@@ -214,6 +214,14 @@ class Memory:
                         if held is not None and held.id == v.case_id:  # else: a replaced version's vector
                             usable.append((v.exception_id, v.vector))
                         upto = v.id
+                    resident = idx.vectors.get(model)
+                    if usable:
+                        dims = int(usable[-1][1].shape[0])
+                        if resident is not None and resident.dims != dims:
+                            # the model was re-embedded with other dimensions (`MemoryIndexer.embed`): the
+                            # resident vectors are gone from the store, and cannot be compared with these
+                            del idx.vectors[model]
+                        usable = [(e, v) for e, v in usable if v.shape[0] == dims]
                     idx.add_vectors(model, usable, upto)
                     if behind or len(vecs) < SYNC_PAGE:
                         break
@@ -399,6 +407,11 @@ class Memory:
                 except EmbedderError:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000
+            held = idx.vectors.get(emb.name)
+            if vec is not None and held is not None and held.dims != vec.shape[0]:
+                # the endpoint's dimensions changed under the same model name: the stored vectors cannot be
+                # compared with this one until the indexer re-embeds them; lexical + structured answer
+                vec, source = None, "none"
             if vec is not None:
                 q = q.replace(vector=vec)
                 if pg:

@@ -418,10 +418,13 @@ class CaseRepo(StoreBase):
             await bulk_insert(conn, memory_vectors, rows)
             await self._save_state(conn, tenant_id, now, model=model, embedded_upto=embedded_upto)
 
-    async def reset_embeddings(self, tenant_id: str, model: str) -> None:
-        """Switch the tenant's embedding model: vectors of other models go, the watermark restarts."""
+    async def reset_embeddings(self, tenant_id: str, model: str, *, keep_model: bool = True) -> None:
+        """Switch the tenant's embedding model: vectors of other models go (and `model`'s own unless
+        `keep_model`: its dimensions changed), the watermark restarts."""
         async with self._write() as conn:
-            await conn.execute(delete(memory_vectors).where(_V.tenant_id == tenant_id, _V.model != model))
+            gone = _V.tenant_id == tenant_id
+            await conn.execute(delete(memory_vectors).where(gone, _V.model != model) if keep_model
+                               else delete(memory_vectors).where(gone))
             await self._save_state(conn, tenant_id, utcnow(), model=model, embedded_upto=0)
 
     async def vectors_after(
@@ -470,7 +473,8 @@ class CaseRepo(StoreBase):
         dims = int(query.shape[0])
         literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
         where, params, expanding = _vector_filters(tenant_id, model, filters)
-        params.update(q=literal, n=limit)
+        where.append("v.dims = :dims")  # (vectors of another size cannot be compared; see ensure_pgvector_index)
+        params.update(q=literal, n=limit, dims=dims)
         distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
         joined = ("FROM memory_vectors v JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
                   f"WHERE {' AND '.join(where)}")
@@ -546,17 +550,24 @@ async def pgvector_available(store: CaseRepo) -> bool:
     return ok
 
 async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
-    """An HNSW index over one model's vectors (a partial expression index: dimensions differ by model).
-    Created on first use, not by a migration, because the extension is optional."""
-    name = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + f"_{int(dims)}"
+    """An HNSW index over one model's vectors of one size (a partial expression index). Created on first use,
+    not by a migration, because the extension is optional.
+
+    Per size as well as per model: an index casts every row it covers to `vector(dims)`, so one covering a
+    model's vectors of any size would refuse (and fail the insert of) a vector of another size — another
+    tenant's endpoint serving a model of the same name, or one redeployed with other dimensions. Indexes of
+    earlier versions covered the model alone: the one of this size is dropped once its successor exists."""
+    base = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + f"_{int(dims)}"
     literal = model.replace("'", "''")
     try:
         async with store._write() as conn:
             await conn.execute(
                 text(
-                    f'CREATE INDEX IF NOT EXISTS "{name}" ON memory_vectors USING hnsw '
-                    f"((vector::vector({int(dims)})) vector_cosine_ops) WHERE model = '{literal}'"
+                    f'CREATE INDEX IF NOT EXISTS "{base}d" ON memory_vectors USING hnsw '
+                    f"((vector::vector({int(dims)})) vector_cosine_ops) "
+                    f"WHERE model = '{literal}' AND dims = {int(dims)}"
                 )
             )
+            await conn.execute(text(f'DROP INDEX IF EXISTS "{base}"'))
     except SQLAlchemyError as exc:
         raise translate(exc) from exc
