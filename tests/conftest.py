@@ -1,4 +1,4 @@
-"""Shared fixtures: database URLs for SQLite and PostgreSQL.
+"""Shared fixtures: database URLs for SQLite and PostgreSQL, and a scriptable embeddings endpoint.
 
 PostgreSQL is expected on 127.0.0.1:5432 with trust auth (override with BREAKDESK_TEST_PG_HOST/PORT/USER).
 Each pytest session (and each xdist worker) gets its own freshly created database, dropped at the end.
@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import http.server
 import json
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -120,3 +122,58 @@ def both_builds() -> Callable[[Callable[[], Any], str], tuple[Any, Any]]:
         return compiled, json.loads(done.stdout)
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+
+#: (request path, JSON body, request headers) -> (HTTP status, response body)
+Reply = Callable[[str, dict[str, Any], Mapping[str, str]], tuple[int, bytes]]
+
+
+def vectors_reply(embed: Callable[[str], list[float]]) -> Reply:
+    """A well-formed embeddings answer: `embed(text)` for every input, in order."""
+    def reply(path: str, body: dict[str, Any], headers: Mapping[str, str]) -> tuple[int, bytes]:
+        data = [{"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(body["input"])]
+        return 200, json.dumps({"object": "list", "data": data}).encode()
+    return reply
+
+
+class ScriptedEndpoint:
+    """A real HTTP server on 127.0.0.1 standing in for an OpenAI-compatible embeddings endpoint: every POST
+    is answered by `reply`, which a test sets (and may change mid-test), and recorded in `calls`."""
+
+    def __init__(self) -> None:
+        self.reply: Reply = lambda path, body, headers: (503, b"{}")
+        self.calls: list[dict[str, Any]] = []
+        endpoint = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                endpoint.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                status, raw = endpoint.reply(self.path, body, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def answer(self, embed: Callable[[str], list[float]]) -> None:
+        self.reply = vectors_reply(embed)
+
+
+@pytest.fixture
+def scripted_embeddings() -> Iterator[ScriptedEndpoint]:
+    endpoint = ScriptedEndpoint()
+    threading.Thread(target=endpoint.server.serve_forever, daemon=True).start()
+    try:
+        yield endpoint
+    finally:
+        endpoint.server.shutdown()
+        endpoint.server.server_close()

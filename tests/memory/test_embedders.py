@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,54 +29,39 @@ def hashed_embedding(text: str) -> list[float]:
     return v.tolist()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    calls: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Handler.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        if self.path != "/v1/embeddings" or body.get("model") != "test-embed":
-            self.send_response(404)
-            self.end_headers()
-            return
-        data = [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)}
-                for i, t in reversed(list(enumerate(body["input"])))]  # out of order: clients must sort
-        raw = json.dumps({"object": "list", "data": data, "model": "test-embed"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def embed_reply(path: str, body: dict[str, Any], headers: Any) -> tuple[int, bytes]:
+    """What the local endpoint answers: `test-embed` vectors at /v1/embeddings, out of order (clients must
+    sort by index), and 404 for any other path or model."""
+    if path != "/v1/embeddings" or body.get("model") != "test-embed":
+        return 404, b"{}"
+    data = [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)}
+            for i, t in reversed(list(enumerate(body["input"])))]
+    return 200, json.dumps({"object": "list", "data": data, "model": "test-embed"}).encode()
 
 
 @pytest.fixture
-def embeddings_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+def embeddings(scripted_embeddings: Any) -> Any:
+    scripted_embeddings.reply = embed_reply
+    return scripted_embeddings
 
 
-async def test_openai_embeddings_path(store: Store, tenant_factory: Any, embeddings_server: str,
+@pytest.fixture
+def embeddings_server(embeddings: Any) -> str:
+    return str(embeddings.url)
+
+
+async def test_openai_embeddings_path(store: Store, tenant_factory: Any, embeddings: Any,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_EMBED_KEY", "sk-test")
-    settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed",
+    settings = {"provider": "openai", "baseUrl": embeddings.url, "model": "test-embed",
                 "apiKeyRef": "env:TEST_EMBED_KEY", "batchSize": 4}
     t = await tenant_factory({"embeddings": settings})
     mem = Memory(store)
-    _Handler.calls.clear()
     await process(store, t, SMALL, memory=mem)
-    assert _Handler.calls == []  # the hot path never called the embedder
+    assert embeddings.calls == []  # the hot path never called the embedder
     embedded = await MemoryIndexer(store, mem).embed(t)
-    assert embedded == 6 and len(_Handler.calls) == 2  # batches of 4
-    assert _Handler.calls[0]["auth"] == "Bearer sk-test"
+    assert embedded == 6 and len(embeddings.calls) == 2  # batches of 4
+    assert embeddings.calls[0]["auth"] == "Bearer sk-test"
     res = await mem.similar(t, "E-1", k=3, embeddings=EmbeddingSettings(**settings))
     assert res.model == "openai:test-embed" and res.query_embedding_ms == 0.0  # the stored vector was reused
     assert res.vector_source in ("resident", "pgvector")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from memkit import SMALL, make_tenant, process
-from test_embedders import embeddings_server  # noqa: F401 (fixture)
+from test_embedders import embeddings, embeddings_server  # noqa: F401 (fixtures)
 
 from breakdesk.memory import Memory
 from breakdesk.memory.indexer import MemoryIndexer
