@@ -13,6 +13,8 @@ from typing import Any
 RESOLVED_STATUSES = frozenset({"RESOLVED", "CLOSED", "FAILED"})
 MAX_SUMMARY = 600
 MAX_HEADLINE = 160
+#: Comments a summary keeps: people's words before machines' reasons, the latest of each first.
+MAX_COMMENTS = 5
 #: Payload fields that carry a person's words: in a human action's event (`human.close` has `resolution`,
 #: what was done about it; `human.comment` has `text`), and in any other stage's.
 _HUMAN_KEYS = ("resolution", "text", "comment", "note", "reason")
@@ -33,6 +35,7 @@ def resolution_of(
     steps: dict[str, dict[str, Any]] = {}
     comments: list[str] = []
     said: list[str] = []  # a person's own words in a human action (for the headline)
+    people: set[str] = set()  # comments a person wrote (human actions, approvals)
     for e in events:
         payload = e.get("payload") or {}
         stage = str(e.get("stage") or "")
@@ -49,18 +52,25 @@ def resolution_of(
                     comments.append(_text(payload[key]))
                     if stage.startswith("human"):
                         said.append(comments[-1])
+                        people.add(comments[-1])
         decision = e.get("decision") or {}
         if stage.startswith(("human", "approval")) and isinstance(decision, dict):
             for ev in decision.get("evidence") or []:
                 msg = ev.get("message") if isinstance(ev, dict) else None
                 if isinstance(msg, str) and msg.strip():
                     comments.append(_text(msg))
+                    people.add(comments[-1])
     for x in executions:  # settled tool runs override the planned status
         final = getattr(x, "final", True)
         step_id = getattr(x, "step_id", None)
         if step_id and final:
             steps[str(step_id)] = {"step": step_id, "tool": getattr(x, "tool", None), "status": getattr(x, "status", None)}
-    comments = list(dict.fromkeys(comments))[:5]
+    comments = list(dict.fromkeys(comments))
+    if len(comments) > MAX_COMMENTS:
+        # Not simply the first five: earlier notes (step reasons, a discussion) would push out what the person
+        # who closed the exception wrote. People's words first, the latest of each kind, in written order.
+        keep = sorted(range(len(comments)), key=lambda i: (comments[i] in people, i))[-MAX_COMMENTS:]
+        comments = [comments[i] for i in sorted(keep)]
     parts = [f"{status.lower()}"]
     if playbook:
         parts.append(f"playbook {playbook}")
