@@ -247,7 +247,7 @@ class ExecutionService:
         if row["status"] != ResolutionStatus.IN_PROGRESS.value:
             return ExecutionOutcome(tenant_id, exception_id, row["status"], False,
                                     f"status is {row['status']}: nothing to execute")
-        run = _Run(self, tenant_id, row, plan, ctx.policy)
+        run = _Run(self, tenant_id, row, plan, ctx.policy, ctx.recurrence)
         if plan is None:
             return await run.conclude(ResolutionStatus.ESCALATED, "no plan was recorded for this exception")
         if plan.get("dryRun"):
@@ -338,8 +338,10 @@ class _Run:
     """One pass over one exception's plan (not shared between tasks)."""
 
     def __init__(self, svc: ExecutionService, tenant_id: str, row: dict[str, Any], plan: dict[str, Any] | None,
-                 policy: dict[str, Any]) -> None:
+                 policy: dict[str, Any], recurrence: int | None = None) -> None:
         self.svc = svc
+        #: `recurrence` in conditions: the fingerprint's earlier occurrences, as the plan was made with
+        self.recurrence = recurrence
         self.tenant_id = tenant_id
         self.exception_id: str = row["exception_id"]
         self.row = row
@@ -374,7 +376,7 @@ class _Run:
             self._record,
             severity=self.row.get("severity"),
             confidence=self.row.get("confidence"),
-            recurrence=int(self.row.get("recurrence_count") or 0),
+            recurrence=self.recurrence if self.recurrence is not None else int(self.row.get("recurrence_count") or 0),
             steps=self.steps_ctx,
         ))
 

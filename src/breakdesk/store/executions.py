@@ -88,6 +88,9 @@ class ExecutionContext:
     policy: dict[str, Any]
     approvals: list[Approval] = field(default_factory=list)
     records: list[ExecutionRecord] = field(default_factory=list)
+    #: The conditions' `recurrence`: earlier occurrences of the exception's fingerprint when it was decided
+    #: (what its plan was made with). None: not known (a run falls back to its merged recurrences).
+    recurrence: int | None = None
 
     @property
     def exception_id(self) -> str:
@@ -613,6 +616,14 @@ class ExecutionRepo(ApprovalRepo):
                     .order_by(_R.step_index, _R.phase.desc(), _R.attempt)
                 )
             ).all()
+            recurrence = None
+            if row.fingerprint is not None:
+                # the fingerprint's occurrences less this exception and those merged into it since: the
+                # earlier occurrences its plan was made with (the conditions' `recurrence`)
+                count = (await conn.execute(select(_F.count).where(
+                    _F.tenant_id == tenant_id, _F.fingerprint == row.fingerprint))).scalar()
+                if count is not None:
+                    recurrence = max(0, int(count) - 1 - int(row.recurrence_count or 0))
         resolution = latest["resolution"] or {}
         return ExecutionContext(
             exception=dict(row._mapping),
@@ -620,6 +631,7 @@ class ExecutionRepo(ApprovalRepo):
             policy=latest["policy"] if isinstance(latest["policy"], dict) else {},
             approvals=[approval_from_row(r) for r in reqs],
             records=[_record(r) for r in journal],
+            recurrence=recurrence,
         )
 
     async def record_execution(self, tenant_id: str, entry: JournalEntry) -> None:
