@@ -45,3 +45,12 @@ def test_a_resolution_indexed_before_headlines_shows_the_start_of_its_summary() 
     long = resolution_headline({"summary": "resolved; " + "step ok, " * 40})
     assert long is not None and len(long) == MAX_HEADLINE and long.endswith("...")
     assert resolution_headline(None) is None and resolution_headline({}) is None
+
+
+def test_the_headline_of_a_close_says_what_was_done_before_why() -> None:
+    """A close stating both what was done (`resolution`) and why (`reason`): the headline quotes the first."""
+    events = [{"stage": "human.close", "payload": {"action": "close", "resolution": "redelivered the securities",
+                                                   "reason": "counterparty confirmed"}}]
+    res = resolution_of({"status": "CLOSED"}, events)
+    assert res["headline"] == 'closed, "redelivered the securities"'
+    assert res["comments"] == ["redelivered the securities", "counterparty confirmed"]

@@ -47,12 +47,15 @@ def resolution_of(
                     steps[str(s["stepId"])] = {"step": s["stepId"], "tool": s.get("tool"), "status": s.get("status")}
         if isinstance(payload, dict) and stage != "resolution":
             # what a person wrote: the resolution stated when closing, a comment's text, notes and reasons
+            spoken: str | None = None  # (per action, its first key: a close's resolution before its reason)
             for key in _HUMAN_KEYS if stage.startswith("human") else _OTHER_KEYS:
                 if isinstance(payload.get(key), str) and payload[key].strip():
                     comments.append(_text(payload[key]))
                     if stage.startswith("human"):
-                        said.append(comments[-1])
+                        spoken = spoken or comments[-1]
                         people.add(comments[-1])
+            if spoken is not None:
+                said.append(spoken)
         decision = e.get("decision") or {}
         if stage.startswith(("human", "approval")) and isinstance(decision, dict):
             for ev in decision.get("evidence") or []:
