@@ -150,4 +150,5 @@ def embedder_for(settings: EmbeddingSettings | None, *, threads: int | None = No
         if key is None:
             raise EmbedderError(f"the embeddings API key {settings.apiKeyRef} is not set")
     assert settings.baseUrl and settings.model
-    return OpenAIEmbedder(settings.baseUrl, settings.model, key, batch_size=settings.batchSize)
+    return OpenAIEmbedder(settings.baseUrl, settings.model, key, timeout=settings.timeoutSeconds,
+                          batch_size=settings.batchSize)

@@ -163,7 +163,7 @@ class Memory:
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
         #: written: the next sync indexes those rows without reading them back or analysing them again.
         self._pending: dict[str, dict[str, _Pending]] = {}
-        self._embedders: dict[tuple[str, str | None, str | None, str | None], Embedder] = {}
+        self._embedders: dict[tuple[str, str | None, str | None, str | None, int, float], Embedder] = {}
 
     @classmethod
     def shared(cls, store: Any) -> Memory:
@@ -352,7 +352,8 @@ class Memory:
         """One embedder per distinct configuration, reused across calls (models load once)."""
         if settings is None or settings.provider == "none":
             return None
-        key = (settings.provider, settings.baseUrl, settings.model, settings.apiKeyRef)
+        key = (settings.provider, settings.baseUrl, settings.model, settings.apiKeyRef, settings.batchSize,
+               settings.timeoutSeconds)
         emb = self._embedders.get(key)
         if emb is None:
             emb = embedder_for(settings, threads=self.threads)

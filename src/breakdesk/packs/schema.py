@@ -405,6 +405,11 @@ class EmbeddingSettings(PackModel):
     model: str | None = Field(None, max_length=200, description="openai: the embedding model name.")
     apiKeyRef: str | None = Field(None, pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$", description="openai: env:NAME")
     batchSize: int = Field(64, ge=1, le=2048, description="Cases embedded per request / model call.")
+    timeoutSeconds: float = Field(
+        30.0, gt=0, le=300,
+        description="openai: how long to wait for the endpoint per request. A similar-cases query whose "
+                    "exception has no vector yet waits at most this long, then answers without vectors.",
+    )
 
     @model_validator(mode="after")
     def _openai_needs_endpoint(self) -> EmbeddingSettings:
