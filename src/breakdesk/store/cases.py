@@ -287,7 +287,10 @@ class CaseRepo(StoreBase):
                 await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.exception_id.in_(part)))
             await insert_cases(conn, tenant_id, docs, now)
             if scanned is not None:
-                await self._save_state(conn, tenant_id, now, forward=True, scanned_seq=scanned)
+                # Forward only when this pass wrote nothing: cases it rendered may be older than those of a pass
+                # that got further (and wrote them first); its position then goes back to its own, so that the
+                # next pass looks at those exceptions again instead of leaving the older rendering for good.
+                await self._save_state(conn, tenant_id, now, forward=not docs, scanned_seq=scanned)
 
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500

@@ -1,0 +1,57 @@
+"""Two indexers of one tenant (a server's worker and `breakdesk memory index`; on SQLite both run): the one
+behind, saving last, must not leave the memory with an older rendering than the other's for good."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from memkit import process, sf
+
+from breakdesk.memory import Memory
+from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.store import Store
+from breakdesk.store.records import AuditRow, EventRow
+
+
+class _Held:
+    """The slower indexer's store: its `replace_cases` waits for `go` (its pass was slower)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def replace_cases(self, *args: Any, **kw: Any) -> None:
+        self.waiting.set()
+        await self.go.wait()
+        await self._store.replace_cases(*args, **kw)
+
+
+async def test_a_slower_pass_saved_last_does_not_hide_a_newer_change(store: Store, tenant_factory: Any) -> None:
+    t = await tenant_factory()
+    await process(store, t, [sf("R-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short", "ST-R1")], memory=False)
+    # the slower pass: reads the chain, renders R-1 (open, no case yet), then stalls before writing
+    held = _Held(store)
+    slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).catch_up(t))  # type: ignore[arg-type]
+    await asyncio.wait_for(held.waiting.wait(), 30)
+    # R-1 is closed meanwhile, and the other indexer's pass indexes it as closed
+    now = datetime.now(UTC)
+    await store.append_events(t, "R-1", [EventRow("R-1", "human.close", now, None,
+                                                  {"action": "close", "resolution": "redelivered"})],
+                              [AuditRow("dana", "exception.close", "R-1", now, {})],
+                              fields={"status": "CLOSED", "resolved_at": now})
+    fast = MemoryIndexer(store, Memory(store))
+    await fast.catch_up(t)
+    assert (await store.get_case(t, "R-1")).status == "CLOSED"  # type: ignore[union-attr]
+    held.go.set()
+    await slow  # writes its older rendering (open) last
+    # the next passes must bring the case back to what the exception is
+    for _ in range(2):
+        await fast.catch_up(t)
+    case = await store.get_case(t, "R-1")
+    assert case is not None and case.status == "CLOSED" and case.resolution is not None, case
