@@ -199,6 +199,11 @@ class MemoryIndexer:
                 stored, dims, upto = [], None, 0
                 continue
             dims = int(vecs.shape[1])
+            if (emb.name, dims) not in self._indexed_sizes and await pgvector_available(self.store):
+                # before the first vectors of this size are written: an index of an earlier version over
+                # the model (made with another tenant's size, say) would refuse them
+                await ensure_pgvector_index(self.store, emb.name, dims)
+                self._indexed_sizes.add((emb.name, dims))
             upto = last
             await self.store.save_vectors(
                 tenant_id, emb.name, [(c.exception_id, c.id, v) for c, v in zip(cases, vecs, strict=True)], upto

@@ -401,6 +401,7 @@ class Memory:
             if vec is None and pg:
                 stored = await self.store.get_vector(tenant_id, emb.name, exception_id)
                 vec = stored.vector if stored is not None else None
+            fresh = vec is None  # (embedded now, not stored: it may have another size than the stored ones)
             if vec is None:
                 t0 = time.perf_counter()
                 try:
@@ -409,7 +410,11 @@ class Memory:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000
             held = idx.vectors.get(emb.name)
-            if vec is not None and held is not None and held.dims != vec.shape[0]:
+            if vec is not None and held is None and pg and fresh:
+                # pgvector: no resident vectors to compare sizes with; a stored one tells (the same reason)
+                probe = await self.store.vectors_after(tenant_id, emb.name, 0, 1)
+                held = probe[0].vector if probe else None
+            if vec is not None and held is not None and _dims(held) != vec.shape[0]:
                 # the endpoint's dimensions changed under the same model name: the stored vectors cannot be
                 # compared with this one until the indexer re-embeds them; lexical + structured answer
                 vec, source = None, "none"
@@ -442,3 +447,8 @@ class Memory:
             "threshold": threshold,
             "lastResolution": None if last is None else {"exceptionId": last.exception_id, **(last.resolution or {})},
         }
+
+
+def _dims(vectors: Any) -> int:
+    """The size of a resident `VectorIndex`'s vectors, or of one stored vector."""
+    return int(vectors.shape[0]) if isinstance(vectors, np.ndarray) else int(vectors.dims)

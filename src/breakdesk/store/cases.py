@@ -559,18 +559,29 @@ async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
     Per size as well as per model: an index casts every row it covers to `vector(dims)`, so one covering a
     model's vectors of any size would refuse (and fail the insert of) a vector of another size — another
     tenant's endpoint serving a model of the same name, or one redeployed with other dimensions. Indexes of
-    earlier versions covered the model alone: the one of this size is dropped once its successor exists."""
-    base = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + f"_{int(dims)}"
+    earlier versions covered the model alone: each is dropped once its per-size successor exists."""
+    prefix = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + "_"
     literal = model.replace("'", "''")
     try:
         async with store._write() as conn:
-            await conn.execute(
-                text(
-                    f'CREATE INDEX IF NOT EXISTS "{base}d" ON memory_vectors USING hnsw '
-                    f"((vector::vector({int(dims)})) vector_cosine_ops) "
-                    f"WHERE model = '{literal}' AND dims = {int(dims)}"
+            # Every index of an earlier version over this model refuses vectors of any size but its own,
+            # whatever size this call is about (a tenant whose first vectors have another size than the
+            # tenant's that made it): each is replaced, the one of its size made first so searches keep one.
+            found = (await conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'memory_vectors' "
+                     "AND indexname LIKE :p"), {"p": prefix + "%"})).all()
+            legacy = {str(n): int(str(n)[len(prefix):]) for n, d in found
+                      if str(n).startswith(prefix) and str(n)[len(prefix):].isdigit()
+                      and f"'{literal}'" in str(d) and "dims" not in str(d)}
+            for size in sorted({int(dims), *legacy.values()}):
+                await conn.execute(
+                    text(
+                        f'CREATE INDEX IF NOT EXISTS "{prefix}{size}d" ON memory_vectors USING hnsw '
+                        f"((vector::vector({size})) vector_cosine_ops) "
+                        f"WHERE model = '{literal}' AND dims = {size}"
+                    )
                 )
-            )
-            await conn.execute(text(f'DROP INDEX IF EXISTS "{base}"'))
+            for name in legacy:
+                await conn.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
     except SQLAlchemyError as exc:
         raise translate(exc) from exc
