@@ -451,7 +451,7 @@ class Orchestrator:
                              recurrence=rec, similar=similar, dry_run=dry_run)
             if decided.status.is_open:
                 batch_open[fp] = ir.record.exception_id
-            writes.append(self._new_write(decided, key, packs, sub, now))
+            writes.append(self._new_write(decided, key, packs, sub, now, rec.count if rec else 0))
             if mem is not None:  # memory: index the exception in its own transaction
                 cases.append(mem.case_doc(ir, status=decided.status.value, received_at=sub.received_at,
                                           severity=decided.triage.severity.value if decided.triage else None))
@@ -532,7 +532,7 @@ class Orchestrator:
         return rows, [AuditRow(self.actor, action, exception_id, at, detail)]
 
     def _new_write(
-        self, d: Decided, key: str | None, packs: ActivePacks, sub: Submission, now: datetime
+        self, d: Decided, key: str | None, packs: ActivePacks, sub: Submission, now: datetime, recurrence: int = 0
     ) -> ExceptionWrite:
         ir = d.intake
         tri, pol, plan = d.triage, d.policy, d.plan
@@ -569,6 +569,11 @@ class Orchestrator:
             updated_at=now,
             summary=tri.summary if tri else (d.error or ""),
         )
+        for event in d.events:
+            if event.stage == "policy":
+                # the conditions' `recurrence` the plan was made with, for a run resumed from the store (after a
+                # restart, an approval): counts read later cannot tell it (batches decided concurrently)
+                event.payload["recurrence"] = recurrence
         events, audits = self._events(row.exception_id, d.events, now, packs, "pipeline.decided")
         return ExceptionWrite(row=row, events=events, audits=audits, is_new=True)
 

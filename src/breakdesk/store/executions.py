@@ -617,7 +617,10 @@ class ExecutionRepo(ApprovalRepo):
                 )
             ).all()
             recurrence = None
-            if row.fingerprint is not None:
+            policy = latest["policy"]
+            if isinstance(policy, dict) and isinstance(policy.get("recurrence"), int):
+                recurrence = int(policy["recurrence"])  # recorded when it was decided
+            elif row.fingerprint is not None:  # (decided before that was recorded)
                 # the fingerprint's occurrences less this exception and those merged into it since: the
                 # earlier occurrences its plan was made with (the conditions' `recurrence`)
                 count = (await conn.execute(select(_F.count).where(
