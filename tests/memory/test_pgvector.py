@@ -224,7 +224,29 @@ async def test_one_model_name_with_vectors_of_two_sizes(pgvector_url: str) -> No
         async with store.engine.connect() as conn:
             names = set((await conn.execute(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE "
                                                  "'ix_memory_vectors_hnsw_openai_same_name%'"))).scalars())
-        assert names == {legacy + "d", "ix_memory_vectors_hnsw_openai_same_name_12d"}
+        assert legacy not in names and len(names) == 2 and {n[-3:] for n in names} == {"_8d", "12d"}
+    finally:
+        await store.close()
+        await asyncio.sleep(0)
+
+
+
+async def test_models_alike_in_their_first_characters_get_an_index_each(pgvector_url: str) -> None:
+    from sqlalchemy import text
+
+    from breakdesk.store.cases import ensure_pgvector_index, pgvector_available
+
+    store = await Store.open(pgvector_url)
+    try:
+        assert await pgvector_available(store)
+        alike = ("openai:sentence-transformers/all-MiniLM-L6-v2", "openai:sentence-transformers/all-mpnet-base-v2")
+        for model in alike:
+            await ensure_pgvector_index(store, model, 16)
+        async with store.engine.connect() as conn:
+            defs = (await conn.execute(text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE "
+                                            "'ix_memory_vectors_hnsw_openai_sentence%'"))).all()
+        assert all(len(name) <= 63 for name, _ in defs)
+        assert {model for model in alike if any(f"'{model}'" in d for _, d in defs)} == set(alike)
     finally:
         await store.close()
         await asyncio.sleep(0)

@@ -9,6 +9,7 @@ tenant-scoped.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -560,7 +561,12 @@ async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
     model's vectors of any size would refuse (and fail the insert of) a vector of another size — another
     tenant's endpoint serving a model of the same name, or one redeployed with other dimensions. Indexes of
     earlier versions covered the model alone: each is dropped once its per-size successor exists."""
-    prefix = "ix_memory_vectors_hnsw_" + _PGVECTOR_NAME.sub("_", model.lower())[:30] + "_"
+    slug = _PGVECTOR_NAME.sub("_", model.lower())
+    prefix = "ix_memory_vectors_hnsw_" + slug[:30] + "_"  # (earlier versions' names: model cut at 30, size)
+    # A hash of the whole name: models alike in their first characters (`org/all-minilm-...`,
+    # `org/all-mpnet-...`) would otherwise share an index name, and the second would get no index. (Names stay
+    # within PostgreSQL's 63 characters, past which it cuts them.)
+    named = f"ix_memory_vectors_hnsw_{slug[:20]}_{hashlib.sha1(model.encode()).hexdigest()[:8]}_"
     literal = model.replace("'", "''")
     try:
         async with store._write() as conn:
@@ -576,7 +582,7 @@ async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
             for size in sorted({int(dims), *legacy.values()}):
                 await conn.execute(
                     text(
-                        f'CREATE INDEX IF NOT EXISTS "{prefix}{size}d" ON memory_vectors USING hnsw '
+                        f'CREATE INDEX IF NOT EXISTS "{named}{size}d" ON memory_vectors USING hnsw '
                         f"((vector::vector({size})) vector_cosine_ops) "
                         f"WHERE model = '{literal}' AND dims = {size}"
                     )
