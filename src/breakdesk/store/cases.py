@@ -208,6 +208,7 @@ class CaseRepo(StoreBase):
     """Tenant-scoped reads and writes of the memory tables."""
 
     _pgvector: bool | None = None
+    _pgvector_iterative: bool | None = None  # pgvector >= 0.8 (iterative index scans)
 
     # ------------------------------------------------------------------ cases
 
@@ -484,10 +485,19 @@ class CaseRepo(StoreBase):
                   f"WHERE {' AND '.join(where)}")
         sql = text(f"SELECT v.exception_id, 1 - ({distance}) AS sim {joined} ORDER BY {distance} LIMIT :n")
         async with self._read() as conn:
-            version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
-            if version and tuple(int(p) for p in str(version).split(".")[:2]) >= (0, 8):
-                # keep scanning the HNSW graph until enough rows pass the tenant filter and the filters
-                await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            if self._pgvector_iterative is None:  # (the extension's version, read once per store)
+                version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
+                           ).scalar()
+                self._pgvector_iterative = bool(version) and tuple(
+                    int(p) for p in str(version).split(".")[:2]) >= (0, 8)
+            # One round trip for the scan's settings: a candidate list as long as the limit (the default 40
+            # is shorter than the 61 `Memory.similar` asks for, which cost every search a second pass over
+            # the graph and returned the rows past the 40th out of order), and on pgvector >= 0.8 scanning
+            # on until enough rows pass the tenant filter and the filters.
+            settings = "SELECT set_config('hnsw.ef_search', :ef, true)"
+            if self._pgvector_iterative:
+                settings += ", set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+            await conn.execute(text(settings), {"ef": str(min(1000, max(40, limit)))})
             rows = (await conn.execute(sql.bindparams(*expanding), params)).all()
             complete = False
             if len(rows) < limit:
