@@ -164,16 +164,16 @@ def record_json(
 
 
 
-def execution_context(write: ExceptionWrite, recurrence: int = 0) -> ExecutionContext:
+def execution_context(write: ExceptionWrite) -> ExecutionContext:
     """What the execution service needs about an exception this batch just wrote, taken from the write
-    itself (nothing is read back). `recurrence`: the earlier occurrences of its fingerprint it was decided
-    with (the conditions' `recurrence`)."""
+    itself (nothing is read back)."""
     payloads = {ev.stage: ev.payload for ev in write.events if ev.stage in ("resolution", "policy")}
+    policy = payloads.get("policy") or {}
     return ExecutionContext(
         exception=dataclasses.asdict(write.row),
         plan=(payloads.get("resolution") or {}).get("plan"),
-        policy=payloads.get("policy") or {},
-        recurrence=recurrence,
+        policy=policy,
+        recurrence=ExecutionContext.decided_recurrence(policy),
     )
 
 
@@ -181,10 +181,6 @@ def execution_context(write: ExceptionWrite, recurrence: int = 0) -> ExecutionCo
 #: enough to spread a transaction's fixed cost (a dozen statements and a commit) thin, small enough that the
 #: database has a chunk to work on while the next is decided.
 DEFAULT_WRITE_CHUNK = 250
-
-
-def _occurrences(stats: Any) -> int:
-    return stats.occurrences if stats is not None else 0
 
 
 class _ChunkWriter:
@@ -472,8 +468,7 @@ class Orchestrator:
         await writer.finish(writes, done_queue_ids, approvals, cases)
         if self.execution is None or dry_run or packs.tenant.spec.dryRun:
             return report, None
-        return report, [execution_context(w, _occurrences(stats.get(w.row.fingerprint)))
-                        for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
+        return report, [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
 
     # --- memory
     async def _memory_batch(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks) -> Any:

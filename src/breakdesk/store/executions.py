@@ -11,7 +11,7 @@ non-idempotent step again (an unsettled idempotent one may be repeated, which is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -91,6 +91,13 @@ class ExecutionContext:
     #: The conditions' `recurrence`: earlier occurrences of the exception's fingerprint when it was decided
     #: (what its plan was made with). None: not known (a run falls back to its merged recurrences).
     recurrence: int | None = None
+
+    @staticmethod
+    def decided_recurrence(policy: Mapping[str, Any]) -> int | None:
+        """The `recurrence` an exception's plan was made with, as its policy event records it (None: decided
+        before it was recorded)."""
+        value = policy.get("recurrence")
+        return value if isinstance(value, int) else None
 
     @property
     def exception_id(self) -> str:
@@ -616,11 +623,9 @@ class ExecutionRepo(ApprovalRepo):
                     .order_by(_R.step_index, _R.phase.desc(), _R.attempt)
                 )
             ).all()
-            recurrence = None
-            policy = latest["policy"]
-            if isinstance(policy, dict) and isinstance(policy.get("recurrence"), int):
-                recurrence = int(policy["recurrence"])  # recorded when it was decided
-            elif row.fingerprint is not None:  # (decided before that was recorded)
+            policy = latest["policy"] if isinstance(latest["policy"], dict) else {}
+            recurrence = ExecutionContext.decided_recurrence(policy)
+            if recurrence is None and row.fingerprint is not None:  # (decided before that was recorded)
                 # the fingerprint's occurrences less this exception and those merged into it since: the
                 # earlier occurrences its plan was made with (the conditions' `recurrence`)
                 count = (await conn.execute(select(_F.count).where(
@@ -631,7 +636,7 @@ class ExecutionRepo(ApprovalRepo):
         return ExecutionContext(
             exception=dict(row._mapping),
             plan=resolution.get("plan") if isinstance(resolution, dict) else None,
-            policy=latest["policy"] if isinstance(latest["policy"], dict) else {},
+            policy=policy,
             approvals=[approval_from_row(r) for r in reqs],
             records=[_record(r) for r in journal],
             recurrence=recurrence,
