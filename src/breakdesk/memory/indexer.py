@@ -166,13 +166,8 @@ class MemoryIndexer:
             upto = 0
         else:
             upto = state.embedded_upto
-        stored = await self.store.vectors_after(tenant_id, emb.name, 0, 1)
-        dims = int(stored[0].vector.shape[0]) if stored else None
-        if dims is not None and (emb.name, dims) not in self._indexed_sizes and await pgvector_available(self.store):
-            # once per process: an index of an earlier version, over every size of the model, would refuse
-            # vectors of another size; `ensure_pgvector_index` replaces it before any is written
-            await ensure_pgvector_index(self.store, emb.name, dims)
-            self._indexed_sizes.add((emb.name, dims))
+        dims = await self.store.vector_dims(tenant_id, emb.name)
+        dims_stored = dims is not None  # (the size the store holds, not one this pass met)
         size = self.embed_batch or (settings.batchSize if settings else 64)
         done = batches = 0
         while max_batches is None or batches < max_batches:
@@ -189,19 +184,20 @@ class MemoryIndexer:
             else:
                 last = cases[-1].id
             if dims is not None and int(vecs.shape[1]) != dims:
-                if not stored:  # changed again within this pass: an endpoint that cannot make up its mind
+                if not dims_stored:  # changed again within this pass: an endpoint that cannot make up its mind
                     raise EmbedderError(f"{emb.name} answers with {int(vecs.shape[1])} and {dims} dimensions")
                 # the same model name now answers with other dimensions (a redeployed endpoint): vectors of
                 # both cannot be compared, so every case is embedded again, as after a model change
                 log.warning("memory: tenant %s: %s now has %d dimensions (stored: %d); re-embedding",
                             tenant_id, emb.name, int(vecs.shape[1]), dims)
                 await self.store.reset_embeddings(tenant_id, emb.name, keep_model=False)
-                stored, dims, upto = [], None, 0
+                dims, dims_stored, upto = None, False, 0
                 continue
             dims = int(vecs.shape[1])
             if (emb.name, dims) not in self._indexed_sizes and await pgvector_available(self.store):
-                # before the first vectors of this size are written: an index of an earlier version over
-                # the model (made with another tenant's size, say) would refuse them
+                # once per process and size, before vectors of that size are written: the HNSW index they
+                # are searched by, and an index of an earlier version over the model (made with another
+                # tenant's size, say), which would refuse them, replaced
                 await ensure_pgvector_index(self.store, emb.name, dims)
                 self._indexed_sizes.add((emb.name, dims))
             upto = last
@@ -210,9 +206,6 @@ class MemoryIndexer:
             )
             done += len(cases)
             batches += 1
-        if done and await pgvector_available(self.store):
-            await ensure_pgvector_index(self.store, emb.name, int(vecs.shape[1]))
-            self._indexed_sizes.add((emb.name, int(vecs.shape[1])))
         return done
 
     async def _embed_each(self, tenant_id: str, emb: Embedder, cases: list[Any], upto: int

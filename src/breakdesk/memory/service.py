@@ -410,11 +410,11 @@ class Memory:
                     vec, source = None, "none"
                 embed_ms = (time.perf_counter() - t0) * 1000
             held = idx.vectors.get(emb.name)
-            if vec is not None and held is None and pg and fresh:
-                # pgvector: no resident vectors to compare sizes with; a stored one tells (the same reason)
-                probe = await self.store.vectors_after(tenant_id, emb.name, 0, 1)
-                held = probe[0].vector if probe else None
-            if vec is not None and held is not None and _dims(held) != vec.shape[0]:
+            held_dims = held.dims if held is not None else None
+            if vec is not None and held_dims is None and pg and fresh:
+                # pgvector: no resident vectors to compare sizes with; the store tells (the same reason)
+                held_dims = await self.store.vector_dims(tenant_id, emb.name)
+            if vec is not None and held_dims is not None and held_dims != vec.shape[0]:
                 # the endpoint's dimensions changed under the same model name: the stored vectors cannot be
                 # compared with this one until the indexer re-embeds them; lexical + structured answer
                 vec, source = None, "none"
@@ -447,8 +447,3 @@ class Memory:
             "threshold": threshold,
             "lastResolution": None if last is None else {"exceptionId": last.exception_id, **(last.resolution or {})},
         }
-
-
-def _dims(vectors: Any) -> int:
-    """The size of a resident `VectorIndex`'s vectors, or of one stored vector."""
-    return int(vectors.shape[0]) if isinstance(vectors, np.ndarray) else int(vectors.dims)

@@ -370,9 +370,8 @@ class CaseRepo(StoreBase):
 
     async def _save_state(self, conn: AsyncConnection, tenant_id: str, now: datetime, *,
                           forward: bool = False, **values: Any) -> None:
-        """Upsert the tenant's memory state. `forward`: `scanned_seq` only moves ahead — two indexers of one
-        tenant (a server's worker and `breakdesk memory index`) each save where their own pass ended, and
-        the one behind must not take the other's position back."""
+        """Upsert the tenant's memory state. `forward`: `scanned_seq` only moves ahead (`replace_cases` says
+        when: two indexers of one tenant each save where their own pass ended)."""
         ins = (postgresql.insert if self._pg else sqlite.insert)(memory_tenants)
         row = {"tenant_id": tenant_id, "embedded_upto": 0, "updated_at": now}
         row.update(values)
@@ -445,6 +444,14 @@ class CaseRepo(StoreBase):
             rows = (await conn.execute(stmt)).all()
         return [StoredVector(int(i), e, int(c), self._decode_vector(v)) for i, e, c, v in rows]
 
+    async def vector_dims(self, tenant_id: str, model: str) -> int | None:
+        """The size of the tenant's stored vectors of `model` (one size at a time: `MemoryIndexer.embed`
+        embeds everything again when it changes); None when there are none."""
+        stmt = select(_V.dims).where(_V.tenant_id == tenant_id, _V.model == model).limit(1)
+        async with self._read() as conn:
+            dims = (await conn.execute(stmt)).scalar()
+        return None if dims is None else int(dims)
+
     async def get_vector(self, tenant_id: str, model: str, exception_id: str) -> StoredVector | None:
         stmt = select(_V.id, _V.exception_id, _V.case_id, _V.vector).where(
             _V.tenant_id == tenant_id, _V.model == model, _V.exception_id == exception_id
@@ -484,12 +491,9 @@ class CaseRepo(StoreBase):
         joined = ("FROM memory_vectors v JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
                   f"WHERE {' AND '.join(where)}")
         sql = text(f"SELECT v.exception_id, 1 - ({distance}) AS sim {joined} ORDER BY {distance} LIMIT :n")
+        if self._pgvector_iterative is None:
+            await pgvector_available(self)  # (which reads the extension's version, once per store)
         async with self._read() as conn:
-            if self._pgvector_iterative is None:  # (the extension's version, read once per store)
-                version = (await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
-                           ).scalar()
-                self._pgvector_iterative = bool(version) and tuple(
-                    int(p) for p in str(version).split(".")[:2]) >= (0, 8)
             # One round trip for the scan's settings: a candidate list as long as the limit (the default 40
             # is shorter than the 61 `Memory.similar` asks for, which cost every search a second pass over
             # the graph and returned the rows past the 40th out of order), and on pgvector >= 0.8 scanning
@@ -503,7 +507,7 @@ class CaseRepo(StoreBase):
             if len(rows) < limit:
                 count = text(f"SELECT count(*) {joined}").bindparams(*expanding)
                 complete = int((await conn.execute(count, params)).scalar() or 0) <= len(rows)
-        # relaxed_order returns the rows past the first ef_search (40 by default) out of order: best first again
+        # relaxed_order returns the rows an iterative scan finds past the first ef_search out of order
         hits = sorted(((str(e), float(sim)) for e, sim in rows), key=lambda hit: hit[1], reverse=True)
         return Nearest(hits, complete)
 
@@ -544,24 +548,25 @@ async def pgvector_available(store: CaseRepo) -> bool:
         return False
     if store._pgvector is not None:
         return store._pgvector
-    ok = False
+    version: Any = None
     try:
+        installed = text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         async with store._read() as conn:
-            installed = (
-                await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'"))
-            ).first()
+            version = (await conn.execute(installed)).scalar()
             available = (
                 await conn.execute(text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"))
             ).first()
-        ok = installed is not None
-        if not ok and available is not None:
+        if version is None and available is not None:
             async with store._write() as conn:
                 await conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-            ok = True
+                version = (await conn.execute(installed)).scalar()
     except Exception:  # no privilege, or no extension: the in-process index serves instead
-        ok = False
-    store._pgvector = ok
-    return ok
+        version = None
+    store._pgvector = version is not None
+    # pgvector >= 0.8 scans an HNSW index iteratively (`pgvector_search`)
+    store._pgvector_iterative = (version is not None
+                                 and tuple(int(p) for p in str(version).split(".")[:2]) >= (0, 8))
+    return store._pgvector
 
 async def ensure_pgvector_index(store: CaseRepo, model: str, dims: int) -> None:
     """An HNSW index over one model's vectors of one size (a partial expression index). Created on first use,
