@@ -126,8 +126,9 @@ def both_builds() -> Callable[[Callable[[], Any], str], tuple[Any, Any]]:
 
 # ---------------------------------------------------------------------------------------------- embeddings
 
-#: (request path, JSON body, request headers) -> (HTTP status, response body)
-Reply = Callable[[str, dict[str, Any], Mapping[str, str]], tuple[int, bytes]]
+#: (request path, JSON body, request headers) -> (HTTP status, response body[, response headers])
+Reply = Callable[[str, dict[str, Any], Mapping[str, str]],
+                 tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]]
 
 
 def vectors_reply(embed: Callable[[str], list[float]]) -> Reply:
@@ -151,8 +152,10 @@ class ScriptedEndpoint:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 endpoint.calls.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                status, raw = endpoint.reply(self.path, body, self.headers)
+                status, raw, *more = endpoint.reply(self.path, body, self.headers)
                 self.send_response(status)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()

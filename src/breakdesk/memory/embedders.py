@@ -9,19 +9,38 @@ the Hugging Face hub switched off, so nothing is ever downloaded; the model is l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
 import numpy as np
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
 
 from breakdesk import envvars
 from breakdesk.memory.vectors import normalize
 from breakdesk.packs.schema import EmbeddingSettings
 
+log = logging.getLogger(__name__)
+
 MINILM_NAME = "minilm:all-MiniLM-L6-v2"
 MINILM_DIMS = 384
+#: Answers of an endpoint that is busy or briefly down, not of a bad request: worth another try.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Tries of one request after the first. An embedding is a pure function of its input, so repeating a
+#: request is always safe; without a retry one rate-limit answer cost the tenant a whole indexer pass.
+RETRIES = 2
+#: The wait before a retry when the endpoint does not say (`Retry-After`): doubled on each retry.
+BACKOFF_S = 0.5
 
 
 class EmbedderError(RuntimeError):
@@ -31,6 +50,41 @@ class EmbedderError(RuntimeError):
 class EmbedderRejected(EmbedderError):
     """The endpoint refused the input itself (HTTP 400, 413, 422: a text too long for the model, say), not the
     request: other texts may embed."""
+
+
+class EmbedderBusy(EmbedderError):
+    """The endpoint was unreachable, timed out or answered a transient status (`TRANSIENT_STATUSES`), after
+    its retries; `retry_after` is the wait it asked for (`Retry-After`), if it did."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` in seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3); None when absent or
+    unreadable, 0 for a date already past."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # (an obsolete date form without a zone: HTTP dates are GMT)
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None  # (NaN is unreadable)
+
+
+def _wait(state: RetryCallState) -> float:
+    """The endpoint's `Retry-After` when it sent one, else `BACKOFF_S` doubled per retry."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    asked = exc.retry_after if isinstance(exc, EmbedderBusy) else None
+    return asked if asked is not None else BACKOFF_S * 2 ** (state.attempt_number - 1)
 
 
 class Embedder(Protocol):
@@ -94,11 +148,14 @@ class OpenAIEmbedder:
     """POST {baseUrl}/embeddings with {"model", "input": [...]}, as OpenAI and compatible servers speak it."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 batch_size: int = 64, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 batch_size: int = 64, transport: httpx.AsyncBaseTransport | None = None,
+                 retries: int = RETRIES) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai:{model}"
         self.batch_size = batch_size
+        self.timeout = timeout
+        self.retries = retries
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(timeout=timeout, headers=headers, transport=transport)
 
@@ -113,14 +170,48 @@ class OpenAIEmbedder:
         return np.vstack(out)
 
     async def _call(self, texts: list[str]) -> np.ndarray:
+        """One request, tried again on a transient failure (`EmbedderBusy`) after the wait the endpoint asks
+        for or a doubling backoff, all within `timeout` from the first try: a similar-cases query waits no
+        longer than that for vectors however the endpoint answers, and gives up at once when `Retry-After`
+        points past it."""
+        start = time.monotonic()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + self.retries) | stop_before_delay(self.timeout),
+            wait=_wait,
+            retry=retry_if_exception_type(EmbedderBusy),
+            before_sleep=lambda state: log.info("embeddings endpoint busy (%s), trying again in %.1f s",
+                                                state.outcome.exception() if state.outcome else None,
+                                                state.upcoming_sleep),
+            reraise=True,
+        )
+        resp: httpx.Response | None = None
+        async for attempt in retrying:
+            with attempt:
+                left = self.timeout - (time.monotonic() - start)
+                resp = await self._post(texts, max(left, 0.001))
+        assert resp is not None  # (the last try raised otherwise)
+        return self._vectors(resp, texts)
+
+    async def _post(self, texts: list[str], timeout: float) -> httpx.Response:
         try:
-            resp = await self._client.post(f"{self.base_url}/embeddings", json={"model": self.model, "input": texts})
+            resp = await self._client.post(f"{self.base_url}/embeddings", json={"model": self.model, "input": texts},
+                                           timeout=timeout)
+        except httpx.UnsupportedProtocol as exc:  # (a configuration error: no retry mends it)
+            raise EmbedderError(f"embeddings endpoint unusable: {exc}") from exc
         except httpx.HTTPError as exc:
-            raise EmbedderError(f"embeddings endpoint unreachable: {type(exc).__name__}") from exc
+            raise EmbedderBusy(f"embeddings endpoint unreachable: {type(exc).__name__}") from exc
         if resp.status_code in (400, 413, 422):
             raise EmbedderRejected(f"embeddings endpoint answered {resp.status_code}")
+        if resp.status_code in TRANSIENT_STATUSES:
+            after = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise EmbedderBusy(f"embeddings endpoint answered {resp.status_code}"
+                               + (f" (retry after {after:g} s)" if after is not None else ""), after)
         if resp.status_code != 200:
             raise EmbedderError(f"embeddings endpoint answered {resp.status_code}")
+        return resp
+
+    @staticmethod
+    def _vectors(resp: httpx.Response, texts: list[str]) -> np.ndarray:
         try:
             data = sorted(resp.json()["data"], key=lambda d: d.get("index", 0))
             with np.errstate(over="ignore"):  # (a value beyond float32 becomes inf, refused below)

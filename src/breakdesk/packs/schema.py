@@ -407,8 +407,9 @@ class EmbeddingSettings(PackModel):
     batchSize: int = Field(64, ge=1, le=2048, description="Cases embedded per request / model call.")
     timeoutSeconds: float = Field(
         30.0, gt=0, le=300,
-        description="openai: how long to wait for the endpoint per request. A similar-cases query whose "
-                    "exception has no vector yet waits at most this long, then answers without vectors.",
+        description="openai: how long to wait for the endpoint per request, retries of a busy endpoint "
+                    "(408, 429, 5xx, after its Retry-After) included. A similar-cases query whose exception "
+                    "has no vector yet waits at most this long, then answers without vectors.",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,125 @@
+"""OpenAIEmbedder against a busy endpoint (a real local server): transient answers are tried again after the
+wait the endpoint asks for (`Retry-After`) or a backoff, within the tenant's `timeoutSeconds`; a refusal or a
+client error is not."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from breakdesk.memory import embedders
+from breakdesk.memory.embedders import EmbedderBusy, EmbedderError, EmbedderRejected, OpenAIEmbedder
+from breakdesk.memory.embedders import retry_after_seconds as after
+
+OK = json.dumps({"data": [{"index": 0, "embedding": [3.0, 4.0]}]}).encode()
+
+
+def script(endpoint: Any, answers: list[tuple[int, bytes] | tuple[int, bytes, Mapping[str, str]]]) -> list[float]:
+    """Answer the requests in order with `answers`; returns the times they arrived."""
+    times: list[float] = []
+
+    def reply(path: str, body: dict[str, Any], headers: Any) -> Any:
+        times.append(time.monotonic())
+        return answers.pop(0)
+
+    endpoint.reply = reply
+    return times
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedders, "BACKOFF_S", 0.05)
+
+
+async def test_retry_after_is_waited_for_then_the_request_repeated(scripted_embeddings: Any) -> None:
+    times = script(scripted_embeddings, [(429, b"{}", {"Retry-After": "1"}), (200, OK)])
+    emb = OpenAIEmbedder(scripted_embeddings.url, "m", timeout=10)
+    try:
+        vecs = await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+    assert vecs.tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+async def test_transient_statuses_are_tried_again_with_a_growing_backoff(scripted_embeddings: Any,
+                                                                       status: int) -> None:
+    times = script(scripted_embeddings, [(status, b"{}"), (status, b"{}"), (200, OK)])
+    emb = OpenAIEmbedder(scripted_embeddings.url, "m", timeout=10)
+    try:
+        assert (await emb.embed(["a"])).shape == (1, 2)
+    finally:
+        await emb.aclose()
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.05 and times[2] - times[1] >= 0.1  # 0.05, then doubled
+
+
+async def test_a_persistently_busy_endpoint_is_an_embedder_error_after_the_retries(scripted_embeddings: Any) -> None:
+    times = script(scripted_embeddings, [(503, b"{}")] * 5)
+    emb = OpenAIEmbedder(scripted_embeddings.url, "m", timeout=10)
+    try:
+        with pytest.raises(EmbedderError, match="503"):
+            await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+    assert len(times) == 1 + embedders.RETRIES
+
+
+async def test_a_retry_after_past_the_timeout_gives_up_at_once(scripted_embeddings: Any) -> None:
+    """A similar-cases query waits at most `timeoutSeconds`: an endpoint asking for two minutes is not waited
+    for, and the error says what it asked."""
+    times = script(scripted_embeddings, [(429, b"{}", {"Retry-After": "120"}), (200, OK)])
+    emb = OpenAIEmbedder(scripted_embeddings.url, "m", timeout=2)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EmbedderBusy, match="retry after 120 s") as caught:
+            await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+    assert time.monotonic() - t0 < 1.0 and len(times) == 1
+    assert caught.value.retry_after == 120
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 422])
+async def test_client_errors_are_not_repeated(scripted_embeddings: Any, status: int) -> None:
+    times = script(scripted_embeddings, [(status, b"{}"), (200, OK)])
+    emb = OpenAIEmbedder(scripted_embeddings.url, "m", timeout=10)
+    try:
+        with pytest.raises(EmbedderRejected if status in (400, 413, 422) else EmbedderError):
+            await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+    assert len(times) == 1
+
+
+async def test_an_unreachable_endpoint_is_tried_again() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    emb = OpenAIEmbedder(f"http://127.0.0.1:{port}/v1", "m", timeout=10)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EmbedderBusy, match="unreachable: ConnectError"):
+            await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+    assert time.monotonic() - t0 >= 0.05 + 0.1  # both backoffs were waited
+
+
+def test_retry_after_values() -> None:
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert after("7") == 7.0 and after(" 0 ") == 0.0 and after("1.5") == 1.5
+    assert after(format_datetime(datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC), usegmt=True), now) == 30.0
+    assert after("Sat, 28 Nov 2026 11:00:00 GMT", now) == 0.0  # a date already past: no wait
+    assert after("-5") == 0.0
+    for unreadable in (None, "", "soon", "nan", "Sat, 28 Nov 2026 12:00:30"):  # (the last: no zone)
+        assert after(unreadable, now) is None
