@@ -123,3 +123,29 @@ def test_retry_after_values() -> None:
     assert after("-5") == 0.0
     for unreadable in (None, "", "soon", "nan", "Sat, 28 Nov 2026 12:00:30"):  # (the last: no zone)
         assert after(unreadable, now) is None
+
+
+async def test_the_indexer_leaves_an_endpoint_alone_for_as_long_as_it_asks(store: Any, tenant_factory: Any,
+                                                                         scripted_embeddings: Any) -> None:
+    """A `Retry-After` longer than the tenant's `timeoutSeconds`: the pass gives up embedding at once, and the
+    passes until then index cases without calling the endpoint; the first pass after it embeds them."""
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m",
+                                             "timeoutSeconds": 5}})
+    mem = Memory(store)
+    await process(store, t, SMALL[:3], memory=mem)
+    times = script(scripted_embeddings, [(429, b"{}", {"Retry-After": "60"})])
+    indexer = MemoryIndexer(store, mem)
+    first = await indexer.run_once(t)
+    assert first.errors == 1 and first.embedded == 0 and len(times) == 1
+    again = await indexer.run_once(t)
+    assert again.embedding_deferred and again.embedded == 0 and len(times) == 1  # not called
+    indexer._embed_after[t] = 0.0  # (the minute has passed)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    later = await indexer.run_once(t)
+    assert not later.embedding_deferred and later.embedded == 3
+    assert t not in indexer._embed_after

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from breakdesk.domain.models import ExceptionRecord
-from breakdesk.memory.embedders import Embedder, EmbedderError, EmbedderRejected
+from breakdesk.memory.embedders import Embedder, EmbedderBusy, EmbedderError, EmbedderRejected
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, semantic_text
@@ -52,6 +53,8 @@ class IndexerReport:
     errors: int = 0
     #: another process's indexer held this tenant's pass (PostgreSQL): nothing was done here
     busy: bool = False
+    #: the embeddings endpoint asked to be left alone for longer (`Retry-After`): nothing was embedded
+    embedding_deferred: bool = False
 
 
 def _stale(changed: ChangedException, rendered_at: int | None) -> bool:
@@ -87,6 +90,9 @@ class MemoryIndexer:
         self.embed_batch = embed_batch
         #: (model, dims) whose pgvector index this process has made sure of
         self._indexed_sizes: set[tuple[str, int]] = set()
+        #: tenant -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone until
+        #: (`Retry-After` longer than the embedder waits): passes until then index without embedding
+        self._embed_after: dict[str, float] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -236,11 +242,18 @@ class MemoryIndexer:
             if not mine:
                 return IndexerReport(busy=True)
             report = await self.catch_up(tenant_id)
+            if time.monotonic() < self._embed_after.get(tenant_id, 0.0):
+                report.embedding_deferred = True
+                return report
             try:
                 report.embedded = await self.embed(tenant_id)
             except EmbedderError as exc:
                 report.errors += 1
                 log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
+                if isinstance(exc, EmbedderBusy) and exc.retry_after:
+                    self._embed_after[tenant_id] = time.monotonic() + exc.retry_after
+            else:
+                self._embed_after.pop(tenant_id, None)
             return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
