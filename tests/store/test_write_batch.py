@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from store_builders import T0, make_write
 
 from breakdesk.audit import canonical_json
-from breakdesk.store import Conflict, EventRow, IntakeItem, NotFound, Store, StoreError
+from breakdesk.store import Conflict, EventRow, FingerprintStats, IntakeItem, NotFound, Store, StoreError
 from breakdesk.store._base import COPY_MIN_ROWS
 
 
@@ -177,6 +177,45 @@ async def test_fingerprint_stats_and_open_lookup(store: Store, tenant: str) -> N
     assert (await store.fingerprint_stats(tenant, ["fp-1"]))["fp-1"].occurrences == 3
 
 
+async def test_fingerprint_last_exception_is_the_latest_seen(store: Store, tenant: str) -> None:
+    async def last(fp: str) -> FingerprintStats:
+        return (await store.fingerprint_stats(tenant, [fp]))[fp]
+
+    def at(n: int) -> datetime:
+        return T0 + timedelta(minutes=n)
+
+    # A backfilled occurrence older than the stored last_seen, in a later batch: counted, not the latest.
+    await store.write_batch(tenant, [make_write(tenant, "EXC-NEW", 10, fingerprint="fp-late")])
+    await store.write_batch(tenant, [make_write(tenant, "EXC-OLD", 0, fingerprint="fp-late", status="RESOLVED")])
+    assert await last("fp-late") == (2, at(0), at(10), "EXC-NEW")
+    # Updating the older exception later does not make it the latest either.
+    await store.write_batch(
+        tenant, [make_write(tenant, "EXC-OLD", 0, fingerprint="fp-late", is_new=False, status="CLOSED", events=0)]
+    )
+    assert await last("fp-late") == (2, at(0), at(10), "EXC-NEW")
+    # A newer occurrence still takes over, and an equal last_seen goes to the later write.
+    await store.write_batch(tenant, [make_write(tenant, "EXC-NEWER", 20, fingerprint="fp-late", status="RESOLVED")])
+    assert await last("fp-late") == (3, at(0), at(20), "EXC-NEWER")
+    await store.write_batch(tenant, [make_write(tenant, "EXC-TIE", 20, fingerprint="fp-late", status="RESOLVED")])
+    assert await last("fp-late") == (4, at(0), at(20), "EXC-TIE")
+
+    # Two occurrences in one batch out of time order: the latest seen wins, not the last written.
+    batch = [
+        make_write(tenant, "EXC-B", 15, fingerprint="fp-mixed", status="RESOLVED"),
+        make_write(tenant, "EXC-A", 5, fingerprint="fp-mixed", status="RESOLVED"),
+    ]
+    await store.write_batch(tenant, batch)
+    assert await last("fp-mixed") == (2, at(5), at(15), "EXC-B")
+    # Same in a batch merging into an existing row, with a tie inside the batch (the later write wins).
+    batch = [
+        make_write(tenant, "EXC-D", 30, fingerprint="fp-mixed", status="RESOLVED"),
+        make_write(tenant, "EXC-E", 30, fingerprint="fp-mixed", status="RESOLVED"),
+        make_write(tenant, "EXC-C", 1, fingerprint="fp-mixed", status="RESOLVED"),
+    ]
+    await store.write_batch(tenant, batch)
+    assert await last("fp-mixed") == (5, at(1), at(30), "EXC-E")
+
+
 async def test_fingerprint_open_pointer_follows_status(store: Store, tenant: str) -> None:
     from sqlalchemy import select
 
@@ -204,6 +243,11 @@ async def test_fingerprint_open_pointer_follows_status(store: Store, tenant: str
         make_write(tenant, "EXC-2", 1, fingerprint="fp", is_new=False, status="CLOSED", events=0),
     ]
     await store.write_batch(tenant, closing)
+    assert await open_pointer("fp") is None
+    # Closed out of time order (the latest seen, EXC-2, written first): still cleared.
+    await store.update_exception(tenant, "EXC-2", status="IN_PROGRESS")
+    assert await open_pointer("fp") == "EXC-2"
+    await store.write_batch(tenant, closing[::-1])
     assert await open_pointer("fp") is None
 
 

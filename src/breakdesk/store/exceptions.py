@@ -183,7 +183,7 @@ class _FpAgg:
     count: int
     first_seen: datetime
     last_seen: datetime
-    last_exception_id: str
+    last_exception_id: str  # the target seen at `last_seen` (of equals, the last written)
     final_status: dict[str, bool]  # target exception id -> open after this batch (insertion = touch order)
 
 
@@ -306,8 +306,9 @@ class ExceptionRepo(StoreBase):
                 continue
             agg.count += delta
             agg.first_seen = min(agg.first_seen, seen)
-            agg.last_seen = max(agg.last_seen, seen)
-            agg.last_exception_id = target
+            if seen >= agg.last_seen:  # a batch need not be in time order (backfills, retries)
+                agg.last_seen = seen
+                agg.last_exception_id = target
             agg.final_status.pop(target, None)  # re-insert so dict order follows the latest touch
             agg.final_status[target] = is_open
         if not aggs:
@@ -327,7 +328,8 @@ class ExceptionRepo(StoreBase):
                     "last_exception_id": agg.last_exception_id,
                 }
             )
-            # Closed targets other than the last one are not covered by the upsert's CASE; clear them here.
+            # The upsert's CASE only clears the open pointer for `last_exception_id`; clear the other closed
+            # targets here.
             stale.extend(
                 {"b_tenant": tenant_id, "b_fp": fp, "b_id": t}
                 for t, is_open in agg.final_status.items()
@@ -755,7 +757,11 @@ def _fingerprint_upsert(dialect: Dialect) -> Any:
             "count": _F["count"] + ex["count"],
             "first_seen": case((ex.first_seen < _F.first_seen, ex.first_seen), else_=_F.first_seen),
             "last_seen": case((ex.last_seen > _F.last_seen, ex.last_seen), else_=_F.last_seen),
-            "last_exception_id": ex.last_exception_id,
+            # The latest-seen occurrence, not the latest written: a backfilled older one leaves it be (a tie
+            # goes to this write).
+            "last_exception_id": case(
+                (ex.last_seen >= _F.last_seen, ex.last_exception_id), else_=_F.last_exception_id
+            ),
             "open_exception_id": case(
                 (ex.open_exception_id.is_not(None), ex.open_exception_id),
                 (_F.open_exception_id == ex.last_exception_id, null()),
