@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from breakdesk.memory import Memory
+from breakdesk.memory.indexer import MemoryIndexer
+
 from .conftest import Api, Tenant, break_item
 
 
@@ -399,6 +402,35 @@ async def test_human_actions_follow_the_lifecycle(api: Api) -> None:
     assert all(a["actor"].startswith("apikey:") for a in actions)
     verify = (await api.client.get(url(t, "/audit/verify"), headers=t.headers("admin"))).json()
     assert verify["ok"] is True
+
+
+async def test_stock_wording_of_actions_without_words_is_not_what_a_person_said(api: Api) -> None:
+    """Closing (or assigning) without a reason: the timeline still says "closed by a person", but the
+    resolution summary the memory keeps neither quotes it nor lets it push out what people did write."""
+    t = await api.tenant()
+    r = await submit(api, t, break_item("W-1"), wait=True)
+    eid = r.json()["items"][0]["exceptionId"]
+
+    async def act(body: dict[str, Any]) -> Any:
+        r = await api.client.post(url(t, f"/exceptions/{eid}/actions"), json=body,
+                                  headers=t.headers("operator"))
+        assert r.status_code == 200, r.text
+        return r.json()["event"]
+
+    said = [f"chased the counterparty ({i})" for i in range(5)]
+    for text in said:
+        await act({"action": "comment", "text": text})
+    assigned = await act({"action": "assign", "assignee": "dana"})
+    closed = await act({"action": "close"})
+    assert closed["payload"]["reason"] == "" and closed["payload"]["resolution"] is None  # nothing typed
+    for event, stock in ((assigned, "assigned to dana"), (closed, "closed by a person")):
+        marked = {"kind": "human", "message": stock, "data": {"defaultMessage": True}}
+        assert event["decision"]["evidence"] == [marked]  # still shown, marked as no one's words
+    await MemoryIndexer(api.store, Memory(api.store)).catch_up(t.tenant_id)
+    case = await api.store.get_case(t.tenant_id, eid)
+    assert case is not None and case.resolution is not None
+    assert case.resolution["comments"] == said, case.resolution["comments"]
+    assert case.resolution["headline"].endswith(f'"{said[-1]}"'), case.resolution["headline"]
 
 
 @pytest.mark.parametrize(

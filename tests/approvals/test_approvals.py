@@ -151,6 +151,22 @@ async def test_n_of_m_needs_distinct_people(stack_sqlite: Stack, tool_server: To
     assert tool_server.counts[names["act"]] == 1
 
 
+async def test_an_approval_without_a_comment_is_marked_as_no_ones_words(
+    stack_sqlite: Stack, tool_server: ToolServer, tenant_id: str
+) -> None:
+    """The event of a vote without a comment shows its decision as evidence, marked as filled in: a
+    resolution summary must not take it for what the approver said (memory.resolution)."""
+    await gated(stack_sqlite, tool_server, tenant_id, needed=2)
+    eid, a = await pending(stack_sqlite, tenant_id, "R-WORDS")
+    await stack_sqlite.approvals.approve(tenant_id, a.approval_id, "bob", ["approver"], "ok by me")
+    await stack_sqlite.approvals.approve(tenant_id, a.approval_id, "carol", ["approver"], "  ")
+    votes = [e["decision"]["evidence"] for e in await stack_sqlite.store.get_events(tenant_id, eid)
+             if e["stage"] == "approval"]
+    assert votes == [[{"kind": "approval", "message": "ok by me", "ref": a.approval_id}],
+                     [{"kind": "approval", "message": "approved by carol", "ref": a.approval_id,
+                       "data": {"defaultMessage": True}}]]
+
+
 # ------------------------------------------------------------------------------------------------ edits
 
 
@@ -226,6 +242,7 @@ async def test_ttl_expiry_escalates_driven_by_the_scheduler(executor: ToolExecut
     assert await status(store, tenant_id, eid) == "ESCALATED"
     last = (await store.get_events(tenant_id, eid))[-1]
     assert last["stage"] == "approval" and "expired" in last["decision"]["decision"]
+    assert last["decision"]["evidence"][0]["data"] == {"defaultMessage": True}  # the scheduler is no person
     assert (await scheduler.tick()).expired == []  # once only
     with pytest.raises(ApprovalConflict, match="EXPIRED"):
         await stack.approvals.approve(tenant_id, a.approval_id, "bob", ["approver"])

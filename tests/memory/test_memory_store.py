@@ -3,6 +3,7 @@ evidence, tenant isolation at every layer, filters, recurrence, and the indexer'
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -78,6 +79,29 @@ async def test_filters_through_the_service(store: Store, tenant_factory: Any) ->
     only_cash = (await mem.similar(t, "E-5", k=10, filters=Filters(types=("CASH_BREAK",)))).hits
     assert [h.exception_id for h in only_cash] == ["E-6"]
     assert (await mem.similar(t, "E-1", k=10, filters=Filters(resolved_only=True))).hits == []
+
+
+@pytest.mark.parametrize("similar_cases", [None, 0])
+async def test_an_id_that_is_not_plain_is_quoted_in_triage_text(store: Store, tenant_factory: Any,
+                                                               similar_cases: int | None) -> None:
+    """Intake accepts any id: the recurrence and similar-case texts show one holding their separators or a
+    line break as a JSON string (with and without similar cases: the last resolution is found either way)."""
+    t = await tenant_factory(None if similar_cases is None else {"similarCases": similar_cases})
+    mem = Memory(store)
+    odd = "R-1; R-9 (0.99)\nresolved"
+    for eid in (odd, "R-2"):
+        await process(store, t, [sf(eid, "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short", "ST-Q")],
+                      memory=mem)
+        if eid == odd:  # resolved and indexed before the second one arrives
+            await store.update_exception(t, odd, status="RESOLVED")
+            await MemoryIndexer(store, mem).catch_up(t)
+    events = await store.get_events(t, "R-2")
+    (msg,) = evidence(events, "recurrence")
+    assert msg.endswith(f" ({json.dumps(odd)})") and "\n" not in msg, msg
+    if similar_cases is None:
+        (said,) = evidence(events, "similar-cases")
+        assert said.startswith(f"similar to {json.dumps(odd)} (") and "\n" not in said, said
+        assert similar(events)[0]["exceptionId"] == odd
 
 
 async def test_recurrence_threshold_and_last_resolution(store: Store, tenant_factory: Any) -> None:

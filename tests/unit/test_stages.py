@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from breakdesk.pipeline.policy import decide_policy
 from breakdesk.pipeline.resolution import plan_resolution
 from breakdesk.pipeline.stages import Decided, decide, needed_vars
 from breakdesk.pipeline.supervisor import DEFAULT_MIN_CONFIDENCE, check_plan, check_policy
-from breakdesk.pipeline.triage import SEVERITY_CONFIDENCE, priority_score, triage
+from breakdesk.pipeline.triage import SEVERITY_CONFIDENCE, priority_score, similar_evidence, triage
 from breakdesk.pipeline.types import (
     IntakeResult,
     Plan,
@@ -690,6 +691,30 @@ class TestTriage:
         )]
         alone = run(desk_domain, desk_tenant, BREAK_SMALL).triage
         assert alone is not None and not [e for e in alone.decision.evidence if e.kind.startswith("similar")]
+
+    def test_similar_case_ids_that_are_not_plain_are_quoted_in_the_text(self) -> None:
+        """Intake accepts any id: one holding the text's separators, quotes or a line break is shown as a
+        JSON string, so the text stays one line and says where each id ends; `data.cases` keeps the id."""
+        odd = 'E-1; E-2 (0.99): fixed\n"x"'
+        similar = (SimilarCase(odd, 0.9, "s", "closed"), SimilarCase("ex-8", 0.5, "s"),
+                   SimilarCase("tab\there", 0.4, "s"))
+        item = similar_evidence(similar)
+        assert item.message == ('similar to "E-1; E-2 (0.99): fixed\\n\\"x\\"" (0.90): closed; ex-8 (0.50); '
+                                '"tab\\there" (0.40)')
+        assert item.ref == odd and item.data is not None
+        assert [c["exceptionId"] for c in item.data["cases"]] == [odd, "ex-8", "tab\there"]
+
+    @pytest.mark.parametrize("eid", ["EX-000123", "ORD/2026:07#a.b_c+d", "émission-42", "a\\b", "x,y",
+                                     "ключ"])
+    def test_plain_ids_are_shown_as_they_are(self, eid: str) -> None:
+        assert similar_evidence((SimilarCase(eid, 0.5, "s"),)).message == f"similar to {eid} (0.50)"
+
+    @pytest.mark.parametrize("eid", ["a b", "a;b", "a(b", "a)b", 'a"b', '"a"', "a\x00b", "a\x1fb", "a\x7fb",
+                                     "a\x85b", "a\xa0b", "a\u2028b", "a\u200bb", "a\u202eb", "a\ufeffb",
+                                     "a\rb", "a\u00adb"])
+    def test_other_ids_are_json_strings(self, eid: str) -> None:
+        message = similar_evidence((SimilarCase(eid, 0.5, "s"),)).message
+        assert message == f"similar to {json.dumps(eid)} (0.50)" and message.isprintable()
 
     def test_summary_and_next_step(self, desk_domain: CompiledDomainPack, desk_tenant: Any) -> None:
         tri = run(desk_domain, desk_tenant, {**BREAK_BIG, "timestamp": "2026-01-02T03:04:05Z"}).triage

@@ -69,6 +69,11 @@ class CanonicalModel(BaseModel):
     )
 
 
+#: `Evidence.data` key marking a `message` the system filled in because the person acting wrote nothing
+#: ("closed by a person"): shown in the timeline, but not their words (`memory.resolution` reads it).
+DEFAULT_MESSAGE = "defaultMessage"
+
+
 class Evidence(CanonicalModel):
     """One reason behind a decision: what was looked at (`kind`, `ref`) and what it showed (`message`)."""
 

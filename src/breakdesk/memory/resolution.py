@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from breakdesk.domain.models import DEFAULT_MESSAGE
+
 #: Statuses after which an exception's handling is known and worth remembering.
 RESOLVED_STATUSES = frozenset({"RESOLVED", "CLOSED", "FAILED"})
 MAX_SUMMARY = 600
@@ -19,11 +21,27 @@ MAX_COMMENTS = 5
 #: what was done about it; `human.comment` has `text`), and in any other stage's.
 _HUMAN_KEYS = ("resolution", "text", "comment", "note", "reason")
 _OTHER_KEYS = ("comment", "note", "reason")
+#: The stock evidence the API recorded for a close or reopen without a reason before it marked such text
+#: (`DEFAULT_MESSAGE`): events already stored still hold it, and it is no one's words.
+_LEGACY_DEFAULTS = frozenset({
+    ("human.close", "closed by a person"),
+    ("human.reopen", "reopened by a person"),
+})
 
 
 def _text(value: Any, limit: int = 200) -> str:
     s = " ".join(str(value).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _filled_in(stage: str, decision: Mapping[str, Any], item: Mapping[str, Any], message: str) -> bool:
+    """Whether a human action's or approval's evidence `message` is text the system filled in because the
+    person wrote nothing: marked so, or (in events stored before the mark) the decision repeated (an
+    assignment or approval without a comment, an approval's expiry) or the API's stock wording."""
+    data = item.get("data")
+    if isinstance(data, dict) and data.get(DEFAULT_MESSAGE):
+        return True
+    return message == decision.get("decision") or (stage, message) in _LEGACY_DEFAULTS
 
 
 def resolution_of(
@@ -62,7 +80,8 @@ def resolution_of(
                 msg = ev.get("message") if isinstance(ev, dict) else None
                 if isinstance(msg, str) and msg.strip():
                     comments.append(_text(msg))
-                    people.add(comments[-1])
+                    if not _filled_in(stage, decision, ev, msg):  # (stock text stays, as a machine's)
+                        people.add(comments[-1])
     for x in executions:  # settled tool runs override the planned status
         final = getattr(x, "final", True)
         step_id = getattr(x, "step_id", None)

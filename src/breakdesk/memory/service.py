@@ -33,6 +33,7 @@ from breakdesk.memory.text import (
 )
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
+from breakdesk.pipeline.triage import shown_id
 from breakdesk.pipeline.types import IntakeResult, SimilarCase
 from breakdesk.slicing import Slicer
 from breakdesk.store.cases import CaseDoc, CaseHead, StoredCase, pgvector_available
@@ -61,6 +62,12 @@ def _check_tenant(case: StoredCase, tenant_id: str) -> None:
     """Defence in depth: every read is tenant-scoped already."""
     if case.tenant_id != tenant_id:
         raise RuntimeError("memory: a case of another tenant reached this tenant's index")
+
+
+def _last_resolution(case: StoredCase) -> str:
+    """How a fingerprint's last resolved case ended and which it was, for triage's recurrence text (its id
+    shown as similar cases show theirs)."""
+    return f"{resolution_headline(case.resolution)} ({shown_id(case.exception_id)})"
 
 
 class NotIndexed(LookupError):
@@ -303,7 +310,7 @@ class Memory:
                 out._prepared[ir.record.exception_id] = _Prepared(body, entities)
             for fp, case in last.items():
                 if case.resolution:
-                    out.last_resolution[fp] = f"{resolution_headline(case.resolution)} ({case.exception_id})"
+                    out.last_resolution[fp] = _last_resolution(case)
             return out
         idx = await self.index(tenant_id)
         pending = out._pending = self._pending.setdefault(tenant_id, {})
@@ -325,7 +332,7 @@ class Memory:
             if fp:
                 last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
-                    out.last_resolution[fp] = f"{resolution_headline(last.resolution)} ({last.exception_id})"
+                    out.last_resolution[fp] = _last_resolution(last)
             if searchable:
                 queries.append(query)
         # Batched searches (triage shows ids, scores and resolutions, not explanations: `similar()` explains),

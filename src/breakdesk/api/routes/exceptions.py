@@ -38,7 +38,7 @@ from breakdesk.api.schemas import (
     ReopenAction,
 )
 from breakdesk.domain.construct import ev
-from breakdesk.domain.models import AgentDecision, ResolutionStatus, Severity
+from breakdesk.domain.models import DEFAULT_MESSAGE, AgentDecision, ResolutionStatus, Severity
 from breakdesk.pipeline.intake import intake
 from breakdesk.pipeline.orchestrator import BatchReport, idempotency_key
 from breakdesk.pipeline.types import Submission
@@ -402,10 +402,16 @@ async def act(
     )
 
 
-def _decision(text: str, message: str, next_step: str) -> dict[str, Any]:
-    return AgentDecision(
-        decision=text, confidence=1.0, evidence=(ev("human", message=message),), next_step=next_step
-    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+def _decision(text: str, said: str | None, next_step: str, default: str | None = None) -> dict[str, Any]:
+    """The action's decision: its evidence is what the person wrote (`said`) or, when they wrote nothing,
+    `default` (the decision itself unless given), marked as filled in so it is never read as their words."""
+    if said and said.strip():
+        item = ev("human", message=said)
+    else:
+        item = ev("human", message=default or text, data={DEFAULT_MESSAGE: True})
+    return AgentDecision(decision=text, confidence=1.0, evidence=(item,), next_step=next_step).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
 
 
 def _plan_action(
@@ -419,7 +425,8 @@ def _plan_action(
         if action.comment:
             payload["comment"] = action.comment
         who = action.assignee or "nobody"
-        return "human.assign", {"assignee": action.assignee}, payload, _decision(f"assigned to {who}", action.comment or f"assigned to {who}", "work")
+        decision = _decision(f"assigned to {who}", action.comment, "work")
+        return "human.assign", {"assignee": action.assignee}, payload, decision
     if isinstance(action, CommentAction):
         return "human.comment", {}, {"action": "comment", "text": action.text}, _decision("comment", action.text, "none")
     if isinstance(action, CloseAction):
@@ -428,14 +435,16 @@ def _plan_action(
         record["resolutionStatus"] = ResolutionStatus.CLOSED.value
         payload = {"action": "close", "previousStatus": status, "reason": action.reason, "resolution": action.resolution}
         fields = {"status": ResolutionStatus.CLOSED.value, "resolved_at": now, "record": record}
-        return "human.close", fields, payload, _decision("closed", action.reason or "closed by a person", "none")
+        decision = _decision("closed", action.reason, "none", "closed by a person")
+        return "human.close", fields, payload, decision
     if isinstance(action, ReopenAction):
         if status not in TERMINAL_STATUSES:
             raise ApiProblem("invalid-state", f"only a closed, resolved or failed exception can be reopened (it is {status})")
         record["resolutionStatus"] = ResolutionStatus.TRIAGED.value
         payload = {"action": "reopen", "previousStatus": status, "reason": action.reason}
         fields = {"status": ResolutionStatus.TRIAGED.value, "resolved_at": None, "record": record}
-        return "human.reopen", fields, payload, _decision("reopened", action.reason or "reopened by a person", "human_review")
+        decision = _decision("reopened", action.reason, "human_review", "reopened by a person")
+        return "human.reopen", fields, payload, decision
     assert isinstance(action, OverrideSeverityAction)
     previous = row.get("severity")
     new = action.severity.value
