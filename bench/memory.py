@@ -620,6 +620,7 @@ class _PgvCases:
     types: np.ndarray
     sources: np.ndarray
     resolved: np.ndarray
+    ids: np.ndarray  # memory_cases.id of each, once loaded
 
     def passing(self, f: Filters | None) -> np.ndarray:
         mask = np.ones(len(self.types), dtype=bool)
@@ -647,12 +648,13 @@ def _pgv_unit(rng: np.random.Generator, n: int) -> np.ndarray:
 def _pgv_cases(seed: int, n: int) -> _PgvCases:
     rng = np.random.default_rng(seed)
     return _PgvCases(_pgv_unit(rng, n), rng.integers(0, len(PGV_TYPES), n), rng.integers(0, len(PGV_SOURCES), n),
-                     rng.random(n) < 0.30)
+                     rng.random(n) < 0.30, np.zeros(n, dtype=np.int64))
 
 
 async def _pgv_load(store: Store, tenant: str, cases: _PgvCases, done: int, total: int, label: str) -> int:
     """The tenant's cases and vectors through the store's own writes (`replace_cases`, `save_vectors`), in
-    batches as the indexer writes them; returns `done` + the cases loaded (progress over every tenant)."""
+    batches as the indexer writes them; returns `done` + the cases loaded (progress over every tenant). Each
+    case's row id lands in `cases.ids`."""
     await store.create_tenant(tenant, tenant)
     t0, after, n = datetime(2025, 1, 1, tzinfo=UTC), 0, len(cases.types)
     for start in range(0, n, 5_000):
@@ -666,6 +668,8 @@ async def _pgv_load(store: Store, tenant: str, cases: _PgvCases, done: int, tota
             for i in range(start, stop)])
         heads = await store.case_heads_after(tenant, after, stop - start)
         after = heads[-1].id
+        for h in heads:
+            cases.ids[int(h.exception_id[-7:])] = h.id
         await store.save_vectors(tenant, PGV_MODEL, [(h.exception_id, h.id, cases.vectors[int(h.exception_id[-7:])])
                                                      for h in heads], after)
         done += stop - start
@@ -721,25 +725,29 @@ async def _pgv_size(url: str, n: int, queries: int) -> None:
         qs = _pgv_unit(np.random.default_rng(99), queries + PGV_WARMUP)
         for name, f in PGV_FILTERS.items():
             mask = measured.passing(f)
-            lat, recall, complete = [], [], 0
-            for j, q in enumerate(qs):
-                t = time.perf_counter()
-                found = await store.pgvector_search("ta", PGV_MODEL, q, PGV_LIMIT, f)
-                if j < PGV_WARMUP:
-                    continue
-                lat.append((time.perf_counter() - t) * 1000)
-                sims = np.where(mask, measured.vectors @ q, -np.inf)
-                exact = {f"ta-{i:07d}" for i in np.argsort(-sims)[:min(10, int(mask.sum()))]}
-                if exact:
-                    recall.append(len(exact & {e for e, _ in found.hits[:10]}) / len(exact))
-                complete += found.complete
-            plan = await _pgv_plan(store, *captured[-1])
-            captured.clear()
-            lat.sort()
-            rec = f"{statistics.fmean(recall):.3f}" if recall else "n/a"  # (n/a: no case passes)
-            print(f"{label}, filter {name:<17} ({int(mask.sum()):>6,} pass): p50 {lat[len(lat) // 2]:.1f} ms, "
-                  f"p95 {lat[int(len(lat) * 0.95)]:.1f} ms, recall@10 {rec}, "
-                  f"complete {complete}/{len(lat)}, plan {plan}")
+            # the filters evaluated by PostgreSQL; and, for a filter, the passing rows named (`among`: what
+            # `Memory.similar` sends when at most `PGVECTOR_EXACT_CASES` pass), shown whatever their number
+            ways = [("filters", None)] + ([("among", measured.ids[mask].tolist())] if f is not None else [])
+            for way, among in ways:
+                lat, recall, complete = [], [], 0
+                for j, q in enumerate(qs):
+                    t = time.perf_counter()
+                    found = await store.pgvector_search("ta", PGV_MODEL, q, PGV_LIMIT, f, among=among)
+                    if j < PGV_WARMUP:
+                        continue
+                    lat.append((time.perf_counter() - t) * 1000)
+                    sims = np.where(mask, measured.vectors @ q, -np.inf)
+                    exact = {f"ta-{i:07d}" for i in np.argsort(-sims)[:min(10, int(mask.sum()))]}
+                    if exact:
+                        recall.append(len(exact & {e for e, _ in found.hits[:10]}) / len(exact))
+                    complete += found.complete
+                plan = await _pgv_plan(store, *captured[-1])
+                captured.clear()
+                lat.sort()
+                rec = f"{statistics.fmean(recall):.3f}" if recall else "n/a"  # (n/a: no case passes)
+                print(f"{label}, filter {name:<17} ({int(mask.sum()):>6,} pass) by {way:<7}: "
+                      f"p50 {lat[len(lat) // 2]:.1f} ms, p95 {lat[int(len(lat) * 0.95)]:.1f} ms, recall@10 {rec}, "
+                      f"complete {complete}/{len(lat)}, plan {plan}")
     finally:
         await store.close()
 

@@ -250,3 +250,58 @@ async def test_models_alike_in_their_first_characters_get_an_index_each(pgvector
     finally:
         await store.close()
         await asyncio.sleep(0)
+
+
+async def test_a_selective_filter_compares_the_passing_cases_exactly(
+        pgvector_url: str, embeddings_server: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Few cases pass: the resident index names their rows and pgvector compares those vectors exactly
+    (`among`), with the same neighbours as the filters evaluated by PostgreSQL; a row replaced since its
+    vector was made is not among them. Many pass: the filters go to PostgreSQL and the HNSW graph."""
+    from sqlalchemy import event
+
+    from breakdesk.memory import Filters, service
+    from breakdesk.store.cases import CaseDoc
+
+    store = await Store.open(pgvector_url)
+    statements: list[str] = []
+    event.listen(store.engine.sync_engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement))
+    try:
+        settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
+        model = "openai:test-embed"
+        t = await make_tenant(store, {"embeddings": settings})
+        mem = Memory(store)
+        await process(store, t, SMALL, memory=mem)
+        assert await MemoryIndexer(store, mem).embed(t) == 6
+        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        idx = await mem.index(t, model)
+        for f in (Filters(types=("CASH_BREAK",)), Filters(types=("SETTLEMENT_FAIL",)), Filters(resolved_only=True)):
+            among = idx.case_ids(f, 100)
+            assert among is not None
+            by_filters = await store.pgvector_search(t, model, query, 10, f)
+            exact = await store.pgvector_search(t, model, query, 10, f, among=among)
+            assert exact.complete and [e for e, _ in exact.hits] == [e for e, _ in by_filters.hits]
+            assert [round(s, 5) for _, s in exact.hits] == [round(s, 5) for _, s in by_filters.hits]
+        assert idx.case_ids(Filters(), 100) is None and idx.case_ids(Filters(types=("SETTLEMENT_FAIL",)), 1) is None
+        assert await store.pgvector_search(t, model, query, 10, among=[]) == ([], True)
+        e2 = await store.get_case(t, "E-2")
+        assert e2 is not None
+        await store.replace_cases(t, [CaseDoc(
+            exception_id="E-2", exception_type=e2.exception_type, source_system=e2.source_system, status="CLOSED",
+            received_at=e2.received_at, body=e2.body, entities=e2.entities, severity=e2.severity,
+            fingerprint=e2.fingerprint)])
+        idx = await mem.index(t, model)
+        among = idx.case_ids(Filters(types=(e2.exception_type,)), 100)
+        assert among is not None and (await store.get_case(t, "E-2")).id in among  # type: ignore[union-attr]
+        assert "E-2" not in dict((await store.pgvector_search(t, model, query, 10, among=among)).hits)
+        embeddings = EmbeddingSettings(**settings)
+        statements.clear()
+        await mem.similar(t, "E-1", k=2, filters=Filters(types=("CASH_BREAK",)), embeddings=embeddings)
+        assert any("case_id = ANY" in s for s in statements)
+        monkeypatch.setattr(service, "PGVECTOR_EXACT_CASES", 1)
+        statements.clear()
+        await mem.similar(t, "E-1", k=2, filters=Filters(types=("CASH_BREAK",)), embeddings=embeddings)
+        assert not any("case_id = ANY" in s for s in statements) and any("JOIN memory_cases" in s for s in statements)
+    finally:
+        await store.close()
+        await asyncio.sleep(0)

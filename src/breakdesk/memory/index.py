@@ -638,6 +638,25 @@ class TenantIndex:
             m &= self._received[:n] < f.until.timestamp()
         return m
 
+    def case_ids(self, filters: Filters, at_most: int) -> list[int] | None:
+        """The store ids (`memory_cases.id`) of the live cases that pass `filters`, or None when the filters
+        are empty or more than `at_most` cases pass: the rows `Store.pgvector_search(among=...)` compares
+        exactly, a selective filter's cheaper path than the HNSW graph (`Memory.similar`)."""
+        if filters.empty:
+            return None
+        mask = self._mask(filters, len(self._eids))
+        assert mask is not None
+        slots = np.flatnonzero(mask)
+        if slots.shape[0] > at_most:
+            return None
+        cases = self._cases
+        out: list[int] = []
+        for slot in slots.tolist():
+            case = cases[slot]
+            if case is not None:  # (live slots hold their case)
+                out.append(case.id)
+        return out
+
     def _df_cap(self) -> float:
         return MAX_DF_SHARE * self._live if self._live > SMALL_INDEX else float("inf")
 

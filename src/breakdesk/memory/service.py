@@ -54,6 +54,10 @@ TRIAGE_WINDOW = 20_000
 #: (a server answers requests on the same loop). Batched searching gains little beyond a few dozen queries
 #: per call, so slices cost no throughput (bench/RESULTS.md).
 SEARCH_SLICE_S = 0.002
+#: A filtered similar-cases query on pgvector compares the vectors of the cases passing its filters exactly,
+#: found by case id, when at most this many pass (the resident index knows which): cheaper there than walking
+#: the HNSW graph for the few that pass, after a scan of the tenant's cases to find them (bench/RESULTS.md).
+PGVECTOR_EXACT_CASES = 2_000
 SEARCH_FIRST_SLICE = 16
 SEARCH_MAX_SLICE = 512
 
@@ -429,7 +433,9 @@ class Memory:
                 q = q.replace(vector=vec)
                 if pg:
                     asked = max(60, 3 * k) + 1
-                    nearest, complete = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters)
+                    among = idx.case_ids(filters, PGVECTOR_EXACT_CASES)
+                    nearest, complete = await self.store.pgvector_search(tenant_id, emb.name, vec, asked, filters,
+                                                                         among=among)
         t0 = time.perf_counter()
         hits = idx.search(q, k, filters, model, nearest, nearest_complete=complete)
         search_ms = (time.perf_counter() - t0) * 1000

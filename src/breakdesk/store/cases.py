@@ -472,7 +472,8 @@ class CaseRepo(StoreBase):
     # ------------------------------------------------------------------ pgvector (PostgreSQL only)
 
     async def pgvector_search(
-        self, tenant_id: str, model: str, query: np.ndarray, limit: int, filters: Any = None
+        self, tenant_id: str, model: str, query: np.ndarray, limit: int, filters: Any = None,
+        *, among: Sequence[int] | None = None,
     ) -> Nearest:
         """The tenant's nearest vectors (exception_id, cosine similarity), best first: only vectors of the
         case rows they were made from (a replaced case's old vector waits for its new one), and of cases that
@@ -481,9 +482,16 @@ class CaseRepo(StoreBase):
 
         A list shorter than `limit` is complete only if no more vectors pass: an HNSW scan that keeps looking
         for rows passing the tenant and the filters gives up at `hnsw.max_scan_tuples`, short of `limit`,
-        when few of the index's vectors pass. So a short list is checked against a count."""
+        when few of the index's vectors pass. So a short list is checked against a count.
+
+        `among`: the case rows (`memory_cases.id`) that pass the filters, when the caller knows them (the
+        resident index does): their vectors are compared exactly, found by `case_id`, instead of the
+        filters being evaluated on `memory_cases` (a scan of the tenant's cases that cost a 1 % filter at
+        100k cases ≈ 20 ms) and the HNSW graph walked for the few that pass. `filters` are then not read."""
         dims = int(query.shape[0])
         literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
+        if among is not None:
+            return await self._pgvector_among(tenant_id, model, literal, dims, limit, among)
         where, params, expanding = _vector_filters(tenant_id, model, filters)
         where.append("v.dims = :dims")  # (vectors of another size cannot be compared; see ensure_pgvector_index)
         params.update(q=literal, n=limit, dims=dims)
@@ -510,6 +518,23 @@ class CaseRepo(StoreBase):
         # relaxed_order returns the rows an iterative scan finds past the first ef_search out of order
         hits = sorted(((str(e), float(sim)) for e, sim in rows), key=lambda hit: hit[1], reverse=True)
         return Nearest(hits, complete)
+
+    async def _pgvector_among(self, tenant_id: str, model: str, literal: str, dims: int, limit: int,
+                              among: Sequence[int]) -> Nearest:
+        """`pgvector_search` over the vectors of the case rows `among`: exact (ordered by the similarity,
+        which the HNSW index cannot serve), so always complete."""
+        if not among:
+            return Nearest([], True)
+        distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
+        sql = text(
+            f"SELECT v.exception_id, 1 - ({distance}) AS sim FROM memory_vectors v "
+            "WHERE v.tenant_id = :t AND v.model = :m AND v.dims = :dims AND v.case_id = ANY(:ids) "
+            "ORDER BY sim DESC, v.exception_id LIMIT :n"
+        ).bindparams(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
+        async with self._read() as conn:
+            rows = (await conn.execute(sql, {"t": tenant_id, "m": model, "dims": dims, "q": literal,
+                                             "ids": list(among), "n": limit})).all()
+        return Nearest([(str(e), float(sim)) for e, sim in rows], True)
 
 
 def _vector_filters(tenant_id: str, model: str, filters: Any) -> tuple[list[str], dict[str, Any], list[Any]]:
