@@ -305,3 +305,34 @@ async def test_a_selective_filter_compares_the_passing_cases_exactly(
     finally:
         await store.close()
         await asyncio.sleep(0)
+
+
+async def test_an_exact_search_cut_at_its_limit_is_not_complete(
+        pgvector_url: str, embeddings_server: str) -> None:  # noqa: F811
+    """`among` compares every passing vector, but LIMIT cuts the answer: when more pass than were asked for,
+    a case left out is no farther than the last one given, so the list must not claim to hold them all (a
+    complete list gives every case outside it a cosine of 0), as the HNSW path says of the same filters."""
+    from datetime import UTC, datetime
+
+    from breakdesk.memory import Filters
+
+    store = await Store.open(pgvector_url)
+    try:
+        settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
+        model = "openai:test-embed"
+        t = await make_tenant(store, {"embeddings": settings})
+        mem = Memory(store)
+        await process(store, t, SMALL, memory=mem)
+        assert await MemoryIndexer(store, mem).embed(t) == 6
+        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        idx = await mem.index(t, model)
+        f = Filters(since=datetime(2000, 1, 1, tzinfo=UTC))  # (every case passes)
+        among = idx.case_ids(f, 100)
+        assert among is not None and len(among) == 6
+        cut = await store.pgvector_search(t, model, query, 2, among=among)
+        assert len(cut.hits) == 2 and not cut.complete
+        assert not (await store.pgvector_search(t, model, query, 2, f)).complete
+        assert (await store.pgvector_search(t, model, query, 10, among=among)).complete
+    finally:
+        await store.close()
+        await asyncio.sleep(0)

@@ -522,7 +522,7 @@ class CaseRepo(StoreBase):
     async def _pgvector_among(self, tenant_id: str, model: str, literal: str, dims: int, limit: int,
                               among: Sequence[int]) -> Nearest:
         """`pgvector_search` over the vectors of the case rows `among`: exact (ordered by the similarity,
-        which the HNSW index cannot serve), so always complete."""
+        which the HNSW index cannot serve), so complete unless `limit` cut it."""
         if not among:
             return Nearest([], True)
         distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
@@ -534,7 +534,8 @@ class CaseRepo(StoreBase):
         async with self._read() as conn:
             rows = (await conn.execute(sql, {"t": tenant_id, "m": model, "dims": dims, "q": literal,
                                              "ids": list(among), "n": limit})).all()
-        return Nearest([(str(e), float(sim)) for e, sim in rows], True)
+        # (a full list may leave out passing vectors, none nearer than its last: those have one, not a cosine of 0)
+        return Nearest([(str(e), float(sim)) for e, sim in rows], len(rows) < limit)
 
 
 def _vector_filters(tenant_id: str, model: str, filters: Any) -> tuple[list[str], dict[str, Any], list[Any]]:
