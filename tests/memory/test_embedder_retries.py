@@ -149,3 +149,62 @@ async def test_the_indexer_leaves_an_endpoint_alone_for_as_long_as_it_asks(store
     later = await indexer.run_once(t)
     assert not later.embedding_deferred and later.embedded == 3
     assert t not in indexer._embed_after
+
+
+def test_a_retry_after_that_is_no_number_of_seconds_is_unreadable() -> None:
+    """`float` reads "inf" and "infinity" too: taken as a wait, the indexer would leave the tenant's endpoint
+    alone for good (until a restart)."""
+    for unreadable in ("inf", "Infinity", "-inf"):
+        assert after(unreadable) is None
+
+
+async def test_an_answer_that_trickles_in_is_cut_at_the_timeout() -> None:
+    """httpx's timeout bounds each read, not the request: an endpoint sending its answer a byte at a time,
+    each within the timeout, kept a similar-cases query waiting far past `timeoutSeconds`."""
+    import asyncio
+
+    body = OK
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode())
+            for i in range(len(body)):
+                writer.write(body[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    emb = OpenAIEmbedder(f"http://127.0.0.1:{port}/v1", "m", timeout=0.5, retries=0)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EmbedderBusy, match="no answer within"):
+            await emb.embed(["a"])
+    finally:
+        await emb.aclose()
+        server.close()
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_a_deferral_is_capped(store: Any, tenant_factory: Any, scripted_embeddings: Any) -> None:
+    """A `Retry-After` a year ahead defers the tenant's embedding by an hour at most."""
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import MAX_EMBED_DEFERRAL_S, MemoryIndexer
+
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m",
+                                             "timeoutSeconds": 5}})
+    mem = Memory(store)
+    await process(store, t, SMALL[:1], memory=mem)
+    script(scripted_embeddings, [(503, b"{}", {"Retry-After": str(365 * 86400)})])
+    indexer = MemoryIndexer(store, mem)
+    before = time.monotonic()
+    await indexer.run_once(t)
+    assert before < indexer._embed_after[t] <= time.monotonic() + MAX_EMBED_DEFERRAL_S

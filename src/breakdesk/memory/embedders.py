@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -77,7 +78,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         if when.tzinfo is None:  # (an obsolete date form without a zone: HTTP dates are GMT)
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if seconds == seconds else None  # (NaN is unreadable)
+    return max(0.0, seconds) if math.isfinite(seconds) else None  # (`float` reads "nan" and "inf" too)
 
 
 def _wait(state: RetryCallState) -> float:
@@ -194,12 +195,18 @@ class OpenAIEmbedder:
 
     async def _post(self, texts: list[str], timeout: float) -> httpx.Response:
         try:
-            resp = await self._client.post(f"{self.base_url}/embeddings", json={"model": self.model, "input": texts},
-                                           timeout=timeout)
+            # (httpx's timeout bounds each connect, write and read, not the answer: one sent a byte at a time
+            # would outlast it)
+            async with asyncio.timeout(timeout):
+                resp = await self._client.post(f"{self.base_url}/embeddings",
+                                               json={"model": self.model, "input": texts}, timeout=timeout)
         except httpx.UnsupportedProtocol as exc:  # (a configuration error: no retry mends it)
             raise EmbedderError(f"embeddings endpoint unusable: {exc}") from exc
         except httpx.HTTPError as exc:
             raise EmbedderBusy(f"embeddings endpoint unreachable: {type(exc).__name__}") from exc
+        except TimeoutError as exc:
+            raise EmbedderBusy(f"embeddings endpoint unreachable: TimeoutError (no answer within {timeout:.3g} s)"
+                               ) from exc
         if resp.status_code in (400, 413, 422):
             raise EmbedderRejected(f"embeddings endpoint answered {resp.status_code}")
         if resp.status_code in TRANSIENT_STATUSES:

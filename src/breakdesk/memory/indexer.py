@@ -40,6 +40,9 @@ from breakdesk.store.errors import StoreError
 log = logging.getLogger(__name__)
 
 SCAN_PAGE = 500
+#: The longest an endpoint's `Retry-After` defers a tenant's embedding (an HTTP date months ahead, or a pack
+#: since moved to another endpoint, must not stop it until the process restarts).
+MAX_EMBED_DEFERRAL_S = 3600.0
 #: How far before a resolved case was rendered a change to its exception still re-renders it (`_stale`).
 RERENDER_MARGIN = timedelta(minutes=10)
 
@@ -251,7 +254,8 @@ class MemoryIndexer:
                 report.errors += 1
                 log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
                 if isinstance(exc, EmbedderBusy) and exc.retry_after:
-                    self._embed_after[tenant_id] = time.monotonic() + exc.retry_after
+                    wait = min(exc.retry_after, MAX_EMBED_DEFERRAL_S)
+                    self._embed_after[tenant_id] = time.monotonic() + wait
             else:
                 self._embed_after.pop(tenant_id, None)
             return report
