@@ -83,7 +83,6 @@ async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
     selective filter the tenant's overall nearest would mostly be filtered out, and the vector signal with
     them), and a vector counts only for the case row it was made from, as with vectors held in process."""
     from breakdesk.memory import Filters
-    from breakdesk.store.cases import CaseDoc
 
     store = await Store.open(pgvector_url)
     try:
@@ -103,12 +102,7 @@ async def test_pgvector_neighbours_pass_the_filters_and_belong_to_the_case_row(
         assert await store.pgvector_search(t, model, query, 10, Filters(statuses=("NO_SUCH_STATUS",))) == ([], True)
         assert not (await store.pgvector_search(t, model, query, 3)).complete  # as many as asked: maybe more
         # E-2's case is replaced (a new row): its vector was made from the old one until it is embedded again
-        e2 = await store.get_case(t, "E-2")
-        assert e2 is not None
-        await store.replace_cases(t, [CaseDoc(
-            exception_id="E-2", exception_type=e2.exception_type, source_system=e2.source_system, status="CLOSED",
-            received_at=e2.received_at, body=e2.body, entities=e2.entities, severity=e2.severity,
-            fingerprint=e2.fingerprint)])
+        await close_case(store, t, "E-2")
         assert "E-2" not in dict((await store.pgvector_search(t, model, query, 10)).hits)
         assert await indexer.embed(t) == 1
         assert "E-2" in dict((await store.pgvector_search(t, model, query, 10)).hits)
@@ -252,6 +246,30 @@ async def test_models_alike_in_their_first_characters_get_an_index_each(pgvector
         await asyncio.sleep(0)
 
 
+async def close_case(store: Store, tenant: str, exception_id: str) -> Any:
+    """Replace the case's row by a closed one (a new row, as the indexer writes it); returns the old row."""
+    from breakdesk.store.cases import CaseDoc
+
+    old = await store.get_case(tenant, exception_id)
+    assert old is not None
+    await store.replace_cases(tenant, [CaseDoc(
+        exception_id=exception_id, exception_type=old.exception_type, source_system=old.source_system,
+        status="CLOSED", received_at=old.received_at, body=old.body, entities=old.entities, severity=old.severity,
+        fingerprint=old.fingerprint)])
+    return old
+
+
+async def six_embedded(store: Store, settings: dict[str, Any]) -> tuple[str, Memory, Any]:
+    """A tenant with the six small cases processed and embedded: (tenant, its memory, E-1's vector)."""
+    t = await make_tenant(store, {"embeddings": settings})
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    assert await MemoryIndexer(store, mem).embed(t) == 6
+    vector = await store.get_vector(t, f"openai:{settings['model']}", "E-1")
+    assert vector is not None
+    return t, mem, vector.vector
+
+
 async def test_a_selective_filter_compares_the_passing_cases_exactly(
         pgvector_url: str, embeddings_server: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """Few cases pass: the resident index names their rows and pgvector compares those vectors exactly
@@ -260,7 +278,6 @@ async def test_a_selective_filter_compares_the_passing_cases_exactly(
     from sqlalchemy import event
 
     from breakdesk.memory import Filters, service
-    from breakdesk.store.cases import CaseDoc
 
     store = await Store.open(pgvector_url)
     statements: list[str] = []
@@ -269,11 +286,7 @@ async def test_a_selective_filter_compares_the_passing_cases_exactly(
     try:
         settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
         model = "openai:test-embed"
-        t = await make_tenant(store, {"embeddings": settings})
-        mem = Memory(store)
-        await process(store, t, SMALL, memory=mem)
-        assert await MemoryIndexer(store, mem).embed(t) == 6
-        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        t, mem, query = await six_embedded(store, settings)
         idx = await mem.index(t, model)
         for f in (Filters(types=("CASH_BREAK",)), Filters(types=("SETTLEMENT_FAIL",)), Filters(resolved_only=True)):
             among = idx.case_ids(f, 100)
@@ -284,12 +297,7 @@ async def test_a_selective_filter_compares_the_passing_cases_exactly(
             assert [round(s, 5) for _, s in exact.hits] == [round(s, 5) for _, s in by_filters.hits]
         assert idx.case_ids(Filters(), 100) is None and idx.case_ids(Filters(types=("SETTLEMENT_FAIL",)), 1) is None
         assert await store.pgvector_search(t, model, query, 10, among=[]) == ([], True)
-        e2 = await store.get_case(t, "E-2")
-        assert e2 is not None
-        await store.replace_cases(t, [CaseDoc(
-            exception_id="E-2", exception_type=e2.exception_type, source_system=e2.source_system, status="CLOSED",
-            received_at=e2.received_at, body=e2.body, entities=e2.entities, severity=e2.severity,
-            fingerprint=e2.fingerprint)])
+        e2 = await close_case(store, t, "E-2")
         idx = await mem.index(t, model)
         among = idx.case_ids(Filters(types=(e2.exception_type,)), 100)
         assert among is not None and (await store.get_case(t, "E-2")).id in among  # type: ignore[union-attr]
@@ -320,11 +328,7 @@ async def test_an_exact_search_cut_at_its_limit_is_not_complete(
     try:
         settings = {"provider": "openai", "baseUrl": embeddings_server, "model": "test-embed"}
         model = "openai:test-embed"
-        t = await make_tenant(store, {"embeddings": settings})
-        mem = Memory(store)
-        await process(store, t, SMALL, memory=mem)
-        assert await MemoryIndexer(store, mem).embed(t) == 6
-        query = (await store.get_vector(t, model, "E-1")).vector  # type: ignore[union-attr]
+        t, mem, query = await six_embedded(store, settings)
         idx = await mem.index(t, model)
         f = Filters(since=datetime(2000, 1, 1, tzinfo=UTC))  # (every case passes)
         among = idx.case_ids(f, 100)
