@@ -144,11 +144,11 @@ async def test_the_indexer_leaves_an_endpoint_alone_for_as_long_as_it_asks(store
     assert first.errors == 1 and first.embedded == 0 and len(times) == 1
     again = await indexer.run_once(t)
     assert again.embedding_deferred and again.embedded == 0 and len(times) == 1  # not called
-    indexer._embed_after[t] = 0.0  # (the minute has passed)
+    indexer._embed_after[t, "openai:m"] = 0.0  # (the minute has passed)
     scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
     later = await indexer.run_once(t)
     assert not later.embedding_deferred and later.embedded == 3
-    assert t not in indexer._embed_after
+    assert (t, "openai:m") not in indexer._embed_after
 
 
 def test_a_retry_after_that_is_no_number_of_seconds_is_unreadable() -> None:
@@ -207,4 +207,32 @@ async def test_a_deferral_is_capped(store: Any, tenant_factory: Any, scripted_em
     indexer = MemoryIndexer(store, mem)
     before = time.monotonic()
     await indexer.run_once(t)
-    assert before < indexer._embed_after[t] <= time.monotonic() + MAX_EMBED_DEFERRAL_S
+    assert before < indexer._embed_after[t, "openai:m"] <= time.monotonic() + MAX_EMBED_DEFERRAL_S
+
+
+async def test_a_deferral_is_the_endpoints_not_the_tenants(store: Any, tenant_factory: Any,
+                                                          scripted_embeddings: Any) -> None:
+    """A tenant whose policy moves to another model (or endpoint) embeds at once: the wait was asked for by
+    the endpoint it left."""
+    from memkit import SMALL, process
+
+    from breakdesk.catalog import Catalog
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import EmbeddingDeferred, MemoryIndexer
+
+    embeddings = {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m", "timeoutSeconds": 5}
+    t = await tenant_factory({"embeddings": embeddings})
+    mem = Memory(store)
+    await process(store, t, SMALL[:2], memory=mem)
+    script(scripted_embeddings, [(429, b"{}", {"Retry-After": "600"})])
+    indexer = MemoryIndexer(store, mem)
+    assert (await indexer.run_once(t)).errors == 1
+    with pytest.raises(EmbeddingDeferred):
+        await indexer.embed(t)
+    policy = await store.active_pack(t, "tenant")
+    assert policy is not None
+    data = {**policy.content, "version": "9.9.9", "embeddings": {**embeddings, "model": "m2"}}
+    await Catalog(store).publish(t, data, "policy.yaml", "tests", activate=True)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    report = await indexer.run_once(t)
+    assert not report.embedding_deferred and report.embedded == 2

@@ -47,6 +47,10 @@ MAX_EMBED_DEFERRAL_S = 3600.0
 RERENDER_MARGIN = timedelta(minutes=10)
 
 
+class EmbeddingDeferred(EmbedderError):
+    """The tenant's embeddings endpoint asked to be left alone for now (`Retry-After`): nothing was sent."""
+
+
 @dataclass
 class IndexerReport:
     scanned: int = 0
@@ -93,9 +97,10 @@ class MemoryIndexer:
         self.embed_batch = embed_batch
         #: (model, dims) whose pgvector index this process has made sure of
         self._indexed_sizes: set[tuple[str, int]] = set()
-        #: tenant -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone until
-        #: (`Retry-After` longer than the embedder waits): passes until then index without embedding
-        self._embed_after: dict[str, float] = {}
+        #: (tenant, embedder name) -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone
+        #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
+        #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once.
+        self._embed_after: dict[tuple[str, str], float] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -159,7 +164,9 @@ class MemoryIndexer:
         )
 
     async def embed(self, tenant_id: str, max_batches: int | None = None) -> int:
-        """Embed cases past the watermark with the tenant's embedder; returns how many were embedded."""
+        """Embed cases past the watermark with the tenant's embedder; returns how many were embedded. Raises
+        `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the embedder waits, at
+        most `MAX_EMBED_DEFERRAL_S`) has not passed."""
         packs = await self._packs(tenant_id)
         settings = packs.tenant.spec.embeddings if packs is not None else None
         try:
@@ -169,6 +176,19 @@ class MemoryIndexer:
             return 0
         if emb is None:
             return 0
+        key = (tenant_id, emb.name)
+        if time.monotonic() < self._embed_after.get(key, 0.0):
+            raise EmbeddingDeferred
+        try:
+            done = await self._embed_with(tenant_id, emb, settings, max_batches)
+        except EmbedderBusy as exc:
+            if exc.retry_after:  # (longer than the embedder waits: it waited otherwise)
+                self._embed_after[key] = time.monotonic() + min(exc.retry_after, MAX_EMBED_DEFERRAL_S)
+            raise
+        self._embed_after.pop(key, None)
+        return done
+
+    async def _embed_with(self, tenant_id: str, emb: Embedder, settings: Any, max_batches: int | None) -> int:
         state = await self.store.memory_state(tenant_id)
         if state is None or state.model != emb.name:
             await self.store.reset_embeddings(tenant_id, emb.name)
@@ -245,19 +265,13 @@ class MemoryIndexer:
             if not mine:
                 return IndexerReport(busy=True)
             report = await self.catch_up(tenant_id)
-            if time.monotonic() < self._embed_after.get(tenant_id, 0.0):
-                report.embedding_deferred = True
-                return report
             try:
                 report.embedded = await self.embed(tenant_id)
+            except EmbeddingDeferred:
+                report.embedding_deferred = True
             except EmbedderError as exc:
                 report.errors += 1
                 log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
-                if isinstance(exc, EmbedderBusy) and exc.retry_after:
-                    wait = min(exc.retry_after, MAX_EMBED_DEFERRAL_S)
-                    self._embed_after[tenant_id] = time.monotonic() + wait
-            else:
-                self._embed_after.pop(tenant_id, None)
             return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
