@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from breakdesk.audit.chain import content_hash, utc_iso
-from breakdesk.domain.construct import ev
-from breakdesk.domain.models import DEFAULT_MESSAGE, AgentDecision, ResolutionStatus
+from breakdesk.domain.construct import ev, said_ev
+from breakdesk.domain.models import AgentDecision, ResolutionStatus
 from breakdesk.pipeline.execution import ExecutionOutcome, ExecutionService, PacksFor
 from breakdesk.store.approvals import Approval, ApprovalChange
 from breakdesk.store.errors import Conflict, NotFound
@@ -351,10 +351,8 @@ class ApprovalService:
     @staticmethod
     def _event(a: Approval, now: datetime, text: str, next_step: str, comment: str,
                extra: dict[str, Any]) -> EventRow:
-        # Without a comment the evidence repeats the decision, marked as filled in: no one wrote it.
-        said = comment if comment.strip() else None
-        item = ev("approval", message=said or text[:500], ref=a.approval_id,
-                  data=None if said else {DEFAULT_MESSAGE: True})
+        # without a comment the evidence repeats the decision, marked as filled in: no one wrote it
+        item = said_ev("approval", comment, text[:500], ref=a.approval_id)
         decision = AgentDecision(decision=text[:500], confidence=1.0, evidence=(item,), next_step=next_step)
         payload = {"approvalId": a.approval_id, "scope": a.scope, **extra}
         return EventRow(a.exception_id, "approval", now,

@@ -13,7 +13,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from breakdesk.domain.models import AgentDecision, CanonicalModel, Evidence, ExceptionRecord, ResolutionStatus
+from breakdesk.domain.models import (
+    DEFAULT_MESSAGE,
+    AgentDecision,
+    CanonicalModel,
+    Evidence,
+    ExceptionRecord,
+    ResolutionStatus,
+)
 
 _new = object.__new__
 _setattr = object.__setattr__
@@ -44,6 +51,14 @@ def ev(kind: Any, message: Any, ref: Any = None, data: Any = None) -> Evidence:
         return _trusted(Evidence, {"kind": kind, "message": message, "ref": ref, "data": data},
                         _EVIDENCE_SET if data is None else _EVIDENCE_DATA_SET)
     return Evidence(kind=kind, message=message, ref=ref, data=data)
+
+
+def said_ev(kind: str, said: str | None, default: str, ref: str | None = None) -> Evidence:
+    """What a person wrote with an action, as evidence; when they wrote nothing (or only spaces), `default`,
+    marked (`DEFAULT_MESSAGE`) as text the system filled in, never read as their words (`memory.resolution`)."""
+    if said and said.strip():
+        return ev(kind, said, ref)
+    return ev(kind, default, ref, {DEFAULT_MESSAGE: True})
 
 
 def decision(decision: Any, confidence: Any, evidence: Any, next_step: Any) -> AgentDecision:

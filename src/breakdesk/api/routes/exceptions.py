@@ -37,8 +37,8 @@ from breakdesk.api.schemas import (
     QueryDateTime,
     ReopenAction,
 )
-from breakdesk.domain.construct import ev
-from breakdesk.domain.models import DEFAULT_MESSAGE, AgentDecision, ResolutionStatus, Severity
+from breakdesk.domain.construct import said_ev
+from breakdesk.domain.models import AgentDecision, ResolutionStatus, Severity
 from breakdesk.pipeline.intake import intake
 from breakdesk.pipeline.orchestrator import BatchReport, idempotency_key
 from breakdesk.pipeline.types import Submission
@@ -405,10 +405,7 @@ async def act(
 def _decision(text: str, said: str | None, next_step: str, default: str | None = None) -> dict[str, Any]:
     """The action's decision: its evidence is what the person wrote (`said`) or, when they wrote nothing,
     `default` (the decision itself unless given), marked as filled in so it is never read as their words."""
-    if said and said.strip():
-        item = ev("human", message=said)
-    else:
-        item = ev("human", message=default or text, data={DEFAULT_MESSAGE: True})
+    item = said_ev("human", said, default or text)
     return AgentDecision(decision=text, confidence=1.0, evidence=(item,), next_step=next_step).model_dump(
         mode="json", by_alias=True, exclude_none=True
     )
