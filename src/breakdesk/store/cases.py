@@ -489,13 +489,12 @@ class CaseRepo(StoreBase):
         filters being evaluated on `memory_cases` (a scan of the tenant's cases that cost a 1 % filter at
         100k cases ≈ 20 ms) and the HNSW graph walked for the few that pass. `filters` are then not read."""
         dims = int(query.shape[0])
-        literal = "[" + ",".join(f"{float(x):.7g}" for x in query) + "]"
-        if among is not None:
-            return await self._pgvector_among(tenant_id, model, literal, dims, limit, among)
-        where, params, expanding = _vector_filters(tenant_id, model, filters)
-        where.append("v.dims = :dims")  # (vectors of another size cannot be compared; see ensure_pgvector_index)
-        params.update(q=literal, n=limit, dims=dims)
         distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
+        where, params, expanding = _vector_filters(tenant_id, model, None if among is not None else filters)
+        where.append("v.dims = :dims")  # (vectors of another size cannot be compared; see ensure_pgvector_index)
+        params.update(q="[" + ",".join(f"{float(x):.7g}" for x in query) + "]", n=limit, dims=dims)
+        if among is not None:
+            return await self._pgvector_among(where, params, distance, among)
         joined = ("FROM memory_vectors v JOIN memory_cases c ON c.id = v.case_id AND c.tenant_id = v.tenant_id "
                   f"WHERE {' AND '.join(where)}")
         sql = text(f"SELECT v.exception_id, 1 - ({distance}) AS sim {joined} ORDER BY {distance} LIMIT :n")
@@ -519,23 +518,21 @@ class CaseRepo(StoreBase):
         hits = sorted(((str(e), float(sim)) for e, sim in rows), key=lambda hit: hit[1], reverse=True)
         return Nearest(hits, complete)
 
-    async def _pgvector_among(self, tenant_id: str, model: str, literal: str, dims: int, limit: int,
+    async def _pgvector_among(self, where: list[str], params: dict[str, Any], distance: str,
                               among: Sequence[int]) -> Nearest:
-        """`pgvector_search` over the vectors of the case rows `among`: exact (ordered by the similarity,
-        which the HNSW index cannot serve), so complete unless `limit` cut it."""
+        """`pgvector_search` over the vectors of the case rows `among` (`where`: the tenant's vectors of the
+        model and size): exact (ordered by the similarity, which the HNSW index cannot serve), so complete
+        unless `limit` cut it."""
         if not among:
             return Nearest([], True)
-        distance = f"(v.vector::vector({dims})) <=> CAST(:q AS vector({dims}))"
         sql = text(
             f"SELECT v.exception_id, 1 - ({distance}) AS sim FROM memory_vectors v "
-            "WHERE v.tenant_id = :t AND v.model = :m AND v.dims = :dims AND v.case_id = ANY(:ids) "
-            "ORDER BY sim DESC, v.exception_id LIMIT :n"
+            f"WHERE {' AND '.join(where)} AND v.case_id = ANY(:ids) ORDER BY sim DESC, v.exception_id LIMIT :n"
         ).bindparams(bindparam("ids", type_=postgresql.ARRAY(BigInteger)))
         async with self._read() as conn:
-            rows = (await conn.execute(sql, {"t": tenant_id, "m": model, "dims": dims, "q": literal,
-                                             "ids": list(among), "n": limit})).all()
+            rows = (await conn.execute(sql, {**params, "ids": list(among)})).all()
         # (a full list may leave out passing vectors, none nearer than its last: those have one, not a cosine of 0)
-        return Nearest([(str(e), float(sim)) for e, sim in rows], len(rows) < limit)
+        return Nearest([(str(e), float(sim)) for e, sim in rows], len(rows) < params["n"])
 
 
 def _vector_filters(tenant_id: str, model: str, filters: Any) -> tuple[list[str], dict[str, Any], list[Any]]:
