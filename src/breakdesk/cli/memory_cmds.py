@@ -11,7 +11,7 @@ import typer
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.padding import Padding
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from breakdesk.cli import app
@@ -95,7 +95,8 @@ def index(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 2.0,
     db: UrlOpt = None,
 ) -> None:
-    """Index exceptions missing from the memory, refresh resolved ones, and embed cases in batches."""
+    """Index exceptions missing from the memory, refresh resolved ones, re-render cases a new domain pack
+    reads differently, and embed cases in batches."""
 
     async def go(store: Any) -> list[tuple[str, IndexerReport]]:
         indexer = MemoryIndexer(store)
@@ -113,10 +114,12 @@ def index(
         reports = run_with_store(go, db)
     except KeyboardInterrupt:
         return
-    table = Table("tenant", "scanned", "indexed", "resolved", "embedded", "errors", title="memory index")
+    table = Table(Column("tenant", no_wrap=True), "scanned", "indexed", "resolved", "re-rendered", "embedded",
+                  "errors", title="memory index")
     for t, r in reports:
         if r.busy:
-            table.add_row(escape(t), "busy: another indexer is in a pass over this tenant", "", "", "", "")
+            table.add_row(escape(t), "busy: another indexer is in a pass over this tenant", "", "", "", "", "")
             continue
-        table.add_row(escape(t), str(r.scanned), str(r.indexed), str(r.resolved), str(r.embedded), str(r.errors))
+        table.add_row(escape(t), str(r.scanned), str(r.indexed), str(r.resolved), str(r.rerendered),
+                      str(r.embedded), str(r.errors))
     console.print(table)

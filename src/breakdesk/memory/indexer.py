@@ -10,9 +10,13 @@ Per tenant, each pass
    the summary). Replaying a chain from its start re-renders only what differs.
    A case that cannot be rendered from its record is logged and skipped; a store error ends the pass before
    its position moves, so the next pass retries;
-2. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
+2. after a new version of the tenant's domain pack, re-renders the cases it renders differently (a type's
+   description, identifying fields or `similarity.keyFields`: each case stores a digest of what the pack said,
+   `memory.text.type_rendering`), a bounded number per pass, so searches compare new exceptions with cases
+   read the same way;
+3. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
 
-Both positions are stored (`memory_tenants`) in the transaction that does the work, so after a restart the
+The scan and embedding positions are stored (`memory_tenants`) in the transaction that does the work, so after a restart the
 indexer resumes where it stopped and catches up with everything written meanwhile.
 """
 
@@ -33,7 +37,7 @@ from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderBusy, EmbedderError, EmbedderRejected
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
-from breakdesk.memory.text import case_doc, semantic_text
+from breakdesk.memory.text import case_doc, pack_rendering, semantic_text, type_rendering
 from breakdesk.store.cases import CaseDoc, ChangedException, ensure_pgvector_index, pgvector_available
 from breakdesk.store.errors import StoreError
 
@@ -43,6 +47,9 @@ SCAN_PAGE = 500
 #: The longest an endpoint's `Retry-After` defers a tenant's embedding (an HTTP date months ahead, or a pack
 #: since moved to another endpoint, must not stop it until the process restarts).
 MAX_EMBED_DEFERRAL_S = 3600.0
+#: Cases one pass re-renders at most after a domain pack change (`MemoryIndexer.rerender`); the next passes go
+#: on from there, so that one tenant's re-rendering does not hold back the other tenants' indexing.
+RERENDER_PER_PASS = 2000
 #: How far before a resolved case was rendered a change to its exception still re-renders it (`_stale`).
 RERENDER_MARGIN = timedelta(minutes=10)
 
@@ -56,6 +63,8 @@ class IndexerReport:
     scanned: int = 0
     indexed: int = 0
     resolved: int = 0
+    #: cases rendered again because the domain pack now renders them differently
+    rerendered: int = 0
     embedded: int = 0
     errors: int = 0
     #: another process's indexer held this tenant's pass (PostgreSQL): nothing was done here
@@ -101,6 +110,8 @@ class MemoryIndexer:
         #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
         #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once.
         self._embed_after: dict[tuple[str, str], float] = {}
+        #: tenant -> (the `pack_rendering` its cases are being re-rendered for, the last case id checked)
+        self._rerender_at: dict[str, tuple[str, int]] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -147,6 +158,82 @@ class MemoryIndexer:
             if entries < SCAN_PAGE:
                 break
         return report
+
+    async def rerender(self, tenant_id: str, limit: int = RERENDER_PER_PASS) -> IndexerReport:
+        """Render again, from their exceptions, the cases whose rendering the active domain pack changes, at
+        most `limit` per call (the next call goes on from there); once every case has been checked, the pack's
+        `pack_rendering` is saved and later calls cost one read until the pack changes again. Nothing without
+        an active domain pack: its cases keep what their pack said."""
+        report = IndexerReport()
+        packs = await self._packs(tenant_id)
+        if packs is None:
+            return report
+        domain = packs.domain
+        target = pack_rendering(domain)
+        state = await self.store.memory_state(tenant_id)
+        if state is not None and state.rendered_with == target:
+            self._rerender_at.pop(tenant_id, None)
+            return report
+        began, after = self._rerender_at.get(tenant_id, (target, 0))
+        if began != target:  # the pack changed again meanwhile: every case is checked against this one
+            after = 0
+        budget = limit
+        while True:
+            heads = await self.store.case_renderings_after(tenant_id, after, SCAN_PAGE)
+            stopped = False
+            stale: list[int] = []
+            for case_id, _, exception_type, rendering in heads:
+                if len(stale) >= budget:
+                    stopped = True
+                    break
+                after = case_id
+                if rendering != type_rendering(domain, exception_type):
+                    stale.append(case_id)
+            budget -= len(stale)
+            docs, same = await self._rendered_again(tenant_id, stale, domain, report)
+            if same:  # read the same as before (cases from before migration 0010, a playbook edit...)
+                await self.store.stamp_renderings(tenant_id, same)
+            if docs:
+                # (new ids: this walk meets them again further on, rendered as the pack says now)
+                await self.store.replace_cases(tenant_id, docs)
+            report.rerendered += len(docs)
+            if stopped:  # the limit: the next pass goes on from here
+                self._rerender_at[tenant_id] = (target, after)
+                return report
+            if len(heads) < SCAN_PAGE:
+                break
+        await self.store.save_memory_state(tenant_id, rendered_with=target)
+        self._rerender_at.pop(tenant_id, None)
+        return report
+
+    async def _rendered_again(self, tenant_id: str, case_ids: list[int], domain: Any, report: IndexerReport
+                              ) -> tuple[list[CaseDoc], dict[int, str]]:
+        """The cases with these row ids rendered from their exceptions under `domain`: the documents of those
+        that now read differently, and for the others (same text, key fields and domain) their new rendering
+        digest only, to stamp in place."""
+        if not case_ids:
+            return [], {}
+        cases = await self.store.cases_by_ids(tenant_id, case_ids)
+        full = await self.store.exceptions_by_ids(tenant_id, [c.exception_id for c in cases])
+        docs: list[CaseDoc] = []
+        same: dict[int, str] = {}
+        for case in cases:
+            row = full.get(case.exception_id)
+            if row is None:  # removed since (retention): its case goes with it
+                continue
+            try:
+                doc = await self._doc(tenant_id, row, domain)
+            except (StoreError, OSError):
+                raise
+            except Exception as exc:  # (as in `catch_up`)
+                report.errors += 1
+                log.warning("memory: cannot re-render %s/%s: %s", tenant_id, case.exception_id, exc)
+                continue
+            if (doc.body, doc.entities, doc.domain) == (case.body, case.entities, case.domain):
+                same[case.id] = doc.rendering or ""
+            else:
+                docs.append(doc)
+        return docs, same
 
     async def _doc(self, tenant_id: str, row: dict[str, Any], domain: Any) -> CaseDoc:
         rec = ExceptionRecord.model_validate(row["record"], strict=False)
@@ -265,6 +352,8 @@ class MemoryIndexer:
             if not mine:
                 return IndexerReport(busy=True)
             report = await self.catch_up(tenant_id)
+            again = await self.rerender(tenant_id)
+            report.rerendered, report.errors = again.rerendered, report.errors + again.errors
             try:
                 report.embedded = await self.embed(tenant_id)
             except EmbeddingDeferred:

@@ -30,6 +30,7 @@ from breakdesk.memory.text import (
     render,
     semantic_text,
     similarity_keys,
+    type_rendering,
 )
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.packs.schema import EmbeddingSettings
@@ -122,7 +123,8 @@ class _Pending:
         or resolved since: it must be read)."""
         d = self.doc
         if (d is None or head.resolved or d.resolution is not None or d.exception_id != head.exception_id
-                or d.status != head.status or d.severity != head.severity or d.fingerprint != head.fingerprint):
+                or d.status != head.status or d.severity != head.severity or d.fingerprint != head.fingerprint
+                or d.rendering != head.rendering):  # (re-rendered under a newer domain pack meanwhile)
             return None
         return d
 
@@ -149,6 +151,7 @@ class BatchMemory:
             exception_id=rec.exception_id, exception_type=rec.exception_type, source_system=rec.source_system,
             status=status, received_at=received_at, body=prep.body, entities=prep.entities, severity=severity,
             domain=self.domain.spec.name if self.domain else None, fingerprint=ir.fingerprint,
+            rendering=type_rendering(self.domain, rec.exception_type),
         )
         pending = self._pending.get(rec.exception_id) if self._pending is not None else None
         if pending is not None:

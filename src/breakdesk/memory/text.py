@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from breakdesk.domain.digest import stable_digest
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.packs.compiler import CompiledDomainPack
 from breakdesk.store.cases import CaseDoc
@@ -342,7 +343,37 @@ def case_doc(
         fingerprint=fingerprint,
         resolution=dict(resolution) if resolution else None,
         resolved_at=resolved_at,
+        rendering=type_rendering(domain, record.exception_type),
     )
+
+
+def type_rendering(domain: CompiledDomainPack | None, exception_type: str) -> str:
+    """A digest of what the domain pack says that a case of `exception_type` is rendered with: the domain's
+    name, the type's identifying fields and header (`_type_facts`) and its `similarity.keyFields`. Stored with
+    each case (`memory_cases.rendering`), so that after a new pack version the background indexer re-renders
+    exactly the cases whose rendering it changes (`MemoryIndexer.rerender`), and not those of a playbook edit."""
+    key = ("memory.rendering", exception_type)
+    hit = domain.type_cache.get(key) if domain is not None else None
+    if hit is None:
+        names, header = _type_facts(domain, exception_type)
+        facts = [domain.spec.name if domain is not None else None, list(names), list(header),
+                 list(similarity_keys(domain, exception_type))]
+        hit = stable_digest(facts)[:32]
+        if domain is not None:
+            domain.type_cache[key] = hit
+    return hit
+
+
+def pack_rendering(domain: CompiledDomainPack) -> str:
+    """A digest of every type's `type_rendering` under `domain` (and of the domain's name, which a type the
+    pack does not declare is rendered with): when it differs from the one a tenant's cases were last checked
+    against, some of them may read differently now."""
+    key = ("memory.rendering",)
+    hit = domain.type_cache.get(key)
+    if hit is None:
+        hit = domain.type_cache[key] = stable_digest(
+            [domain.spec.name, sorted((t, type_rendering(domain, t)) for t in domain.types)])[:32]
+    return str(hit)
 
 
 def similarity_keys(domain: CompiledDomainPack | None, exception_type: str) -> tuple[str, ...]:

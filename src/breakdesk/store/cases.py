@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import BigInteger, Integer, Select, String, and_, bindparam, delete, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,6 +64,8 @@ class CaseDoc:
     fingerprint: str | None = None
     resolution: dict[str, Any] | None = None
     resolved_at: datetime | None = None
+    #: what the domain pack said about the case's type when it was rendered (`memory.text.type_rendering`)
+    rendering: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +102,7 @@ class CaseHead:
     severity: str | None
     fingerprint: str | None
     resolved: bool
+    rendering: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +142,8 @@ class MemoryState:
     scanned_seq: int
     model: str | None
     embedded_upto: int
+    #: `memory.text.pack_rendering` of the domain pack every case was last checked against (None: never)
+    rendered_with: str | None = None
 
 
 def _case_params(tenant_id: str, d: CaseDoc, now: datetime) -> dict[str, Any]:
@@ -145,6 +162,7 @@ def _case_params(tenant_id: str, d: CaseDoc, now: datetime) -> dict[str, Any]:
         "received_at": d.received_at,
         "resolved_at": d.resolved_at,
         "indexed_at": now,
+        "rendering": d.rendering,
     }
 
 
@@ -180,7 +198,8 @@ _PGVECTOR_NAME = re.compile(r"[^a-z0-9]+")
 def _case_heads_statement() -> Select[Any]:
     """`case_heads_after`'s query (prepared once per dialect; read through the raw driver)."""
     return (
-        select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None))
+        select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None),
+               _C.rendering)
         .where(_C.tenant_id == bindparam("t", type_=String), _C.id > bindparam("after", type_=BigInteger))
         .order_by(_C.id)
         .limit(bindparam("limit", type_=Integer))
@@ -224,7 +243,26 @@ class CaseRepo(StoreBase):
         by ix_memory_cases_tenant_id like `cases_after`."""
         stmt = prepare("memory.case_heads_after", self._engine.dialect, _case_heads_statement)
         rows = await self._fetch(stmt, {"t": tenant_id, "after": after_id, "limit": limit})
-        return [CaseHead(int(i), e, st, sev, fp, bool(res)) for i, e, st, sev, fp, res in rows]
+        return [CaseHead(int(i), e, st, sev, fp, bool(res), r) for i, e, st, sev, fp, res, r in rows]
+
+    async def case_renderings_after(self, tenant_id: str, after_id: int, limit: int = 500
+                                    ) -> list[tuple[int, str, str, str | None]]:
+        """(id, exception id, type, rendering) of the tenant's cases after `after_id`, in id order: what the
+        indexer compares with the active domain pack (`MemoryIndexer.rerender`), without the documents."""
+        stmt = (select(_C.id, _C.exception_id, _C.exception_type, _C.rendering)
+                .where(_C.tenant_id == tenant_id, _C.id > after_id).order_by(_C.id).limit(limit))
+        async with self._read() as conn:
+            return [(int(i), e, t, r) for i, e, t, r in (await conn.execute(stmt)).all()]
+
+    async def stamp_renderings(self, tenant_id: str, renderings: Mapping[int, str]) -> None:
+        """Record, in place, that the cases with these row ids read the same under a new domain pack
+        (`memory.text.type_rendering`): no new row, so no new id, resident index entry or embedding."""
+        if not renderings:
+            return
+        stmt = (update(memory_cases).where(_C.tenant_id == tenant_id, _C.id == bindparam("case_id"))
+                .values(rendering=bindparam("r")))
+        async with self._write() as conn:
+            await conn.execute(stmt, [{"case_id": i, "r": r} for i, r in renderings.items()])
 
     async def cases_by_ids(self, tenant_id: str, ids: Sequence[int]) -> list[StoredCase]:
         """The tenant's cases with these row ids, in id order (ids of other tenants' or deleted rows: absent)."""
@@ -362,7 +400,7 @@ class CaseRepo(StoreBase):
         if row is None:
             return None
         m = row._mapping
-        return MemoryState(int(m["scanned_seq"]), m["model"], int(m["embedded_upto"]))
+        return MemoryState(int(m["scanned_seq"]), m["model"], int(m["embedded_upto"]), m["rendered_with"])
 
     async def save_memory_state(self, tenant_id: str, **values: Any) -> None:
         async with self._write() as conn:

@@ -436,6 +436,9 @@ memory_cases = Table(
     Column("received_at", UTCDateTime, nullable=False),
     Column("resolved_at", UTCDateTime),
     Column("indexed_at", UTCDateTime, nullable=False),
+    # What the domain pack said about the case's type when it was rendered (`memory.text.type_rendering`):
+    # after a new pack version, the indexer re-renders the cases whose value differs. NULL: before 0010.
+    Column("rendering", String(32)),
     UniqueConstraint("tenant_id", "exception_id", name="uq_memory_cases_tenant_exception"),
     Index("ix_memory_cases_tenant_id", "tenant_id", "id"),
     # Resolved cases only (partial): the one query by fingerprint asks for the last resolution of each
@@ -488,5 +491,7 @@ memory_tenants = Table(
     # ... and, for the embedding model in use, the highest memory_cases.id embedded.
     Column("model", String(200)),
     Column("embedded_upto", BigId, nullable=False),
+    # ... and the domain pack (`memory.text.pack_rendering`) every case was last checked against.
+    Column("rendered_with", String(32)),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,154 @@
+"""A new domain pack version re-renders the cases it renders differently, and only those."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from memkit import ROOT, SMALL, process
+from sqlalchemy import update
+
+from breakdesk.catalog import Catalog
+from breakdesk.memory import Memory
+from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.memory.text import pack_rendering, type_rendering
+from breakdesk.packs.compiler import compile_domain
+from breakdesk.packs.loader import model_from_data, read_file
+from breakdesk.store import Store
+from breakdesk.store.tables import memory_cases, memory_tenants
+
+NEW_WORDS = "A delivery leg stayed open past its settlement date at the depository"
+
+
+def finance(version: str = "1.0.0", **type_changes: dict[str, Any]) -> dict[str, Any]:
+    """The example finance domain pack's data, as `version`, with some of its types' specs changed."""
+    data, _ = read_file(ROOT / "packs/finance/domain.yaml")
+    data = copy.deepcopy(data)
+    data["version"] = version
+    for name, changes in type_changes.items():
+        data["exceptionTypes"][name].update(changes)
+    return data
+
+
+async def activate(store: Store, tenant: str, data: dict[str, Any]) -> None:
+    await Catalog(store).publish(tenant, data, "domain.yaml", "admin@example.com", activate=True)
+
+
+async def case_ids(store: Store, tenant: str) -> dict[str, int]:
+    return {c.exception_id: c.id for c in await store.cases_after(tenant, 0)}
+
+
+async def renderings(store: Store, tenant: str) -> dict[str, str | None]:
+    return {e: r for _, e, _, r in await store.case_renderings_after(tenant, 0)}
+
+
+async def indexed(store: Store, tenant_factory: Any) -> tuple[str, MemoryIndexer]:
+    t = await tenant_factory()
+    indexer = MemoryIndexer(store, Memory(store))
+    await process(store, t, SMALL, memory=indexer.memory)
+    report = await indexer.run_once(t)
+    assert report.rerendered == 0  # the pipeline rendered them with the active pack
+    return t, indexer
+
+
+def test_what_a_type_is_rendered_with_is_what_its_digest_follows() -> None:
+    base = compile_domain(model_from_data(finance(), "v1"))
+    same = compile_domain(model_from_data(
+        finance("1.0.1", SETTLEMENT_FAIL={"rootCauseHint": "Another hint", "defaultSeverity": "LOW"}), "v2"))
+    worded = compile_domain(model_from_data(finance("1.0.2", SETTLEMENT_FAIL={"description": NEW_WORDS}), "v3"))
+    keyed = compile_domain(model_from_data(
+        finance("1.0.3", SETTLEMENT_FAIL={"similarity": {"keyFields": ["counterparty"]}}), "v4"))
+    fs = "SETTLEMENT_FAIL"
+    assert type_rendering(same, fs) == type_rendering(base, fs) and pack_rendering(same) == pack_rendering(base)
+    for changed in (worded, keyed):
+        assert type_rendering(changed, fs) != type_rendering(base, fs)
+        assert type_rendering(changed, "CASH_BREAK") == type_rendering(base, "CASH_BREAK")
+        assert pack_rendering(changed) != pack_rendering(base)
+    # a type the pack does not declare reads as its name and the domain's
+    assert type_rendering(base, "SOMETHING_NEW") == type_rendering(worded, "SOMETHING_NEW")
+    assert type_rendering(base, "SOMETHING_NEW") != type_rendering(None, "SOMETHING_NEW")
+
+
+async def test_a_new_pack_version_re_renders_the_cases_it_changes(store: Store, tenant_factory: Any) -> None:
+    t, indexer = await indexed(store, tenant_factory)
+    before = await case_ids(store, t)
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    report = await indexer.run_once(t)
+    after = await case_ids(store, t)
+    assert report.rerendered == 4 and report.errors == 0
+    for eid in ("E-1", "E-2", "E-3", "E-4"):  # the settlement fails: new rows, in the new words
+        assert after[eid] > before[eid]
+        case = await store.get_case(t, eid)
+        assert case is not None and NEW_WORDS in case.body
+    assert (after["E-5"], after["E-6"]) == (before["E-5"], before["E-6"])  # cash breaks read the same
+    domain = (await indexer.packs(t)).domain
+    assert await renderings(store, t) == {c.exception_id: type_rendering(domain, c.exception_type)
+                                          for c in await store.cases_after(t, 0)}
+    assert (await indexer.run_once(t)).rerendered == 0  # checked against this version: nothing more to do
+    # the resident index holds the new rows in place of the old ones
+    idx = await indexer.memory.index(t)
+    assert len(idx) == 6 and idx.case("E-1") is not None and NEW_WORDS in idx.case("E-1").body  # type: ignore[union-attr]
+    assert (await indexer.memory.similar(t, "E-1", k=3)).hits[0].exception_id == "E-2"
+
+
+async def test_cases_that_read_the_same_are_stamped_not_replaced(store: Store, tenant_factory: Any) -> None:
+    """Rows from before the digest existed (migration 0010) are checked once; a case whose text, key fields
+    and domain come out the same keeps its row (and so its id, its resident entry and its vectors)."""
+    t, indexer = await indexed(store, tenant_factory)
+    before = await case_ids(store, t)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(memory_cases).where(memory_cases.c.tenant_id == t).values(rendering=None))
+        await conn.execute(update(memory_tenants).where(memory_tenants.c.tenant_id == t).values(rendered_with=None))
+    report = await indexer.run_once(t)
+    assert report.rerendered == 0 and await case_ids(store, t) == before
+    assert None not in (await renderings(store, t)).values()
+    state = await store.memory_state(t)
+    assert state is not None and state.rendered_with == pack_rendering((await indexer.packs(t)).domain)
+
+
+async def test_re_rendering_is_bounded_per_pass_and_goes_on_where_it_stopped(
+        store: Store, tenant_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    t, indexer = await indexed(store, tenant_factory)
+    before = await case_ids(store, t)
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    read_after: list[int] = []
+    read = store.case_renderings_after
+
+    async def reading(tenant_id: str, after_id: int, limit: int = 500) -> Any:
+        read_after.append(after_id)
+        return await read(tenant_id, after_id, limit)
+
+    monkeypatch.setattr(store, "case_renderings_after", reading)
+    first = await indexer.rerender(t, limit=3)
+    assert first.rerendered == 3 and read_after == [0]
+    second = await indexer.rerender(t, limit=3)  # goes on after the last case it checked, not from the start
+    assert second.rerendered == 1 and read_after[1] == before["E-3"]
+    assert (await indexer.rerender(t, limit=3)).rerendered == 0
+    state = await store.memory_state(t)
+    assert state is not None and state.rendered_with == pack_rendering((await indexer.packs(t)).domain)
+    # a later pack change starts over, against the pack active then
+    await activate(store, t, finance("1.2.0", SETTLEMENT_FAIL={"description": "Settlement failed again"},
+                                     CASH_BREAK={"description": "Cash differs between ledger and bank"}))
+    assert (await indexer.rerender(t, limit=5)).rerendered == 5
+    assert (await indexer.rerender(t, limit=5)).rerendered == 1
+
+
+async def test_another_tenants_pack_change_leaves_these_cases_alone(store: Store, tenant_factory: Any) -> None:
+    mine, indexer = await indexed(store, tenant_factory)
+    theirs, _ = await indexed(store, tenant_factory)
+    mine_before, theirs_before = await case_ids(store, mine), await case_ids(store, theirs)
+    theirs_renderings = await renderings(store, theirs)
+    await activate(store, mine, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    assert (await indexer.run_once(theirs)).rerendered == 0
+    assert (await indexer.run_once(mine)).rerendered == 4
+    assert await case_ids(store, theirs) == theirs_before and await renderings(store, theirs) == theirs_renderings
+    assert (await case_ids(store, mine)).keys() == mine_before.keys()
+    assert all(NEW_WORDS not in c.body for c in await store.cases_after(theirs, 0))
+
+
+async def test_without_an_active_domain_pack_nothing_is_re_rendered(store: Store) -> None:
+    await store.create_tenant("bare", "bare")
+    indexer = MemoryIndexer(store, Memory(store))
+    assert (await indexer.rerender("bare")).rerendered == 0
+    assert await store.memory_state("bare") is None
