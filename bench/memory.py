@@ -53,7 +53,15 @@ from breakdesk.heap import tune_for_throughput
 from breakdesk.memory import Filters, Memory, Query
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
-from breakdesk.memory.text import analyze, describe, key_fields, render, semantic_text, similarity_keys
+from breakdesk.memory.text import (
+    analyze,
+    describe,
+    key_fields,
+    pack_rendering,
+    render,
+    semantic_text,
+    similarity_keys,
+)
 from breakdesk.memory.vectors import VectorIndex
 from breakdesk.packs.loader import read_file
 from breakdesk.pipeline.intake import intake
@@ -778,11 +786,68 @@ def pgvector(sizes: list[int], queries: int = 100) -> None:
             server.cleanup()
 
 
+async def _rerender(url: str, count: int) -> None:
+    """`count` finance exceptions through the pipeline with the memory on, then two sweeps timed: every
+    type's description changed in a new pack version (every case rendered again, new rows), and the same
+    cases as rows from before migration 0010 (no digest: each rendered again and found unchanged, stamped)."""
+    from bench.pipeline import workload
+    from breakdesk.store.tables import memory_cases, memory_tenants
+
+    store = await Store.open(url)
+    try:
+        await store.create_tenant("acme-capital", "bench")
+        cat = Catalog(store)
+        data, src = read_file(ROOT / "packs/finance/domain.yaml")
+        for f in ("packs/finance/domain.yaml", "packs/finance/tenants/acme-capital.yaml"):
+            await cat.publish("acme-capital", *read_file(ROOT / f), "bench", activate=True)
+        orch = Orchestrator(store, memory=Memory.shared(store))
+        now = datetime.now(UTC)
+        subs = [Submission(d, now, i) for i, d in enumerate(workload(count))]
+        for start in range(0, len(subs), 500):
+            await orch.process("acme-capital", subs[start:start + 500])
+        indexer = MemoryIndexer(store, Memory(store))
+        await indexer.run_once("acme-capital")
+        cases = await store.count_cases("acme-capital")
+        changed = {**data, "version": "1.0.1", "exceptionTypes": {
+            name: {**spec, "description": f"{spec.get('description') or name} (reworded)"}
+            for name, spec in data["exceptionTypes"].items()}}
+        await cat.publish("acme-capital", changed, src, "bench", activate=True)
+
+        target = pack_rendering((await indexer.packs("acme-capital")).domain)
+
+        async def sweep() -> tuple[int, float, float]:
+            """Passes until every case has been checked (as the worker's indexer would, without the pauses)."""
+            done, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while True:
+                done += (await indexer.rerender("acme-capital")).rerendered
+                state = await store.memory_state("acme-capital")
+                if state is not None and state.rendered_with == target:
+                    return done, time.perf_counter() - t0, time.process_time() - c0
+
+        for label in ("a new description for every type: every case re-rendered",
+                      "rows from before migration 0010: every case checked, found the same, stamped"):
+            if label.startswith("rows"):
+                async with store.engine.begin() as conn:
+                    await conn.execute(memory_cases.update().values(rendering=None))
+                    await conn.execute(memory_tenants.update().values(rendered_with=None))
+            done, wall, cpu = await sweep()
+            print(f"re-render after a pack change, {cases:,} cases on SQLite ({label}): {done:,} replaced, "
+                  f"{cases / wall:,.0f} cases/s ({cases / cpu:,.0f} per CPU-s of this process)")
+    finally:
+        await store.close()
+
+
+def rerender(count: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_rerender(f"sqlite+aiosqlite:///{tmp}/r.db", count))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench.memory")
     ap.add_argument("--quick", action="store_true", help="10k latency only, smaller pipeline run")
     ap.add_argument("--skip-minilm", action="store_true")
-    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline", "paired", "pgvector"])
+    ap.add_argument("--only", choices=["quality", "latency", "hotpath", "indexing", "heap", "pipeline", "paired", "pgvector",
+                                       "rerender"])
     ap.add_argument("--rounds", type=int, default=3, help="pipeline rounds (each: memory off, on, on with k=0)")
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite",
                     help="database of the pipeline comparison (postgres: 127.0.0.1:5432, a database made per run)")
@@ -817,6 +882,8 @@ def main(argv: list[str] | None = None) -> None:
         pipeline(5_000 if args.quick else 20_000, args.rounds, args.backend)
     if args.only in (None, "paired"):
         pipeline_paired(5_000 if args.quick else 20_000, args.rounds)
+    if args.only in (None, "rerender"):
+        rerender(5_000 if args.quick else 20_000)
     if args.only in (None, "pgvector"):
         sizes = args.pgvector_sizes or ("10000" if args.quick else "10000,100000")
         pgvector([int(n) for n in sizes.split(",")], args.pgvector_queries)
