@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from memkit import ROOT, SMALL, process
+from memkit import ROOT, SMALL, cb, process, sf
 from sqlalchemy import update
+from test_memory_store import similar
 
 from breakdesk.catalog import Catalog
 from breakdesk.memory import Memory
@@ -15,7 +18,10 @@ from breakdesk.memory.indexer import MemoryIndexer
 from breakdesk.memory.text import pack_rendering, type_rendering
 from breakdesk.packs.compiler import compile_domain
 from breakdesk.packs.loader import model_from_data, read_file
+from breakdesk.pipeline.orchestrator import Orchestrator
+from breakdesk.pipeline.types import Submission
 from breakdesk.store import Store
+from breakdesk.store.records import AuditRow, EventRow
 from breakdesk.store.tables import memory_cases, memory_tenants
 
 NEW_WORDS = "A delivery leg stayed open past its settlement date at the depository"
@@ -152,3 +158,98 @@ async def test_without_an_active_domain_pack_nothing_is_re_rendered(store: Store
     indexer = MemoryIndexer(store, Memory(store))
     assert (await indexer.rerender("bare")).rerendered == 0
     assert await store.memory_state("bare") is None
+
+
+async def test_a_batch_decided_under_the_old_pack_and_written_after_the_walk_is_re_rendered(
+        store: Store, tenant_factory: Any) -> None:
+    """A pipeline batch reads the active packs once, at its start: one that began before a new version was
+    activated writes cases rendered with the old one, possibly after the indexer checked every case against
+    the new one. The audit chain names them to the indexer, which renders them again."""
+    t = await tenant_factory()
+    indexer = MemoryIndexer(store, Memory(store))
+    await process(store, t, [sf("E-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short at DTC", "ST-1")],
+                  memory=indexer.memory)
+    await indexer.run_once(t)
+    orch = Orchestrator(store, memory=indexer.memory)
+    old = await orch.active_packs(t)  # the packs of a batch in flight, read before the activation
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    assert (await indexer.run_once(t)).rerendered == 1  # E-1: every case checked against 1.1.0
+
+    async def old_packs(tenant_id: str) -> Any:
+        return old
+
+    orch.active_packs = old_packs  # type: ignore[method-assign]
+    sub = sf("E-2", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short again", "ST-2")
+    await orch.process(t, [Submission(sub, datetime(2025, 3, 14, 9, 5, tzinfo=UTC), 0)])
+    assert NEW_WORDS not in (await store.get_case(t, "E-2")).body  # type: ignore[union-attr]
+    await indexer.run_once(t)
+    case = await store.get_case(t, "E-2")
+    assert case is not None and NEW_WORDS in case.body
+
+
+class _Held:
+    """A store whose `exceptions_by_ids` waits for `go` once it has read the rows (a slow indexer)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def exceptions_by_ids(self, *args: Any, **kw: Any) -> Any:
+        rows = await self._store.exceptions_by_ids(*args, **kw)
+        self.waiting.set()
+        await self.go.wait()
+        return rows
+
+
+async def test_a_slower_re_rendering_does_not_undo_a_newer_change(store: Store, tenant_factory: Any) -> None:
+    """Two indexers of one tenant (on SQLite passes are not excluded): the re-rendering one read the exception
+    open, the other indexed it closed meanwhile. The older rendering, written last, is dropped: its row was
+    replaced since it was read."""
+    t = await tenant_factory()
+    fast = MemoryIndexer(store, Memory(store))
+    await process(store, t, [sf("R-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short", "ST-R1")],
+                  memory=fast.memory)
+    await fast.run_once(t)
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    held = _Held(store)
+    slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).rerender(t))  # type: ignore[arg-type]
+    await asyncio.wait_for(held.waiting.wait(), 30)
+    now = datetime.now(UTC)
+    await store.append_events(t, "R-1", [EventRow("R-1", "human.close", now, None,
+                                                  {"action": "close", "resolution": "redelivered"})],
+                              [AuditRow("dana", "exception.close", "R-1", now, {})],
+                              fields={"status": "CLOSED", "resolved_at": now})
+    await fast.catch_up(t)
+    assert (await store.get_case(t, "R-1")).status == "CLOSED"  # type: ignore[union-attr]
+    held.go.set()
+    assert (await slow).rerendered == 0  # its rendering of the open exception is not written
+    case = await store.get_case(t, "R-1")
+    assert case is not None and case.status == "CLOSED" and case.resolution is not None
+
+
+@pytest.mark.parametrize("pack_change", [True, False])
+async def test_re_rendered_old_cases_keep_their_place_in_the_triage_window(
+        store: Store, tenant_factory: Any, pack_change: bool) -> None:
+    """Triage looks through the tenant's latest cases (`triage_window`). A case rendered again with only a new
+    type description indexes as before: it keeps its slot instead of taking the newest one, which would push
+    the latest cases out of the window."""
+    t = await tenant_factory()
+    mem = Memory(store, triage_window=3)
+    indexer = MemoryIndexer(store, mem)
+    await process(store, t, SMALL, memory=mem)  # the latest 3: E-4, E-5, E-6 (the cash breaks last)
+    await indexer.run_once(t)
+    slots = (await mem.index(t)).slots
+    if pack_change:
+        await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+        assert (await indexer.run_once(t)).rerendered == 4  # E-1 .. E-4, the settlement fails
+        idx = await mem.index(t)
+        assert idx.slots == slots  # the new rows took the old slots
+        assert NEW_WORDS in idx.case("E-1").body  # type: ignore[union-attr]
+    await process(store, t, [cb("E-7", "NOSTRO-USD-001", "USD", "Unbooked bank fee on the statement",
+                                "2025-03-12")], memory=mem)
+    cited = {c["exceptionId"] for c in similar(await store.get_events(t, "E-7"))}
+    assert "E-5" in cited  # the same account's bank fee, one of the 3 latest cases

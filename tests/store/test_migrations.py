@@ -198,3 +198,53 @@ async def test_the_indexer_position_restarts_at_the_beginning_of_the_audit_chain
         await upgrade_engine(engine)
     finally:
         await engine.dispose()
+
+
+async def test_the_rendering_digests_go_and_come_back_without_losing_rows_or_autoincrement(tmp_path: Path) -> None:
+    """0010 adds `memory_cases.rendering` and `memory_tenants.rendered_with`; down and up again keeps the rows
+    (at NULL: the indexer checks them once) and AUTOINCREMENT (a batch copy of the table would drop it, and a
+    deleted latest id would be handed out again)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    case = ("INSERT INTO memory_cases (tenant_id, exception_id, exception_type, source_system, status, entities, "
+            "body, received_at, indexed_at) VALUES ('t1', :e, 'T', 's', 'OPEN', '{}', 'b', '2026-01-01', "
+            "'2026-01-01')")
+    try:
+        await upgrade_engine(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO tenants (tenant_id, name, created_at, settings) VALUES ('t1', 't', "
+                                    "'2026-01-01', '{}')"))
+            for e in ("E-1", "E-2", "E-3"):
+                await conn.execute(text(case), {"e": e})
+            await conn.execute(text("INSERT INTO memory_tenants (tenant_id, embedded_upto, updated_at, "
+                                    "rendered_with) VALUES ('t1', 0, '2026-01-01', 'x')"))
+        await downgrade_engine(engine, "0009")
+        async with engine.begin() as conn:
+            sql = (await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'memory_cases'"))).scalar()
+            assert "AUTOINCREMENT" in sql and "rendering" not in sql
+            await conn.execute(text("DELETE FROM memory_cases WHERE exception_id = 'E-3'"))
+            await conn.execute(text(case), {"e": "E-3"})
+            ids = (await conn.execute(text("SELECT id FROM memory_cases ORDER BY id"))).scalars().all()
+            assert ids == [1, 2, 4]
+        await upgrade_engine(engine)
+        async with engine.connect() as conn:
+            nulls = "SELECT count(*) FROM memory_cases WHERE rendering IS NULL"
+            assert (await conn.execute(text(nulls))).scalar() == 3
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_rendering_digests_go_and_come_back_on_postgres(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    columns = ("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+               "AND table_name IN ('memory_cases', 'memory_tenants') AND column_name IN ('rendering', 'rendered_with')")
+    try:
+        await upgrade_engine(engine)
+        await downgrade_engine(engine, "0009")
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(columns))).scalars().all() == []
+    finally:
+        await upgrade_engine(engine)  # (the session's database: other tests use it next)
+        async with engine.connect() as conn:
+            assert sorted((await conn.execute(text(columns))).scalars().all()) == ["rendered_with", "rendering"]
+        await engine.dispose()

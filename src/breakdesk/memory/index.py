@@ -495,6 +495,14 @@ class TenantIndex:
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(eid)
         if old is not None:
+            if self._same_entry(old, case, counts, tokens):
+                # a new row that indexes exactly as the old one (rendered again under a new domain pack with
+                # another type description, say): it takes the old slot, so it keeps its place in the triage
+                # window instead of pushing the latest cases out of it as a case of today
+                self._cases[old] = case
+                for vi in self.vectors.values():
+                    vi.remove(old)  # (made from the old text: the new row's embedding replaces it)
+                return
             self._retire(old)
         slot = len(self._eids)
         self._grow(slot + 1)
@@ -553,6 +561,26 @@ class TenantIndex:
         if old is not None:
             for vi in self.vectors.values():
                 vi.remove(old)
+
+    def _same_entry(self, slot: int, case: StoredCase, counts: Mapping[str, float] | None,
+                    tokens: Sequence[str] | None) -> bool:
+        """Whether `case` would make exactly the entry live slot `slot` holds: the same type, source, status,
+        severity, fingerprint, arrival, resolution, key fields and text terms (only its row and the text the
+        terms leave out, such as the type's description, differ)."""
+        prev = self._cases[slot]
+        if prev is None or not self._alive[slot]:
+            return False
+        if (prev.exception_type != case.exception_type or prev.source_system != case.source_system
+                or prev.status != case.status or prev.severity != case.severity
+                or prev.fingerprint != case.fingerprint or prev.received_at != case.received_at
+                or prev.resolution != case.resolution or prev.entities != case.entities):
+            return False
+        toks = tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)
+        fids = sorted(self._field_id.get(t, -1) for t in dict.fromkeys(toks))
+        if fids != sorted(self._fields_of(slot)):
+            return False
+        mine = counts if counts is not None else analyze(case.body, case.entities)
+        return dict(mine) == analyze(prev.body, prev.entities)
 
     def _retire(self, slot: int) -> None:
         if not self._alive[slot]:
@@ -1038,8 +1066,9 @@ class TenantIndex:
         return out
 
     def window_start(self, window: int) -> int:
-        """The first slot of the latest `window` cases (slots are held in the order cases arrive; replaced
-        cases keep theirs and count); 0 for no window or an index no larger.
+        """The first slot of the latest `window` cases (slots are held in the order cases arrive; a replaced
+        case's old slot keeps counting, unless the new row indexes exactly as it did and takes that slot, see
+        `_same_entry`); 0 for no window or an index no larger.
 
         Why the pipeline has a window: a batched search costs about in proportion to how many cases share
         the query's common values, i.e. to the tenant's size (bench/RESULTS.md: ~4x from 10k to 100k cases),

@@ -90,6 +90,16 @@ def _stale(changed: ChangedException, rendered_at: int | None) -> bool:
     return changed.status in RESOLVED_STATUSES and changed.changed_at > indexed_at - RERENDER_MARGIN
 
 
+def _misrendered(changed: ChangedException, domain: Any) -> bool:
+    """Whether an exception the chain named has a case rendered with another domain pack than the active one
+    (a batch that read the packs before a new version was activated writes its cases after it, possibly after
+    `MemoryIndexer.rerender` checked every case against that version). Rows from before the digest (NULL) are
+    left to `rerender`, which stamps those that read the same."""
+    return (domain is not None and changed.case is not None and changed.case_type is not None
+            and changed.case_rendering is not None
+            and changed.case_rendering != type_rendering(domain, changed.case_type))
+
+
 PacksFor = Callable[[str], Awaitable[Any]]  # tenant -> object with .domain and .tenant (ActivePacks)
 
 
@@ -133,7 +143,8 @@ class MemoryIndexer:
             if not entries:
                 break
             report.scanned += len(rows)
-            stale = [c.exception_id for c in rows if _stale(c, rendered.get(c.exception_id))]
+            stale = [c.exception_id for c in rows
+                     if _stale(c, rendered.get(c.exception_id)) or _misrendered(c, domain)]
             if stale:
                 head = (await self.store.audit_head(tenant_id))[0]
                 rendered.update(dict.fromkeys(stale, head))
@@ -193,10 +204,9 @@ class MemoryIndexer:
             docs, same = await self._rendered_again(tenant_id, stale, domain, report)
             if same:  # read the same as before (cases from before migration 0010, a playbook edit...)
                 await self.store.stamp_renderings(tenant_id, same)
-            if docs:
-                # (new ids: this walk meets them again further on, rendered as the pack says now)
-                await self.store.replace_cases(tenant_id, docs)
-            report.rerendered += len(docs)
+            # (new ids: this walk meets them again further on, rendered as the pack says now; a row replaced
+            # since it was read is left as it is: it was rendered from a newer exception)
+            report.rerendered += await self.store.rerender_cases(tenant_id, docs)
             if stopped:  # the limit: the next pass goes on from here
                 self._rerender_at[tenant_id] = (target, after)
                 return report
@@ -207,7 +217,7 @@ class MemoryIndexer:
         return report
 
     async def _rendered_again(self, tenant_id: str, case_ids: list[int], domain: Any, report: IndexerReport
-                              ) -> tuple[list[CaseDoc], dict[int, str]]:
+                              ) -> tuple[list[tuple[int, CaseDoc]], dict[int, str]]:
         """The cases with these row ids rendered from their exceptions under `domain`: the documents of those
         that now read differently, and for the others (same text, key fields and domain) their new rendering
         digest only, to stamp in place."""
@@ -215,7 +225,7 @@ class MemoryIndexer:
             return [], {}
         cases = await self.store.cases_by_ids(tenant_id, case_ids)
         full = await self.store.exceptions_by_ids(tenant_id, [c.exception_id for c in cases])
-        docs: list[CaseDoc] = []
+        docs: list[tuple[int, CaseDoc]] = []
         same: dict[int, str] = {}
         for case in cases:
             row = full.get(case.exception_id)
@@ -232,7 +242,7 @@ class MemoryIndexer:
             if (doc.body, doc.entities, doc.domain) == (case.body, case.entities, case.domain):
                 same[case.id] = doc.rendering or ""
             else:
-                docs.append(doc)
+                docs.append((case.id, doc))
         return docs, same
 
     async def _doc(self, tenant_id: str, row: dict[str, Any], domain: Any) -> CaseDoc:

@@ -125,6 +125,9 @@ class ChangedException:
     changed_seq: int
     #: (status, severity, indexed_at) of its case; None: it has none
     case: tuple[str, str | None, datetime] | None
+    #: its case's type and `rendering` (what the domain pack said when it was rendered), if it has one
+    case_type: str | None = None
+    case_rendering: str | None = None
 
 
 class Nearest(NamedTuple):
@@ -332,6 +335,25 @@ class CaseRepo(StoreBase):
                 # next pass looks at those exceptions again instead of leaving the older rendering for good.
                 await self._save_state(conn, tenant_id, now, forward=not docs, scanned_seq=scanned)
 
+    async def rerender_cases(self, tenant_id: str, docs: Sequence[tuple[int, CaseDoc]]) -> int:
+        """Replace the cases with these row ids by these documents (delete + insert: new ids), each only if its
+        row is still there: a row replaced meanwhile (another indexer's pass, a newer status) was rendered from
+        a newer exception than this document. Under the tenant's write lock, as `replace_cases`. Returns how
+        many were replaced."""
+        if not docs:
+            return 0
+        now = utcnow()
+        async with self._write() as conn:
+            await self._tenant_head(conn, tenant_id)
+            live: set[int] = set()
+            for part in chunked([i for i, _ in docs]):
+                live.update(int(i) for i in (await conn.execute(
+                    select(_C.id).where(_C.tenant_id == tenant_id, _C.id.in_(part)))).scalars())
+                await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part)))
+            kept = [d for i, d in docs if i in live]
+            await insert_cases(conn, tenant_id, kept, now)
+        return len(kept)
+
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500
     ) -> tuple[list[ChangedException], int, int]:
@@ -362,14 +384,16 @@ class CaseRepo(StoreBase):
                 last_seq[subject] = int(seq)  # (ascending)
             for part in chunked(list(latest)):
                 stmt = (
-                    select(_X.exception_id, _X.status, _X.severity, _C.status, _C.severity, _C.indexed_at)
+                    select(_X.exception_id, _X.status, _X.severity, _C.status, _C.severity, _C.indexed_at,
+                           _C.exception_type, _C.rendering)
                     .select_from(exceptions.outerjoin(
                         memory_cases, and_(_C.tenant_id == _X.tenant_id, _C.exception_id == _X.exception_id)))
                     .where(_X.tenant_id == tenant_id, _X.exception_id.in_(part))
                 )
-                for e, st, sev, case_st, case_sev, indexed_at in (await conn.execute(stmt)).all():
+                for e, st, sev, case_st, case_sev, indexed_at, case_type, rendering in (
+                        await conn.execute(stmt)).all():
                     case = None if case_st is None else (case_st, case_sev, aware_utc(indexed_at))
-                    out.append(ChangedException(e, st, sev, latest[e], last_seq[e], case))
+                    out.append(ChangedException(e, st, sev, latest[e], last_seq[e], case, case_type, rendering))
         return out, (int(read[-1][0]) if read else after_seq), len(read)
 
     # ------------------------------------------------------------------ indexer state
