@@ -89,3 +89,37 @@ def test_similar_since_is_iso_8601_and_utc_without_a_zone(tmp_path: Path, monkey
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_memory_index_reports_the_cases_a_new_pack_version_rendered_again(tmp_path: Path) -> None:
+    """At the usual 80 columns, every column of the report whole; the rerendered count after a new domain pack
+    version that rewords the settlement fails' description (E-1 .. E-4)."""
+    from test_rerender import NEW_WORDS, activate, finance
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pack.db'}"
+
+    async def setup(changed: bool) -> str:
+        store = await Store.open(url)
+        try:
+            if changed:
+                await activate(store, tenant, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+                return tenant
+            t = await make_tenant(store)
+            await process(store, t, SMALL)
+            return t
+        finally:
+            await store.close()
+
+    tenant = asyncio.run(setup(False))
+    _register()
+    runner = CliRunner()
+    columns = ["scanned", "indexed", "resolved", "rerendered", "embedded", "errors"]
+    first = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url], terminal_width=80)
+    assert first.exit_code == 0, first.output
+    asyncio.run(setup(True))
+    out = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url], terminal_width=80)
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert any(line.split() == ["tenant", *columns] for line in lines), out.output
+    row = next(line.split() for line in lines if tenant in line)
+    assert dict(zip(columns, row[1:], strict=True))["rerendered"] == "4"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich import box
 from rich.console import RenderableType
 from rich.markup import escape
 from rich.padding import Padding
@@ -114,8 +115,11 @@ def index(
         reports = run_with_store(go, db)
     except KeyboardInterrupt:
         return
-    table = Table(Column("tenant", no_wrap=True), "scanned", "indexed", "resolved", "re-rendered", "embedded",
-                  "errors", title="memory index")
+    # (no vertical rules: seven columns and a tenant id fit the usual 80 columns whole)
+    table = Table(Column("tenant", no_wrap=True),
+                  *(Column(h, justify="right") for h in ("scanned", "indexed", "resolved", "rerendered",
+                                                         "embedded", "errors")),
+                  title="memory index", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for t, r in reports:
         if r.busy:
             table.add_row(escape(t), "busy: another indexer is in a pass over this tenant", "", "", "", "", "")
