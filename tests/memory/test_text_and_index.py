@@ -126,22 +126,26 @@ def test_replacing_a_case_keeps_one_copy_and_remembers_the_resolution() -> None:
 
 
 def test_a_new_row_that_indexes_as_the_old_one_keeps_its_slot() -> None:
-    """Only the row and the text search leaves out (the header: type name, description, source) differ: the
-    case stays where it was in arrival order (the triage window counts slots). Anything search reads from a
-    case takes a new slot, as before."""
+    """A new row of a case that differs only in its status, severity or the text search leaves out (the
+    header: type name, description, source) keeps the case's slot, and so its place in arrival order (the
+    triage window counts slots); filters see the new status. Anything else search reads from a case (its key
+    fields, its words, its resolution) takes a new slot, as a new case does."""
     idx = TenantIndex("t1")
     body = "settlement fail\nA trade did not settle.\nsource custody-feed\nCounterparty short of securities"
     idx.add(case("A", body, cid=1, entities={"counterparty": "Jefferies LLC"}))
     idx.add(case("B", body.replace("short of securities", "missed the cut-off"), cid=2))
     reworded = body.replace("A trade did not settle.", "A delivery leg stayed open.")
-    idx.add(case("A", reworded, cid=3, entities={"counterparty": "Jefferies LLC"}))
+    idx.add(case("A", reworded, cid=3, entities={"counterparty": "Jefferies LLC"}, status="IN_PROGRESS"))
     assert (idx.slots, len(idx), idx.last_case_id) == (2, 2, 3)
     held = idx.case("A")
     assert held is not None and held.id == 3 and held.body == reworded
-    assert [h.exception_id for h in idx.search(q("short of securities", eid="Z"), 1)] == ["A"]
-    for changed in (case("A", reworded, cid=4, entities={"counterparty": "Jefferies LLC"}, status="IN_PROGRESS"),
-                    case("A", reworded, cid=5, entities={"counterparty": "UBS"}),
-                    case("A", reworded + " twice", cid=6, entities={"counterparty": "UBS"})):
+    found = idx.search(q("short of securities", eid="Z"), 1, Filters(statuses=("IN_PROGRESS",)))
+    assert [h.exception_id for h in found] == ["A"]
+    assert idx.search(q("short of securities", eid="Z"), 1, Filters(statuses=("TRIAGED",)))[0].exception_id == "B"
+    for changed in (case("A", reworded, cid=5, entities={"counterparty": "UBS"}),
+                    case("A", reworded + " twice", cid=6, entities={"counterparty": "UBS"}),
+                    case("A", reworded + " twice", cid=7, entities={"counterparty": "UBS"}, status="RESOLVED",
+                         resolution={"summary": "recalled"})):
         slots = idx.slots
         idx.add(changed)
         assert idx.slots == slots + 1 and len(idx) == 2

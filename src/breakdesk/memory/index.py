@@ -494,14 +494,9 @@ class TenantIndex:
         eid = case.exception_id
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(eid)
+        counts = counts if counts is not None else analyze(case.body, case.entities)
         if old is not None:
-            if self._same_entry(old, case, counts, tokens):
-                # a new row that indexes exactly as the old one (rendered again under a new domain pack with
-                # another type description, say): it takes the old slot, so it keeps its place in the triage
-                # window instead of pushing the latest cases out of it as a case of today
-                self._cases[old] = case
-                for vi in self.vectors.values():
-                    vi.remove(old)  # (made from the old text: the new row's embedding replaces it)
+            if self._updated_in_place(old, case, counts, tokens):
                 return
             self._retire(old)
         slot = len(self._eids)
@@ -511,7 +506,6 @@ class TenantIndex:
         self._eids.append(eid)
         self._slot[eid] = slot
         self._cases.append(case)
-        counts = counts if counts is not None else analyze(case.body, case.entities)
         at = _I32(slot)
         length = 0.0
         if counts:
@@ -562,25 +556,32 @@ class TenantIndex:
             for vi in self.vectors.values():
                 vi.remove(old)
 
-    def _same_entry(self, slot: int, case: StoredCase, counts: Mapping[str, float] | None,
-                    tokens: Sequence[str] | None) -> bool:
-        """Whether `case` would make exactly the entry live slot `slot` holds: the same type, source, status,
-        severity, fingerprint, arrival, resolution, key fields and text terms (only its row and the text the
-        terms leave out, such as the type's description, differ)."""
+    def _updated_in_place(self, slot: int, case: StoredCase, counts: Mapping[str, float],
+                          tokens: Sequence[str] | None) -> bool:
+        """Give `case` live slot `slot` of its earlier row if it indexes as that row did but for its status and
+        severity: the same type, source, fingerprint, arrival, resolution, key fields and text terms (a status
+        moving on, a severity override, a type description reworded in a new pack: the header is not searched).
+        It then keeps its place in arrival order, which the triage window counts, instead of coming back as a
+        case of today and pushing the latest cases out of the window. False: nothing was changed."""
         prev = self._cases[slot]
         if prev is None or not self._alive[slot]:
             return False
         if (prev.exception_type != case.exception_type or prev.source_system != case.source_system
-                or prev.status != case.status or prev.severity != case.severity
                 or prev.fingerprint != case.fingerprint or prev.received_at != case.received_at
                 or prev.resolution != case.resolution or prev.entities != case.entities):
             return False
         toks = tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)
-        fids = sorted(self._field_id.get(t, -1) for t in dict.fromkeys(toks))
-        if fids != sorted(self._fields_of(slot)):
+        if sorted(self._field_id.get(t, -1) for t in dict.fromkeys(toks)) != sorted(self._fields_of(slot)):
             return False
-        mine = counts if counts is not None else analyze(case.body, case.entities)
-        return dict(mine) == analyze(prev.body, prev.entities)
+        if prev.body != case.body:
+            if dict(counts) != analyze(prev.body, prev.entities):
+                return False
+            for vi in self.vectors.values():
+                vi.remove(slot)  # (made from the old text: the new row's embedding replaces it)
+        self._status[slot] = self._statuses.code(case.status)
+        self._severity[slot] = self._severities.code(case.severity)
+        self._cases[slot] = case
+        return True
 
     def _retire(self, slot: int) -> None:
         if not self._alive[slot]:
@@ -1067,8 +1068,8 @@ class TenantIndex:
 
     def window_start(self, window: int) -> int:
         """The first slot of the latest `window` cases (slots are held in the order cases arrive; a replaced
-        case's old slot keeps counting, unless the new row indexes exactly as it did and takes that slot, see
-        `_same_entry`); 0 for no window or an index no larger.
+        case's old slot keeps counting, unless the new row indexes as it did and takes that slot, see
+        `_updated_in_place`); 0 for no window or an index no larger.
 
         Why the pipeline has a window: a batched search costs about in proportion to how many cases share
         the query's common values, i.e. to the tenant's size (bench/RESULTS.md: ~4x from 10k to 100k cases),
