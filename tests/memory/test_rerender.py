@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from memkit import ROOT, SMALL, cb, process, sf
+from memkit import ROOT, SMALL, process, sf
 from sqlalchemy import update
-from test_memory_store import similar
 
 from breakdesk.catalog import Catalog
 from breakdesk.memory import Memory
@@ -231,25 +230,39 @@ async def test_a_slower_re_rendering_does_not_undo_a_newer_change(store: Store, 
     assert case is not None and case.status == "CLOSED" and case.resolution is not None
 
 
-@pytest.mark.parametrize("pack_change", [True, False])
-async def test_re_rendered_old_cases_keep_their_place_in_the_triage_window(
-        store: Store, tenant_factory: Any, pack_change: bool) -> None:
-    """Triage looks through the tenant's latest cases (`triage_window`). A case rendered again with only a new
-    type description indexes as before: it keeps its slot instead of taking the newest one, which would push
-    the latest cases out of the window."""
+async def test_a_process_loading_the_tenant_later_triages_through_the_same_window(store: Store,
+                                                                                  tenant_factory: Any) -> None:
+    """After status changes and a re-rendering (rows replaced, new ids), the process that followed them and
+    one that loads the tenant afterwards look through the same latest cases."""
     t = await tenant_factory()
     mem = Memory(store, triage_window=3)
     indexer = MemoryIndexer(store, mem)
-    await process(store, t, SMALL, memory=mem)  # the latest 3: E-4, E-5, E-6 (the cash breaks last)
+    await process(store, t, SMALL, memory=mem)
     await indexer.run_once(t)
-    slots = (await mem.index(t)).slots
-    if pack_change:
-        await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
-        assert (await indexer.run_once(t)).rerendered == 4  # E-1 .. E-4, the settlement fails
-        idx = await mem.index(t)
-        assert idx.slots == slots  # the new rows took the old slots
-        assert NEW_WORDS in idx.case("E-1").body  # type: ignore[union-attr]
-    await process(store, t, [cb("E-7", "NOSTRO-USD-001", "USD", "Unbooked bank fee on the statement",
-                                "2025-03-12")], memory=mem)
-    cited = {c["exceptionId"] for c in similar(await store.get_events(t, "E-7"))}
-    assert "E-5" in cited  # the same account's bank fee, one of the 3 latest cases
+    await mem.index(t)
+
+
+    async def escalate(*eids: str) -> None:
+        now = datetime.now(UTC)
+        for eid in eids:
+            await store.append_events(t, eid, [EventRow(eid, "human.escalate", now, None, {"action": "escalate"})],
+                                      [AuditRow("dana", "exception.escalate", eid, now, {})],
+                                      fields={"status": "ESCALATED"})
+        await indexer.run_once(t)
+        await mem.index(t)
+
+    await escalate("E-1", "E-2", "E-3")
+    await activate(store, t, finance("1.1.0", CASH_BREAK={"description": NEW_WORDS}))
+    assert (await indexer.run_once(t)).rerendered == 2  # E-5, E-6
+    await mem.index(t)
+    await escalate("E-6")  # its old slot is now among the last three
+    resident = await mem.index(t)
+    loaded = await Memory(store, triage_window=3).index(t)
+    assert resident.slots > loaded.slots == 6
+    queries = [resident.query_for(c).replace(exception_id=None)  # type: ignore[arg-type]
+               for c in (resident.case(e) for e in ("E-1", "E-5"))]
+    assert [[c.exception_id for c in hits] for hits in resident.similar_many(queries, 5, 3)] == \
+        [[c.exception_id for c in hits] for hits in loaded.similar_many(queries, 5, 3)]
+    window = resident._eids[resident.window_start(3):]
+    assert [e for e, c in zip(window, resident._cases[resident.window_start(3):], strict=True) if c] == \
+        loaded._eids[loaded.window_start(3):] == ["E-3", "E-5", "E-6"]

@@ -125,30 +125,22 @@ def test_replacing_a_case_keeps_one_copy_and_remembers_the_resolution() -> None:
     assert last is not None and last.exception_id == "A"
 
 
-def test_a_new_row_that_indexes_as_the_old_one_keeps_its_slot() -> None:
-    """A new row of a case that differs only in its status, severity or the text search leaves out (the
-    header: type name, description, source) keeps the case's slot, and so its place in arrival order (the
-    triage window counts slots); filters see the new status. Anything else search reads from a case (its key
-    fields, its words, its resolution) takes a new slot, as a new case does."""
+def test_the_triage_window_counts_live_cases_not_the_slots_of_replaced_ones() -> None:
+    """A replaced case takes a new slot; its old one does not count towards the latest cases, so the window
+    holds the same cases as in an index loaded afresh from the rows (which has no old slots)."""
     idx = TenantIndex("t1")
-    body = "settlement fail\nA trade did not settle.\nsource custody-feed\nCounterparty short of securities"
-    idx.add(case("A", body, cid=1, entities={"counterparty": "Jefferies LLC"}))
-    idx.add(case("B", body.replace("short of securities", "missed the cut-off"), cid=2))
-    reworded = body.replace("A trade did not settle.", "A delivery leg stayed open.")
-    idx.add(case("A", reworded, cid=3, entities={"counterparty": "Jefferies LLC"}, status="IN_PROGRESS"))
-    assert (idx.slots, len(idx), idx.last_case_id) == (2, 2, 3)
-    held = idx.case("A")
-    assert held is not None and held.id == 3 and held.body == reworded
-    found = idx.search(q("short of securities", eid="Z"), 1, Filters(statuses=("IN_PROGRESS",)))
-    assert [h.exception_id for h in found] == ["A"]
-    assert idx.search(q("short of securities", eid="Z"), 1, Filters(statuses=("TRIAGED",)))[0].exception_id == "B"
-    for changed in (case("A", reworded, cid=5, entities={"counterparty": "UBS"}),
-                    case("A", reworded + " twice", cid=6, entities={"counterparty": "UBS"}),
-                    case("A", reworded + " twice", cid=7, entities={"counterparty": "UBS"}, status="RESOLVED",
-                         resolution={"summary": "recalled"})):
-        slots = idx.slots
-        idx.add(changed)
-        assert idx.slots == slots + 1 and len(idx) == 2
+    for n, eid in enumerate("ABCD", 1):
+        idx.add(case(eid, f"settlement fail {eid}", cid=n))
+    idx.add(case("A", "settlement fail A", cid=5, status="IN_PROGRESS"))
+    idx.add(case("B", "settlement fail B", cid=6, status="IN_PROGRESS"))
+    fresh = TenantIndex("t1")
+    for eid, cid in (("C", 3), ("D", 4), ("A", 5), ("B", 6)):
+        fresh.add(case(eid, f"settlement fail {eid}", cid=cid, status="TRIAGED" if cid < 5 else "IN_PROGRESS"))
+    for window in (1, 3):
+        assert (idx._eids[idx.window_start(window):][-window:] == fresh._eids[fresh.window_start(window):]
+                == ["C", "D", "A", "B"][-window:])
+        assert sum(idx._alive[idx.window_start(window):idx.slots]) == window
+    assert idx.window_start(4) == fresh.window_start(4) == 0  # no more live cases than the window
 
 
 def test_cases_without_words_keep_none_when_others_have_them() -> None:

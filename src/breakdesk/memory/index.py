@@ -494,10 +494,7 @@ class TenantIndex:
         eid = case.exception_id
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(eid)
-        counts = counts if counts is not None else analyze(case.body, case.entities)
         if old is not None:
-            if self._updated_in_place(old, case, counts, tokens):
-                return
             self._retire(old)
         slot = len(self._eids)
         self._grow(slot + 1)
@@ -506,6 +503,7 @@ class TenantIndex:
         self._eids.append(eid)
         self._slot[eid] = slot
         self._cases.append(case)
+        counts = counts if counts is not None else analyze(case.body, case.entities)
         at = _I32(slot)
         length = 0.0
         if counts:
@@ -555,33 +553,6 @@ class TenantIndex:
         if old is not None:
             for vi in self.vectors.values():
                 vi.remove(old)
-
-    def _updated_in_place(self, slot: int, case: StoredCase, counts: Mapping[str, float],
-                          tokens: Sequence[str] | None) -> bool:
-        """Give `case` live slot `slot` of its earlier row if it indexes as that row did but for its status and
-        severity: the same type, source, fingerprint, arrival, resolution, key fields and text terms (a status
-        moving on, a severity override, a type description reworded in a new pack: the header is not searched).
-        It then keeps its place in arrival order, which the triage window counts, instead of coming back as a
-        case of today and pushing the latest cases out of the window. False: nothing was changed."""
-        prev = self._cases[slot]
-        if prev is None or not self._alive[slot]:
-            return False
-        if (prev.exception_type != case.exception_type or prev.source_system != case.source_system
-                or prev.fingerprint != case.fingerprint or prev.received_at != case.received_at
-                or prev.resolution != case.resolution or prev.entities != case.entities):
-            return False
-        toks = tokens if tokens is not None else key_tokens(case.entities, case.fingerprint)
-        if sorted(self._field_id.get(t, -1) for t in dict.fromkeys(toks)) != sorted(self._fields_of(slot)):
-            return False
-        if prev.body != case.body:
-            if dict(counts) != analyze(prev.body, prev.entities):
-                return False
-            for vi in self.vectors.values():
-                vi.remove(slot)  # (made from the old text: the new row's embedding replaces it)
-        self._status[slot] = self._statuses.code(case.status)
-        self._severity[slot] = self._severities.code(case.severity)
-        self._cases[slot] = case
-        return True
 
     def _retire(self, slot: int) -> None:
         if not self._alive[slot]:
@@ -1067,16 +1038,21 @@ class TenantIndex:
         return out
 
     def window_start(self, window: int) -> int:
-        """The first slot of the latest `window` cases (slots are held in the order cases arrive; a replaced
-        case's old slot keeps counting, unless the new row indexes as it did and takes that slot, see
-        `_updated_in_place`); 0 for no window or an index no larger.
+        """The first slot of the latest `window` live cases; 0 for no window or no more live cases than that.
+        Slots are held in the order of the rows' ids (a replaced case takes a new slot); the old slots of
+        replaced cases do not count, so a process that followed every change and one that loaded the tenant
+        afterwards (which has no such slots) look through the same cases.
 
         Why the pipeline has a window: a batched search costs about in proportion to how many cases share
         the query's common values, i.e. to the tenant's size (bench/RESULTS.md: ~4x from 10k to 100k cases),
         and the pipeline searches once per exception. Bounding what triage looks through bounds that cost
         however long a tenant has been running; `similar` (API, CLI) still searches every case."""
         n = len(self._eids)
-        return n - window if 0 < window < n else 0
+        if not 0 < window < self._live:
+            return 0
+        if self._live == n:
+            return n - window
+        return int(np.flatnonzero(self._alive[:n])[-window])
 
     def _batch(self, queries: Sequence[Query], k: int, from_slot: int = 0
                ) -> list[tuple[float, list[_Ranked], _Prep | None] | None]:
