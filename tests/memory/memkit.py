@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,3 +66,31 @@ async def process(store: Store, tenant: str, items: list[dict[str, Any]], **kw: 
     orch = Orchestrator(store, **kw)
     subs = [Submission(d, T0 + timedelta(seconds=i), i) for i, d in enumerate(items)]
     return await orch.process(tenant, subs)
+
+
+class Held:
+    """A store whose method `name` stalls until `go` is set, as in a slower indexer's pass: before it runs, or
+    once it has (`after`: the rows it read are then older than what others write meanwhile). `waiting` is set
+    when it stalls."""
+
+    def __init__(self, store: Store, name: str, *, after: bool = False) -> None:
+        self._store, self._name, self._after = store, name, after
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    def __getattr__(self, attr: str) -> Any:
+        real = getattr(self._store, attr)
+        if attr != self._name:
+            return real
+
+        async def held(*args: Any, **kw: Any) -> Any:
+            if not self._after:
+                self.waiting.set()
+                await self.go.wait()
+            out = await real(*args, **kw)
+            if self._after:
+                self.waiting.set()
+                await self.go.wait()
+            return out
+
+        return held

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from memkit import ROOT, SMALL, process, sf
+from memkit import ROOT, SMALL, Held, process, sf
 from sqlalchemy import update
 
 from breakdesk.catalog import Catalog
@@ -186,24 +186,6 @@ async def test_a_batch_decided_under_the_old_pack_and_written_after_the_walk_is_
     assert case is not None and NEW_WORDS in case.body
 
 
-class _Held:
-    """A store whose `exceptions_by_ids` waits for `go` once it has read the rows (a slow indexer)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.waiting = asyncio.Event()
-        self.go = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def exceptions_by_ids(self, *args: Any, **kw: Any) -> Any:
-        rows = await self._store.exceptions_by_ids(*args, **kw)
-        self.waiting.set()
-        await self.go.wait()
-        return rows
-
-
 async def test_a_slower_re_rendering_does_not_undo_a_newer_change(store: Store, tenant_factory: Any) -> None:
     """Two indexers of one tenant (on SQLite passes are not excluded): the re-rendering one read the exception
     open, the other indexed it closed meanwhile. The older rendering, written last, is dropped: its row was
@@ -214,7 +196,7 @@ async def test_a_slower_re_rendering_does_not_undo_a_newer_change(store: Store, 
                   memory=fast.memory)
     await fast.run_once(t)
     await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
-    held = _Held(store)
+    held = Held(store, "exceptions_by_ids", after=True)
     slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).rerender(t))  # type: ignore[arg-type]
     await asyncio.wait_for(held.waiting.wait(), 30)
     now = datetime.now(UTC)

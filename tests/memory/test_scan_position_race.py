@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from memkit import process, sf
+from memkit import Held, process, sf
 
 from breakdesk.memory import Memory
 from breakdesk.memory.indexer import MemoryIndexer
@@ -15,28 +15,11 @@ from breakdesk.store import Store
 from breakdesk.store.records import AuditRow, EventRow
 
 
-class _Held:
-    """The slower indexer's store: its `replace_cases` waits for `go` (its pass was slower)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self.waiting = asyncio.Event()
-        self.go = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def replace_cases(self, *args: Any, **kw: Any) -> None:
-        self.waiting.set()
-        await self.go.wait()
-        await self._store.replace_cases(*args, **kw)
-
-
 async def test_a_slower_pass_saved_last_does_not_hide_a_newer_change(store: Store, tenant_factory: Any) -> None:
     t = await tenant_factory()
     await process(store, t, [sf("R-1", "Jefferies LLC", "INSUFFICIENT_SECURITIES", "short", "ST-R1")], memory=False)
     # the slower pass: reads the chain, renders R-1 (open, no case yet), then stalls before writing
-    held = _Held(store)
+    held = Held(store, "replace_cases")
     slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).catch_up(t))  # type: ignore[arg-type]
     await asyncio.wait_for(held.waiting.wait(), 30)
     # R-1 is closed meanwhile, and the other indexer's pass indexes it as closed
