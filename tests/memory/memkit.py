@@ -94,3 +94,14 @@ class Held:
             return out
 
         return held
+
+
+async def close(store: Store, tenant: str, eid: str, resolution: str = "redelivered") -> None:
+    """A person closes exception `eid` (its event, audit entry and fields, as the API writes them)."""
+    from breakdesk.store.records import AuditRow, EventRow
+
+    now = datetime.now(UTC)
+    await store.append_events(tenant, eid, [EventRow(eid, "human.close", now, None,
+                                                     {"action": "close", "resolution": resolution})],
+                              [AuditRow("dana", "exception.close", eid, now, {})],
+                              fields={"status": "CLOSED", "resolved_at": now})

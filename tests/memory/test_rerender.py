@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from memkit import ROOT, SMALL, Held, process, sf
+from memkit import ROOT, SMALL, Held, close, process, sf
 from sqlalchemy import update
 
 from breakdesk.catalog import Catalog
@@ -199,11 +199,7 @@ async def test_a_slower_re_rendering_does_not_undo_a_newer_change(store: Store, 
     held = Held(store, "exceptions_by_ids", after=True)
     slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).rerender(t))  # type: ignore[arg-type]
     await asyncio.wait_for(held.waiting.wait(), 30)
-    now = datetime.now(UTC)
-    await store.append_events(t, "R-1", [EventRow("R-1", "human.close", now, None,
-                                                  {"action": "close", "resolution": "redelivered"})],
-                              [AuditRow("dana", "exception.close", "R-1", now, {})],
-                              fields={"status": "CLOSED", "resolved_at": now})
+    await close(store, t, "R-1")
     await fast.catch_up(t)
     assert (await store.get_case(t, "R-1")).status == "CLOSED"  # type: ignore[union-attr]
     held.go.set()

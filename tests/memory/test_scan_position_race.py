@@ -4,15 +4,13 @@ behind, saving last, must not leave the memory with an older rendering than the 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Any
 
-from memkit import Held, process, sf
+from memkit import Held, close, process, sf
 
 from breakdesk.memory import Memory
 from breakdesk.memory.indexer import MemoryIndexer
 from breakdesk.store import Store
-from breakdesk.store.records import AuditRow, EventRow
 
 
 async def test_a_slower_pass_saved_last_does_not_hide_a_newer_change(store: Store, tenant_factory: Any) -> None:
@@ -23,11 +21,7 @@ async def test_a_slower_pass_saved_last_does_not_hide_a_newer_change(store: Stor
     slow = asyncio.create_task(MemoryIndexer(held, Memory(store)).catch_up(t))  # type: ignore[arg-type]
     await asyncio.wait_for(held.waiting.wait(), 30)
     # R-1 is closed meanwhile, and the other indexer's pass indexes it as closed
-    now = datetime.now(UTC)
-    await store.append_events(t, "R-1", [EventRow("R-1", "human.close", now, None,
-                                                  {"action": "close", "resolution": "redelivered"})],
-                              [AuditRow("dana", "exception.close", "R-1", now, {})],
-                              fields={"status": "CLOSED", "resolved_at": now})
+    await close(store, t, "R-1")
     fast = MemoryIndexer(store, Memory(store))
     await fast.catch_up(t)
     assert (await store.get_case(t, "R-1")).status == "CLOSED"  # type: ignore[union-attr]
