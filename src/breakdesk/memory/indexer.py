@@ -229,7 +229,7 @@ class MemoryIndexer:
         same: dict[int, str] = {}
         for case in cases:
             row = full.get(case.exception_id)
-            if row is None:  # removed since (retention): its case goes with it
+            if row is None:  # (no exception behind the case: nothing to render it from; it stays as it is)
                 continue
             try:
                 doc = await self._doc(tenant_id, row, domain)
