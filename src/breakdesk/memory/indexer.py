@@ -16,8 +16,10 @@ Per tenant, each pass
    read the same way;
 3. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
 
-The scan and embedding positions are stored (`memory_tenants`) in the transaction that does the work, so after a restart the
-indexer resumes where it stopped and catches up with everything written meanwhile.
+The scan and embedding positions are stored (`memory_tenants`) in the transaction that does the work, so after
+a restart the indexer resumes where it stopped and catches up with everything written meanwhile; so is the pack
+every case was last checked against (a re-rendering interrupted by a restart starts its walk again, re-rendering
+only what is still stale).
 """
 
 from __future__ import annotations
