@@ -128,4 +128,11 @@ async def test_the_worker_indexes_resolutions_in_the_background(make_api: Any) -
         assert [h["exceptionId"] for h in r.json()["items"]] == [first] and r.json()["items"][0]["resolution"]
         indexer = api.ctx.background._indexer
         assert indexer is not None and not indexer.done()
+        status: dict[str, Any] = {}
+        while status.get("behind") != 0 and asyncio.get_running_loop().time() < deadline:  # the worker's pace
+            r = await api.client.get(f"/v1/tenants/{t.tenant_id}/memory", headers=t.headers("viewer"))
+            assert r.status_code == 200, r.text
+            status = r.json()
+            await asyncio.sleep(0.05)
+        assert status == {"cases": 2, "behind": 0, "embedder": None, "toEmbed": 0, "rerenderPending": False}
     assert indexer.done()  # the lifespan stopped it

@@ -606,6 +606,19 @@ class SimilarCases(Wire):
     items: list[SimilarCaseOut]
 
 
+class MemoryStatusOut(Wire):
+    """How far the similar-case memory's background indexer has got with the tenant (all 0 and false once it
+    has caught up)."""
+
+    cases: int = Field(description="Exceptions indexed as cases.")
+    behind: int = Field(description="Entries of the tenant's audit chain the indexer has yet to look at (each "
+                                    "change to an exception is one).")
+    embedder: str | None = Field(description="The tenant policy's embedder; null for lexical and structured only.")
+    to_embed: int = Field(description="Cases without a vector of that embedder yet.")
+    rerender_pending: bool = Field(
+        description="The active domain pack renders some cases differently and they are not all checked yet.")
+
+
 # ------------------------------------------------------------------------------- submission (docs only)
 
 

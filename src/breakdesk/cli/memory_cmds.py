@@ -1,4 +1,5 @@
-"""`breakdesk similar` (cases like an exception, and why) and `breakdesk memory index` (catch-up, embeddings)."""
+"""`breakdesk similar` (cases like an exception, and why), `breakdesk memory index` (catch-up, embeddings) and
+`breakdesk memory status` (how far the indexer has got)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from breakdesk.domain.models import ResolutionStatus
 from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
-from breakdesk.memory.lookup import similar_for
+from breakdesk.memory.lookup import MemoryStatus, memory_status, similar_for
 
-memory_app = typer.Typer(help="Similar-case memory: indexing and embeddings.", no_args_is_help=True)
+memory_app = typer.Typer(help="Similar-case memory: indexing, embeddings and how far they have got.",
+                         no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
 
 
@@ -126,4 +128,32 @@ def index(
             continue
         table.add_row(escape(t), str(r.scanned), str(r.indexed), str(r.resolved), str(r.rerendered),
                       str(r.embedded), str(r.errors))
+    console.print(table)
+
+
+@memory_app.command("status")
+def status(
+    tenant: Annotated[list[str] | None, typer.Option("--tenant", "-t", help="Only these tenants.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: UrlOpt = None,
+) -> None:
+    """How far the background indexer has got: changes to look at, cases to embed or render again."""
+
+    async def go(store: Any) -> list[tuple[str, MemoryStatus]]:
+        tenants = tenant or [t.tenant_id for t in await store.list_tenants()]
+        return [(t, await memory_status(store, t)) for t in tenants]
+
+    rows = run_with_store(go, db)  # (an unknown tenant: its NotFound, a usage error)
+    if as_json:
+        console.print_json(orjson.dumps({t: {"cases": s.cases, "behind": s.behind, "embedder": s.embedder,
+                                              "toEmbed": s.to_embed, "rerenderPending": s.rerender_pending}
+                                          for t, s in rows}).decode())
+        return
+    table = Table(Column("tenant", no_wrap=True),
+                  *(Column(h, justify="right") for h in ("cases", "behind", "to embed")),
+                  "embedder", "rerender", title="memory status", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for t, s in rows:
+        table.add_row(escape(t), str(s.cases), str(s.behind), str(s.to_embed), escape(s.embedder or "none"),
+                      "pending" if s.rerender_pending else "done")
     console.print(table)

@@ -145,6 +145,11 @@ class MiniLMEmbedder:
         return await asyncio.to_thread(self.encode, texts)
 
 
+def openai_name(model: str) -> str:
+    """What an OpenAI-compatible endpoint's vectors of `model` are stored under."""
+    return f"openai:{model}"
+
+
 class OpenAIEmbedder:
     """POST {baseUrl}/embeddings with {"model", "input": [...]}, as OpenAI and compatible servers speak it."""
 
@@ -153,7 +158,7 @@ class OpenAIEmbedder:
                  retries: int = RETRIES) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.name = f"openai:{model}"
+        self.name = openai_name(model)
         self.batch_size = batch_size
         self.timeout = timeout
         self.retries = retries
@@ -233,6 +238,14 @@ class OpenAIEmbedder:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def embedder_name(settings: EmbeddingSettings | None) -> str | None:
+    """The name (`Embedder.name`, what vectors are stored under) of the embedder a tenant policy asks for,
+    without loading a model or reading a key; None for `none`."""
+    if settings is None or settings.provider == "none":
+        return None
+    return MINILM_NAME if settings.provider == "minilm" else openai_name(settings.model or "")
 
 
 def embedder_for(settings: EmbeddingSettings | None, *, threads: int | None = None) -> Embedder | None:

@@ -1,12 +1,16 @@
-"""Similar cases of one stored exception with the tenant's policy applied — shared by the CLI and the API."""
+"""What the CLI and the API ask the memory for, with the tenant's policy applied: the similar cases of one
+stored exception, and how far the background indexer has got."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from breakdesk.memory.embedders import embedder_name
 from breakdesk.memory.index import Filters
 from breakdesk.memory.service import Memory, SimilarResult
+from breakdesk.memory.text import pack_rendering
 from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
 
 DEFAULT_K = 5
@@ -33,4 +37,43 @@ async def similar_for(
     return await Memory.shared(store).similar(
         tenant, exception_id, k=size if size is not None else DEFAULT_K, filters=filters, embeddings=settings,
         domain=domain,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStatus:
+    """How far the background indexer has got with one tenant: what is indexed, what it has yet to look at,
+    embed or render again. All zero and False once it has caught up."""
+
+    cases: int
+    #: entries of the tenant's audit chain it has yet to look at (each change to an exception is one: exceptions
+    #: to index, cases to render again)
+    behind: int
+    #: the tenant policy's embedder (`Embedder.name`), None for lexical and structured search only
+    embedder: str | None
+    #: cases without a vector of that embedder yet (0 without one)
+    to_embed: int
+    #: whether the active domain pack renders some cases differently and they are not all checked yet
+    rerender_pending: bool
+
+
+async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awaitable[Any]] | None = None
+                        ) -> MemoryStatus:
+    """The tenant's `MemoryStatus`: four small reads, nothing loaded (no resident index, no model)."""
+    settings, rendering = None, None
+    try:
+        packs = await (packs_for or Orchestrator(store, memory=False).active_packs)(tenant)
+        settings, rendering = packs.tenant.spec.embeddings, pack_rendering(packs.domain)
+    except NoActivePacks:
+        pass
+    state = await store.memory_state(tenant)
+    head = (await store.audit_head(tenant))[0]
+    name = embedder_name(settings)
+    embedded = state.embedded_upto if state is not None and state.model == name else 0
+    return MemoryStatus(
+        cases=await store.count_cases(tenant),
+        behind=max(0, head - (state.scanned_seq if state is not None else 0)),
+        embedder=name,
+        to_embed=await store.count_cases(tenant, embedded) if name is not None else 0,
+        rerender_pending=rendering is not None and (state is None or state.rendered_with != rendering),
     )

@@ -296,8 +296,9 @@ class CaseRepo(StoreBase):
             row = (await conn.execute(stmt)).first()
         return _stored(row) if row is not None else None
 
-    async def count_cases(self, tenant_id: str) -> int:
-        stmt = select(func.count()).select_from(memory_cases).where(_C.tenant_id == tenant_id)
+    async def count_cases(self, tenant_id: str, after_id: int = 0) -> int:
+        """The tenant's cases (those after row `after_id`: past an embedding watermark, say)."""
+        stmt = select(func.count()).select_from(memory_cases).where(_C.tenant_id == tenant_id, _C.id > after_id)
         async with self._read() as conn:
             return int((await conn.execute(stmt)).scalar() or 0)
 

@@ -1,4 +1,5 @@
-"""Similar past cases of an exception: what an operator looks at to see how the same problem was solved.
+"""Similar past cases of an exception: what an operator looks at to see how the same problem was solved;
+and how far the memory's background indexer has got with the tenant.
 
 Search is confined to the caller's tenant by the memory itself (an index per tenant; every hit is checked
 to belong to it), and an exception of another tenant is the same 404 as one that does not exist."""
@@ -12,10 +13,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from breakdesk.api.auth import Principal
 from breakdesk.api.deps import context, not_found, require
 from breakdesk.api.problems import COMMON_PROBLEM_RESPONSES
-from breakdesk.api.schemas import QueryDateTime, SimilarCaseOut, SimilarCases
+from breakdesk.api.schemas import MemoryStatusOut, QueryDateTime, SimilarCaseOut, SimilarCases
 from breakdesk.domain.models import ResolutionStatus, Severity
 from breakdesk.memory import Filters, NotIndexed
-from breakdesk.memory.lookup import similar_for
+from breakdesk.memory.lookup import memory_status, similar_for
 
 router = APIRouter(prefix="/v1/tenants/{tenantId}", tags=["exceptions"], responses=COMMON_PROBLEM_RESPONSES)
 
@@ -74,3 +75,19 @@ async def get_similar(
             for h in result.hits
         ],
     )
+
+
+@router.get(
+    "/memory",
+    response_model=MemoryStatusOut,
+    summary="How far the similar-case memory's indexer has got: changes to look at, cases to embed or render again",
+)
+async def get_memory_status(
+    request: Request,
+    tenant_id: TenantPath,
+    principal: Annotated[Principal, Depends(require("exceptions.read"))],
+) -> MemoryStatusOut:
+    ctx = context(request)
+    st = await memory_status(ctx.store, tenant_id, ctx.orchestrator.active_packs)
+    return MemoryStatusOut(cases=st.cases, behind=st.behind, embedder=st.embedder, to_embed=st.to_embed,
+                           rerender_pending=st.rerender_pending)
