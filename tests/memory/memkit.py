@@ -105,3 +105,32 @@ async def close(store: Store, tenant: str, eid: str, resolution: str = "redelive
                                                      {"action": "close", "resolution": resolution})],
                               [AuditRow("dana", "exception.close", eid, now, {})],
                               fields={"status": "CLOSED", "resolved_at": now})
+
+
+def stored_tenant(url: str, items: list[dict[str, Any]] | None = None, **kw: Any) -> str:
+    """A fresh tenant in the database at `url` that processed `items` (SMALL; `kw` as `process`), for the CLI
+    tests, which open the database themselves."""
+
+    async def setup() -> str:
+        store = await Store.open(url)
+        try:
+            t = await make_tenant(store)
+            await process(store, t, SMALL if items is None else items, **kw)
+            return t
+        finally:
+            await store.close()
+
+    return asyncio.run(setup())
+
+
+def on_store(url: str, work: Any) -> Any:
+    """`await work(store)` on the database at `url`, from synchronous code (the CLI tests)."""
+
+    async def run() -> Any:
+        store = await Store.open(url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from memkit import SMALL, make_tenant, process
+from memkit import on_store, stored_tenant
 from typer.testing import CliRunner
 
 from breakdesk.cli import _register, app
-from breakdesk.store import Store
 
 
 def test_similar_and_index_commands(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
 
-    async def setup() -> str:
-        store = await Store.open(url)
-        try:
-            t = await make_tenant(store)
-            await process(store, t, SMALL)
-            return t
-        finally:
-            await store.close()
-
-    tenant = asyncio.run(setup())
+    tenant = stored_tenant(url)
     _register()
     runner = CliRunner()
     out = runner.invoke(app, ["similar", "E-1", "--tenant", tenant, "-k", "2", "--json", "--db", url])
@@ -58,16 +47,7 @@ def test_similar_since_is_iso_8601_and_utc_without_a_zone(tmp_path: Path, monkey
     local time (typer's datetime read it as local time and refused `Z`)."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'since.db'}"
 
-    async def setup() -> str:
-        store = await Store.open(url)
-        try:
-            t = await make_tenant(store)
-            await process(store, t, SMALL)  # received 2025-03-14T09:00:00Z, one second apart
-            return t
-        finally:
-            await store.close()
-
-    tenant = asyncio.run(setup())
+    tenant = stored_tenant(url)  # SMALL, received 2025-03-14T09:00:00Z, one second apart
     _register()
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
@@ -98,25 +78,14 @@ def test_memory_index_reports_the_cases_a_new_pack_version_rendered_again(tmp_pa
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'pack.db'}"
 
-    async def setup(changed: bool) -> str:
-        store = await Store.open(url)
-        try:
-            if changed:
-                await activate(store, tenant, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
-                return tenant
-            t = await make_tenant(store)
-            await process(store, t, SMALL)
-            return t
-        finally:
-            await store.close()
-
-    tenant = asyncio.run(setup(False))
+    tenant = stored_tenant(url)
     _register()
     runner = CliRunner()
     columns = ["scanned", "indexed", "resolved", "rerendered", "embedded", "errors"]
     first = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url], terminal_width=80)
     assert first.exit_code == 0, first.output
-    asyncio.run(setup(True))
+    new_version = finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS})
+    on_store(url, lambda store: activate(store, tenant, new_version))
     out = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url], terminal_width=80)
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-from memkit import SMALL, make_tenant, process
+from memkit import SMALL, process, stored_tenant
 from test_rerender import NEW_WORDS, activate, finance
 from typer.testing import CliRunner
 
@@ -51,16 +50,7 @@ async def test_a_tenant_without_an_embedder_has_nothing_to_embed(store: Store, t
 def test_memory_status_command(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'status.db'}"
 
-    async def setup() -> str:
-        store = await Store.open(url)
-        try:
-            t = await make_tenant(store)
-            await process(store, t, SMALL, memory=False)
-            return t
-        finally:
-            await store.close()
-
-    tenant = asyncio.run(setup())
+    tenant = stored_tenant(url, memory=False)
     _register()
     runner = CliRunner()
     out = runner.invoke(app, ["memory", "status", "--tenant", tenant, "--json", "--db", url])
