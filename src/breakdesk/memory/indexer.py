@@ -156,14 +156,10 @@ class MemoryIndexer:
                 row = full.get(exception_id)
                 if row is None:  # removed since the scan (retention): nothing to index
                     continue
-                try:
-                    docs.append(await self._doc(tenant_id, row, domain))
-                except (StoreError, OSError):  # the database, not the record: the next pass retries from here
-                    raise
-                except Exception as exc:  # one record that cannot be rendered must not stop the others
-                    report.errors += 1
-                    log.warning("memory: cannot index %s/%s: %s", tenant_id, row.get("exception_id"), exc)
+                doc = await self._rendered(tenant_id, row, domain, report)
+                if doc is None:
                     continue
+                docs.append(doc)
                 report.indexed += 1
                 report.resolved += int(row["status"] in RESOLVED_STATUSES)
             after = last_seq
@@ -233,19 +229,28 @@ class MemoryIndexer:
             row = full.get(case.exception_id)
             if row is None:  # (no exception behind the case: nothing to render it from; it stays as it is)
                 continue
-            try:
-                doc = await self._doc(tenant_id, row, domain)
-            except (StoreError, OSError):
-                raise
-            except Exception as exc:  # (as in `catch_up`)
-                report.errors += 1
-                log.warning("memory: cannot re-render %s/%s: %s", tenant_id, case.exception_id, exc)
+            doc = await self._rendered(tenant_id, row, domain, report)
+            if doc is None:
                 continue
             if (doc.body, doc.entities, doc.domain) == (case.body, case.entities, case.domain):
                 same[case.id] = doc.rendering or ""
             else:
                 docs.append((case.id, doc))
         return docs, same
+
+    async def _rendered(self, tenant_id: str, row: dict[str, Any], domain: Any, report: IndexerReport
+                        ) -> CaseDoc | None:
+        """`_doc`, or None (logged, counted in `report.errors`) when the record cannot be rendered: one such
+        record must not stop the others. A store error is the database's, not the record's: it ends the pass,
+        whose position has not moved, so the next pass retries."""
+        try:
+            return await self._doc(tenant_id, row, domain)
+        except (StoreError, OSError):
+            raise
+        except Exception as exc:
+            report.errors += 1
+            log.warning("memory: cannot render %s/%s: %s", tenant_id, row.get("exception_id"), exc)
+            return None
 
     async def _doc(self, tenant_id: str, row: dict[str, Any], domain: Any) -> CaseDoc:
         rec = ExceptionRecord.model_validate(row["record"], strict=False)

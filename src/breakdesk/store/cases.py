@@ -348,9 +348,8 @@ class CaseRepo(StoreBase):
             await self._tenant_head(conn, tenant_id)
             live: set[int] = set()
             for part in chunked([i for i, _ in docs]):
-                live.update(int(i) for i in (await conn.execute(
-                    select(_C.id).where(_C.tenant_id == tenant_id, _C.id.in_(part)))).scalars())
-                await conn.execute(delete(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part)))
+                gone = delete(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part)).returning(_C.id)
+                live.update(int(i) for i in (await conn.execute(gone)).scalars())
             kept = [d for i, d in docs if i in live]
             await insert_cases(conn, tenant_id, kept, now)
         return len(kept)
