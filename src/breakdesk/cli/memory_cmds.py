@@ -91,6 +91,13 @@ def hit_lines(result: SimilarResult) -> list[RenderableType]:
     return out
 
 
+def _tenant_table(title: str, counts: tuple[str, ...], texts: tuple[str, ...] = ()) -> Table:
+    """A row per tenant: its id whole, then right-aligned counts, then text columns. No vertical rules, so
+    the memory commands' reports fit the usual 80 columns with a tenant id of 20 characters."""
+    return Table(Column("tenant", no_wrap=True), *(Column(h, justify="right") for h in counts), *texts,
+                 title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+
 @memory_app.command("index")
 def index(
     tenant: Annotated[list[str] | None, typer.Option("--tenant", "-t", help="Only these tenants.")] = None,
@@ -117,11 +124,7 @@ def index(
         reports = run_with_store(go, db)
     except KeyboardInterrupt:
         return
-    # (no vertical rules: seven columns and a tenant id fit the usual 80 columns whole)
-    table = Table(Column("tenant", no_wrap=True),
-                  *(Column(h, justify="right") for h in ("scanned", "indexed", "resolved", "rerendered",
-                                                         "embedded", "errors")),
-                  title="memory index", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = _tenant_table("memory index", ("scanned", "indexed", "resolved", "rerendered", "embedded", "errors"))
     for t, r in reports:
         if r.busy:
             table.add_row(escape(t), "busy: another indexer is in a pass over this tenant", "", "", "", "", "")
@@ -145,14 +148,9 @@ def status(
 
     rows = run_with_store(go, db)  # (an unknown tenant: its NotFound, a usage error)
     if as_json:
-        console.print_json(orjson.dumps({t: {"cases": s.cases, "behind": s.behind, "embedder": s.embedder,
-                                              "toEmbed": s.to_embed, "rerenderPending": s.rerender_pending}
-                                          for t, s in rows}).decode())
+        console.print_json(orjson.dumps({t: s.as_dict() for t, s in rows}).decode())
         return
-    table = Table(Column("tenant", no_wrap=True),
-                  *(Column(h, justify="right") for h in ("cases", "behind", "to embed")),
-                  "embedder", "rerender", title="memory status", box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)
+    table = _tenant_table("memory status", ("cases", "behind", "to embed"), ("embedder", "rerender"))
     for t, s in rows:
         table.add_row(escape(t), str(s.cases), str(s.behind), str(s.to_embed), escape(s.embedder or "none"),
                       "pending" if s.rerender_pending else "done")

@@ -56,6 +56,11 @@ class MemoryStatus:
     #: whether the active domain pack renders some cases differently and they are not all checked yet
     rerender_pending: bool
 
+    def as_dict(self) -> dict[str, Any]:
+        """As the API shows it (`MemoryStatusOut`) and `breakdesk memory status --json` prints it."""
+        return {"cases": self.cases, "behind": self.behind, "embedder": self.embedder, "toEmbed": self.to_embed,
+                "rerenderPending": self.rerender_pending}
+
 
 async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awaitable[Any]] | None = None
                         ) -> MemoryStatus:

@@ -88,6 +88,4 @@ async def get_memory_status(
     principal: Annotated[Principal, Depends(require("exceptions.read"))],
 ) -> MemoryStatusOut:
     ctx = context(request)
-    st = await memory_status(ctx.store, tenant_id, ctx.orchestrator.active_packs)
-    return MemoryStatusOut(cases=st.cases, behind=st.behind, embedder=st.embedder, to_embed=st.to_embed,
-                           rerender_pending=st.rerender_pending)
+    return MemoryStatusOut(**(await memory_status(ctx.store, tenant_id, ctx.orchestrator.active_packs)).as_dict())
