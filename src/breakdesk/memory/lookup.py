@@ -16,6 +16,15 @@ from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
 DEFAULT_K = 5
 
 
+async def _active_packs(store: Any, tenant: str, packs_for: Callable[[str], Awaitable[Any]] | None) -> Any | None:
+    """The tenant's active packs from `packs_for` (a server's orchestrator cache) or the store; None without
+    any: past cases outlive a deactivated policy."""
+    try:
+        return await (packs_for or Orchestrator(store, memory=False).active_packs)(tenant)
+    except NoActivePacks:
+        return None
+
+
 async def similar_for(
     store: Any,
     tenant: str,
@@ -28,12 +37,10 @@ async def similar_for(
     without active packs too (lexical + structured only), since past cases outlive a deactivated policy.
     `packs_for` is a compiled-pack source (a server passes its orchestrator's cache)."""
     settings, domain, size = None, None, k
-    try:
-        packs = await (packs_for or Orchestrator(store, memory=False).active_packs)(tenant)
+    packs = await _active_packs(store, tenant, packs_for)
+    if packs is not None:
         settings, domain = packs.tenant.spec.embeddings, packs.domain
         size = k if k is not None else packs.tenant.spec.similarCases
-    except NoActivePacks:
-        pass
     return await Memory.shared(store).similar(
         tenant, exception_id, k=size if size is not None else DEFAULT_K, filters=filters, embeddings=settings,
         domain=domain,
@@ -66,11 +73,9 @@ async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awai
                         ) -> MemoryStatus:
     """The tenant's `MemoryStatus`: four small reads, nothing loaded (no resident index, no model)."""
     settings, rendering = None, None
-    try:
-        packs = await (packs_for or Orchestrator(store, memory=False).active_packs)(tenant)
+    packs = await _active_packs(store, tenant, packs_for)
+    if packs is not None:
         settings, rendering = packs.tenant.spec.embeddings, pack_rendering(packs.domain)
-    except NoActivePacks:
-        pass
     state = await store.memory_state(tenant)
     head = (await store.audit_head(tenant))[0]
     name = embedder_name(settings)
