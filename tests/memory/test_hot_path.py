@@ -96,10 +96,11 @@ def _entities(rng: random.Random, n: int) -> dict[str, str]:
             "tier": rng.choice(["TIER_1", "TIER_2", "TIER_3"]), "isin": f"US{rng.randrange(max(1, n // 3)):04d}"}
 
 
-def busy_index(seed: int, n: int = 400, *, ascending: bool = True, replaced: int = 0) -> TenantIndex:
+def busy_index(seed: int, n: int = 400, *, ascending: bool = True, replaced: int = 0,
+               rerendered: int = 0) -> TenantIndex:
     """Settlement fails and a few cash breaks drawn from small vocabularies: big field lists (csd=DTC in
     most cases), many exact ties, messages shared word for word, ids in order or shuffled, some cases
-    replaced (dead slots)."""
+    replaced (dead slots), some of the oldest re-rendered (new slots that keep their old place)."""
     rng = random.Random(seed)
     ids = [f"C{i:05d}" for i in range(n)]
     if not ascending:
@@ -113,6 +114,10 @@ def busy_index(seed: int, n: int = 400, *, ascending: bool = True, replaced: int
         old = idx.case(ids[rng.randrange(n)])
         assert old is not None
         idx.add(dataclasses.replace(old, id=n + j + 1, status="RESOLVED", resolution={"summary": f"fixed {j}"}))
+    for j in range(rerendered):
+        old = idx.case(ids[j])
+        assert old is not None
+        idx.add(dataclasses.replace(old, id=n + replaced + j + 1, recency=old.recent))
     return idx
 
 
@@ -232,33 +237,41 @@ def test_ties_are_ranked_by_exception_id(ascending: bool, scorer: str) -> None:
 # ---------------------------------------------------------------------------------------------- triage window
 
 
-@pytest.mark.parametrize(("ascending", "replaced"), [(True, 0), (False, 0), (True, 25)])
+@pytest.mark.parametrize(("ascending", "replaced", "rerendered"),
+                         [(True, 0, 0), (False, 0, 0), (True, 25, 0), (True, 25, 300)])
 @pytest.mark.parametrize("pruning", ["default", "aggressive", "none"])
 def test_a_windowed_batch_finds_what_a_windowed_search_finds(monkeypatch: pytest.MonkeyPatch, ascending: bool,
-                                                             replaced: int, pruning: str, scorer: str) -> None:
+                                                             replaced: int, rerendered: int, pruning: str,
+                                                             scorer: str) -> None:
     """Triage looks through the latest cases only: exactly what `search` finds among them (same hits, order
-    and scores), never an older case, pruned or not, chunked, with ids in order or not and replaced cases."""
+    and scores), never an older case, pruned or not, chunked, with ids in order or not, replaced cases, and
+    re-rendered old cases in the last slots (outside the window, which goes by the cases' places)."""
     if pruning == "aggressive":
         monkeypatch.setattr(index_module, "PRUNE_GUESS", 1.0)
         monkeypatch.setattr(index_module, "PRUNE_MIN_POSTINGS", 1)
     elif pruning == "none":
         monkeypatch.setattr(index_module, "PRUNE_GUESS", 0.0)
     monkeypatch.setattr(index_module, "BATCH_CELLS", 4000)
-    idx = busy_index(3, ascending=ascending, replaced=replaced)
+    idx = busy_index(3, ascending=ascending, replaced=replaced, rerendered=rerendered)
+    window = 150
+    # the latest 150 live cases by their places (a re-rendered case's is its old row's)
+    latest = sorted((s for s in range(idx.slots) if idx._alive[s]), key=lambda s: int(idx._recent[s]))[-window:]
+    in_window = set(latest)
     queries = busy_queries(3)
-    inside = idx.case(idx._eids[-3])
+    inside = idx._cases[latest[-3]]
     assert inside is not None
     queries.append(idx.query_for(inside, key_fields=KEYS))  # its own case is in the window: never its own hit
-    window = 150
     start = idx.window_start(window)
-    assert start > 0 and int(idx._alive[start:idx.slots].sum()) == window and idx._alive[start]  # live ones count
+    assert start == min(in_window) > 0
+    if not rerendered:  # the window is then the last 150 live slots
+        assert int(idx._alive[start:idx.slots].sum()) == window
     for k in (1, 5, 12):
-        want = [[(h.exception_id, h.score, "", h.resolution) for h in idx.search(q, k, from_slot=start)]
+        want = [[(h.exception_id, h.score, "", h.resolution) for h in idx.search(q, k, window=window)]
                 for q in queries]
         got = [[(c.exception_id, c.score, c.summary, c.resolution) for c in found]
                for found in idx.similar_many(queries, k, window)]
         assert got == want
-        assert all(idx._slot[eid] >= start for hits in got for eid, *_ in hits)
+        assert all(idx._slot[eid] in in_window for hits in got for eid, *_ in hits)
         assert all(len(hits) == k for hits in got)
     assert all(c.exception_id != inside.exception_id for c in idx.similar_many(queries, 5, window)[-1])
     # a window as large as the index (or none) is no window

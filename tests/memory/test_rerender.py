@@ -7,12 +7,14 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from memkit import ROOT, SMALL, Held, close, process, sf
 from sqlalchemy import update
 
 from breakdesk.catalog import Catalog
 from breakdesk.memory import Memory
+from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
 from breakdesk.memory.text import pack_rendering, type_rendering
 from breakdesk.packs.compiler import compile_domain
@@ -241,6 +243,45 @@ async def test_a_process_loading_the_tenant_later_triages_through_the_same_windo
                for c in (resident.case(e) for e in ("E-1", "E-5"))]
     assert [[c.exception_id for c in hits] for hits in resident.similar_many(queries, 5, 3)] == \
         [[c.exception_id for c in hits] for hits in loaded.similar_many(queries, 5, 3)]
-    window = resident._eids[resident.window_start(3):]
-    assert [e for e, c in zip(window, resident._cases[resident.window_start(3):], strict=True) if c] == \
-        loaded._eids[loaded.window_start(3):] == ["E-3", "E-5", "E-6"]
+    assert latest(resident, 3) == latest(loaded, 3) == ["E-2", "E-3", "E-6"]
+
+
+def latest(idx: TenantIndex, window: int) -> list[str]:
+    """The exception ids in `idx`'s triage window of `window` cases, earliest place first."""
+    start, live = idx._window(window)
+    return [e for _, e in sorted((int(idx._recent[s]), idx._eids[s])
+                                 for s in np.flatnonzero(live[:idx.slots]).tolist() if s >= start)]
+
+
+async def test_re_rendered_cases_keep_their_place_in_triages_window(store: Store, tenant_factory: Any) -> None:
+    """A re-rendered case gets a new row, but keeps its old row's place in the recency order: after a pack
+    change, triage's window holds the same latest cases as before, in the process that followed the change
+    and in one that loads the tenant afterwards, and a case changed after that moves to the front as any."""
+    t = await tenant_factory()
+    mem = Memory(store, triage_window=3)
+    indexer = MemoryIndexer(store, mem)
+    await process(store, t, SMALL, memory=mem)
+    await indexer.run_once(t)
+    before = latest(await mem.index(t), 3)
+    assert before == ["E-4", "E-5", "E-6"]
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    assert (await indexer.run_once(t)).rerendered == 4  # E-1 to E-4: now in the last slots
+    resident = await mem.index(t)
+    loaded = await Memory(store, triage_window=3).index(t)
+    assert resident.slots == 10 and loaded.slots == 6
+    assert latest(resident, 3) == latest(loaded, 3) == before
+    cases = {c.exception_id: c for c in await store.cases_after(t, 0)}
+    assert [e for e, c in cases.items() if c.recency is not None and c.recency < c.id] == ["E-1", "E-2", "E-3", "E-4"]
+    queries = [resident.query_for(cases[e]).replace(exception_id=None) for e in ("E-1", "E-5")]
+    assert [[c.exception_id for c in hits] for hits in resident.similar_many(queries, 5, 3)] == \
+        [[c.exception_id for c in hits] for hits in loaded.similar_many(queries, 5, 3)]
+    assert {c.exception_id for hits in resident.similar_many(queries, 5, 3) for c in hits} <= set(before)
+    # a status change is a change like any: its case moves to the front
+    now = datetime.now(UTC)
+    await store.append_events(t, "E-1", [EventRow("E-1", "human.escalate", now, None, {"action": "escalate"})],
+                              [AuditRow("dana", "exception.escalate", "E-1", now, {})], fields={"status": "ESCALATED"})
+    await indexer.run_once(t)
+    again = await store.get_case(t, "E-1")
+    assert again is not None and again.recency is None and again.recent == again.id
+    assert latest(await mem.index(t), 3) == latest(await Memory(store, triage_window=3).index(t), 3) \
+        == ["E-5", "E-6", "E-1"]

@@ -372,6 +372,15 @@ class TenantIndex:
         self._severity = np.zeros(0, dtype=np.int32)
         self._resolved = np.zeros(0, dtype=bool)
         self._received = np.zeros(0, dtype=np.float64)
+        #: per slot, its case's place in the tenant's recency order (`StoredCase.recent`: the row id, or for a
+        #: re-rendered case its earlier row's); triage's window counts the latest by it (`_window`)
+        self._recent = np.zeros(0, dtype=np.int64)
+        #: every slot's place is later than every earlier slot's (no re-rendered case held): the window is then
+        #: a tail of slots
+        self._recent_ascending = True
+        self._recent_max = 0
+        #: (window, first slot, live mask) of the last `_window` computed out of slot order, until a change
+        self._window_at: tuple[int, int, np.ndarray] | None = None
         self._types, self._sources, self._statuses, self._severities = _Codes(), _Codes(), _Codes(), _Codes()
         self._term_id: dict[str, int] = {}
         self._term_names: list[str] = []
@@ -441,7 +450,7 @@ class TenantIndex:
 
         self._alive, self._len, self._type, self._source = g(self._alive), g(self._len), g(self._type), g(self._source)
         self._status, self._severity, self._resolved = g(self._status), g(self._severity), g(self._resolved)
-        self._received = g(self._received)
+        self._received, self._recent = g(self._received), g(self._recent)
 
     def _term(self, word: str) -> int:
         tid = self._term_id.get(word)
@@ -491,6 +500,7 @@ class TenantIndex:
             self._held_rows.clear()
         if self._slots_of:
             self._slots_of.clear()
+        self._window_at = None
         eid = case.exception_id
         self.last_case_id = max(self.last_case_id, case.id)
         old = self._slot.get(eid)
@@ -548,6 +558,12 @@ class TenantIndex:
         resolution = case.resolution
         self._resolved[slot] = resolution is not None
         self._received[slot] = case.received_at.timestamp()
+        recent = case.recency or case.id
+        self._recent[slot] = recent
+        if recent < self._recent_max:
+            self._recent_ascending = False
+        else:
+            self._recent_max = recent
         if resolution is not None and case.fingerprint:
             self._fp_resolved[case.fingerprint] = (*self._fp_resolved.get(case.fingerprint, ()), slot)
         if old is not None:
@@ -560,6 +576,7 @@ class TenantIndex:
         self._field_stats.clear()
         self._held_rows.clear()
         self._slots_of.clear()
+        self._window_at = None
         self._alive[slot] = False
         self._live -= 1
         tcode = int(self._type[slot])
@@ -844,7 +861,7 @@ class TenantIndex:
         filters: Filters = Filters(),
         model: str | None = None,
         nearest: Sequence[tuple[str, float]] | None = None,
-        from_slot: int = 0,
+        window: int = 0,
         nearest_complete: bool = False,
     ) -> list[Hit]:
         """Top-k hits for `q` among this tenant's cases (never `q` itself, nor `filters.exclude`).
@@ -852,14 +869,16 @@ class TenantIndex:
         `nearest`: (exception id, cosine) from an external vector search (pgvector) instead of the resident
         vectors of `model`; `nearest_complete`: it holds every case with a vector that passes `filters` (it
         came back shorter than asked), so a case outside it has none and a cosine of 0, not the N-th's.
-        `from_slot`: only cases held from that slot on (`window_start`)."""
+        `window`: among the latest `window` cases only (`_window`), as triage searches."""
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0:
             return []
         mask = self._mask(filters, n)
-        if from_slot > 0:
-            mask = self._alive[:n].copy() if mask is None else mask
-            mask[:from_slot] = False
+        from_slot, live = self._window(window)
+        if from_slot > 0 or live is not self._alive:
+            inside = live[:n].copy()
+            inside[:from_slot] = False
+            mask = inside if mask is None else mask & inside
         excluded: set[int] = set()
         for eid in (q.exception_id, *filters.exclude):
             if eid is not None and eid in self._slot:
@@ -1005,17 +1024,16 @@ class TenantIndex:
 
     def similar_many(self, queries: Sequence[Query], k: int, window: int = 0) -> list[tuple[SimilarCase, ...]]:
         """`search_many(queries, k, explain=False)` as the pipeline's triage evidence (id, score, how it was
-        resolved: the resolution's headline),
-        built straight from the ranking: the hot path makes k of them per exception. With `window` > 0,
-        among the latest `window` cases only (`window_start`): exactly what `search(q, k, from_slot=...)`
-        finds there."""
+        resolved: the resolution's headline), built straight from the ranking: the hot path makes k of them
+        per exception. With `window` > 0, among the latest `window` cases only (`_window`): exactly what
+        `search(q, k, window=window)` finds."""
         out: list[tuple[SimilarCase, ...]] = []
         cases, rounded = self._cases, _ROUNDED
-        from_slot = self.window_start(window)
-        for q, found in zip(queries, self._batch(queries, k, from_slot), strict=True):
+        from_slot, live = self._window(window)
+        for q, found in zip(queries, self._batch(queries, k, from_slot, live), strict=True):
             if found is None:
                 alone: list[SimilarCase] = []
-                for h in self._one(q, k, False, from_slot):
+                for h in self._one(q, k, False, window):
                     hit_case = self.case(h.exception_id)
                     alone.append(SimilarCase(h.exception_id, h.score, h.why,
                                              resolution_headline(hit_case.resolution) if hit_case else None))
@@ -1038,27 +1056,54 @@ class TenantIndex:
         return out
 
     def window_start(self, window: int) -> int:
-        """The first slot of the latest `window` live cases; 0 for no window or no more live cases than that.
-        Slots are held in the order of the rows' ids (a replaced case takes a new slot); the old slots of
-        replaced cases do not count, so a process that followed every change and one that loaded the tenant
-        afterwards (which has no such slots) look through the same cases.
+        """The first slot of the latest `window` live cases (`_window`); 0 for no window or no more live cases
+        than that."""
+        return self._window(window)[0]
+
+    def _window(self, window: int) -> tuple[int, np.ndarray]:
+        """The latest `window` live cases, by their place in the tenant's recency order (`StoredCase.recent`):
+        (the first slot holding one, a live mask over every slot that is true for exactly those). The mask is
+        `_alive` itself when they are the last `window` live slots, as they are unless the index holds
+        re-rendered cases (which keep their earlier place but take a new slot). Only live cases count, and the
+        order is the rows', not the slots': a process that followed every change and one that loaded the
+        tenant afterwards (without the old slots of replaced cases) look through the same cases.
 
         Why the pipeline has a window: a batched search costs about in proportion to how many cases share
         the query's common values, i.e. to the tenant's size (bench/RESULTS.md: ~4x from 10k to 100k cases),
         and the pipeline searches once per exception. Bounding what triage looks through bounds that cost
-        however long a tenant has been running; `similar` (API, CLI) still searches every case."""
+        however long a tenant has been running; `similar` (API, CLI) still searches every case. Why by the
+        rows' order and not the slots': re-rendering a domain pack's cases gives each a new slot, and would
+        otherwise fill the window with old cases until as many new ones had arrived."""
         n = len(self._eids)
         if not 0 < window < self._live:
-            return 0
-        if self._live == n:
-            return n - window
-        return int(np.flatnonzero(self._alive[:n])[-window])
+            return 0, self._alive
+        if self._recent_ascending:
+            if self._live == n:
+                return n - window, self._alive
+            return int(np.flatnonzero(self._alive[:n])[-window]), self._alive
+        at = self._window_at
+        if at is not None and at[0] == window:
+            return at[1], at[2]
+        live = np.flatnonzero(self._alive[:n])
+        places = self._recent[live]
+        cut = live.shape[0] - window
+        kth = np.partition(places, cut)[cut]  # the earliest place in the window
+        later = live[places > kth]
+        # (places are unique among live rows in a store; equal ones, from hand-built indexes, go by slot)
+        chosen = np.concatenate([later, live[places == kth][later.shape[0] - window:]])
+        mask = np.zeros(self._alive.shape[0], dtype=bool)
+        mask[chosen] = True
+        first = int(chosen.min())
+        self._window_at = (window, first, mask)
+        return first, mask
 
-    def _batch(self, queries: Sequence[Query], k: int, from_slot: int = 0
+    def _batch(self, queries: Sequence[Query], k: int, from_slot: int = 0, live: np.ndarray | None = None
                ) -> list[tuple[float, list[_Ranked], _Prep | None] | None]:
         """Per query: (the score scale, its top k as `search` ranks them, its prepared lists), or None for a
         query `search` must answer itself (its own case is indexed, or fewer than k cases share anything).
-        Only cases from slot `from_slot` on are candidates (as `search(..., from_slot=)`)."""
+        Only cases from slot `from_slot` on that `live` marks (default: every live case) are candidates: a
+        window (`_window`)."""
+        live = self._alive if live is None else live
         n = len(self._eids)
         if n == 0 or k <= 0 or self._live == 0 or not queries:
             return [(1.0, [], None) for _ in queries]
@@ -1072,7 +1117,8 @@ class TenantIndex:
             part = todo[start:start + per_chunk]
             preps = [(self._query_terms(queries[i].terms), *self._query_fields(queries[i], None)) for i in part]
             plans = [self._prune_plan(prep, None, k) for prep in preps]
-            found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k, from_slot)
+            found = self._score_chunk([queries[i] for i in part], preps, [plan[0] for plan in plans], k, from_slot,
+                                      live)
             # Where the guess skipped too much, the k-th best found is still a lower bound of the true one:
             # skip what stays under it. That always holds (the cases scoring above it are then all kept).
             again: list[int] = []
@@ -1082,7 +1128,7 @@ class TenantIndex:
                     again.append(j)
             if again:
                 redone = self._score_chunk([queries[part[j]] for j in again], [preps[j] for j in again],
-                                           [plans[j][0] for j in again], k, from_slot)
+                                           [plans[j][0] for j in again], k, from_slot, live)
                 full = []
                 for j, f in zip(again, redone, strict=True):
                     found[j] = f
@@ -1090,7 +1136,7 @@ class TenantIndex:
                         full.append(j)  # cannot happen (see above); kept exact all the same
                 if full:
                     redone = self._score_chunk([queries[part[j]] for j in full], [preps[j] for j in full],
-                                               [{}] * len(full), k, from_slot)
+                                               [{}] * len(full), k, from_slot, live)
                     for j, f in zip(full, redone, strict=True):
                         found[j] = f
             for i, prep, f in zip(part, preps, found, strict=True):
@@ -1150,9 +1196,9 @@ class TenantIndex:
             self._held_rows[fid] = row
         return row
 
-    def _one(self, q: Query, k: int, explain: bool, from_slot: int = 0) -> list[Hit]:
+    def _one(self, q: Query, k: int, explain: bool, window: int = 0) -> list[Hit]:
         """`search` for a query `search_many` leaves to it, without explanations unless asked."""
-        hits = self.search(q, k, from_slot=from_slot)
+        hits = self.search(q, k, window=window)
         return hits if explain else [h._replace(why="", matched_terms=(), shared_entities=()) for h in hits]
 
     def _prune_plan(self, prep: _Prep, theta: float | None = None, k: int = 0
@@ -1278,15 +1324,17 @@ class TenantIndex:
         return out
 
     def _score_chunk(self, queries: Sequence[Query], preps: Sequence[_Prep],
-                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0
-                     ) -> list[tuple[float, list[_Ranked]] | None]:
+                     skips: Sequence[Mapping[int, tuple[float, float]]], k: int, from_slot: int = 0,
+                     live: np.ndarray | None = None) -> list[tuple[float, list[_Ranked]] | None]:
         """Each query's k-th best score and top k (as `search` ranks them) over the cases from slot `from_slot`
         on sharing a word or a field list not in its `skips` with it; None for a query with fewer than k such
         cases. (Postings are in slot order: the window is each list's tail, so only the tails are read.
-        Skipped lists add their shares to the cases found, so they need no window.) By the compiled loop
+        Skipped lists add their shares to the cases found, so they need no window.) Only cases `live` marks
+        count (default: every live case; `_window`'s mask for a window out of slot order). By the compiled loop
         (`breakdesk.memory._scoring`) when built, else by numpy: the same numbers."""
+        live = self._alive if live is None else live
         if _scoring is None:
-            return self._score_chunk_numpy(queries, preps, self._gather(preps, skips, from_slot), k)
+            return self._score_chunk_numpy(queries, preps, self._gather(preps, skips, from_slot), k, live)
         avgdl = self._total_len / max(1, self._live) or 1.0
         codes_t, codes_s = self._types.codes, self._sources.codes
         todo: list[tuple[Any, ...]] = []
@@ -1303,14 +1351,14 @@ class TenantIndex:
         # (`_held_row` may have grown the matrix: it is read once every row is in)
         held = self._held.view(np.uint8) if self._held is not None and self._held_rows else _NO_HELD
         found = _scoring.score_queries(
-            self._fpost, todo, held, self._alive.view(np.uint8), self._type, self._source, self._eids, from_slot,
+            self._fpost, todo, held, live.view(np.uint8), self._type, self._source, self._eids, from_slot,
             k, self._ids_ascending, W_TEXT, W_FIELD, W_KEY, W_TYPE, W_SOURCE)
         if self._ids_ascending:  # ranked by the kernel
             return [None if got is None else (-got[0], got[1]) for got in found]
         return [None if got is None else (-got[0], sorted(got[1])[:k]) for got in found]
 
-    def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep], lists: _Lists, k: int
-                           ) -> list[tuple[float, list[_Ranked]] | None]:
+    def _score_chunk_numpy(self, queries: Sequence[Query], preps: Sequence[_Prep], lists: _Lists, k: int,
+                           live: np.ndarray) -> list[tuple[float, list[_Ranked]] | None]:
         """`_score_chunk` in numpy, over `_gather`'s lists.
 
         Scores are `search`'s, bit for bit: text sums the same float32 weights in the same order (one cell per
@@ -1369,8 +1417,8 @@ class TenantIndex:
         else:
             w_all = w32
         table = np.bincount(index, weights=w_all, minlength=3 * width).reshape(3, width)
-        if self._live != n:  # replaced cases keep their slot, not their postings' say
-            alive = self._alive[slots]
+        if self._live != n or live is not self._alive:  # replaced cases keep their slot, not their say
+            alive = live[slots]
             cells, slots, table, qpos = cells[alive], slots[alive], table[:, alive], qpos[alive]
             bound_at = np.searchsorted(qpos, np.arange(nq + 1))
             counts = np.diff(bound_at)

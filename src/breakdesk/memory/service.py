@@ -124,7 +124,7 @@ class _Pending:
         d = self.doc
         if (d is None or head.resolved or d.resolution is not None or d.exception_id != head.exception_id
                 or d.status != head.status or d.severity != head.severity or d.fingerprint != head.fingerprint
-                or d.rendering != head.rendering):  # (re-rendered under a newer domain pack meanwhile)
+                or d.rendering != head.rendering or head.recency is not None):  # (re-rendered meanwhile)
             return None
         return d
 

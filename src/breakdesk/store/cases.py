@@ -88,6 +88,14 @@ class StoredCase:
     resolution: dict[str, Any] | None
     received_at: datetime
     resolved_at: datetime | None
+    #: the row id whose place in the tenant's recency order this case keeps (a re-rendered case keeps its
+    #: earlier row's: `memory_cases.recency`); None: its own
+    recency: int | None = None
+
+    @property
+    def recent(self) -> int:
+        """Its place in the tenant's recency order (what triage's window of latest cases counts by)."""
+        return self.recency or self.id
 
 
 @dataclass(slots=True)
@@ -103,6 +111,8 @@ class CaseHead:
     fingerprint: str | None
     resolved: bool
     rendering: str | None = None
+    #: set on a re-rendered row (`StoredCase.recency`)
+    recency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,7 @@ def _stored(row: Any) -> StoredCase:
         resolution=m["resolution"],
         received_at=m["received_at"],
         resolved_at=m["resolved_at"],
+        recency=m["recency"],
     )
 
 
@@ -202,7 +213,7 @@ def _case_heads_statement() -> Select[Any]:
     """`case_heads_after`'s query (prepared once per dialect; read through the raw driver)."""
     return (
         select(_C.id, _C.exception_id, _C.status, _C.severity, _C.fingerprint, _C.resolution.is_not(None),
-               _C.rendering)
+               _C.rendering, _C.recency)
         .where(_C.tenant_id == bindparam("t", type_=String), _C.id > bindparam("after", type_=BigInteger))
         .order_by(_C.id)
         .limit(bindparam("limit", type_=Integer))
@@ -246,7 +257,7 @@ class CaseRepo(StoreBase):
         by ix_memory_cases_tenant_id like `cases_after`."""
         stmt = prepare("memory.case_heads_after", self._engine.dialect, _case_heads_statement)
         rows = await self._fetch(stmt, {"t": tenant_id, "after": after_id, "limit": limit})
-        return [CaseHead(int(i), e, st, sev, fp, bool(res), r) for i, e, st, sev, fp, res, r in rows]
+        return [CaseHead(int(i), e, st, sev, fp, bool(res), r, rc) for i, e, st, sev, fp, res, r, rc in rows]
 
     async def case_renderings_after(self, tenant_id: str, after_id: int, limit: int = 500
                                     ) -> list[tuple[int, str, str, str | None]]:
@@ -339,20 +350,29 @@ class CaseRepo(StoreBase):
     async def rerender_cases(self, tenant_id: str, docs: Sequence[tuple[int, CaseDoc]]) -> int:
         """Replace the cases with these row ids by these documents (delete + insert: new ids), each only if its
         row is still there: a row replaced meanwhile (another indexer's pass, a newer status) was rendered from
-        a newer exception than this document. Under the tenant's write lock, as `replace_cases`. Returns how
-        many were replaced."""
+        a newer exception than this document. Each new row keeps its old row's place in the recency order
+        (`recency`): the case is no newer than it was, and triage's window of latest cases must not fill with
+        old cases after a pack change. Under the tenant's write lock, as `replace_cases`. Returns how many
+        were replaced."""
         if not docs:
             return 0
         now = utcnow()
         async with self._write() as conn:
             await self._tenant_head(conn, tenant_id)
-            live: set[int] = set()
+            place: dict[int, int] = {}
             for part in chunked([i for i, _ in docs]):
-                gone = delete(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part)).returning(_C.id)
-                live.update(int(i) for i in (await conn.execute(gone)).scalars())
-            kept = [d for i, d in docs if i in live]
-            await insert_cases(conn, tenant_id, kept, now)
-        return len(kept)
+                gone = (delete(memory_cases).where(_C.tenant_id == tenant_id, _C.id.in_(part))
+                        .returning(_C.id, _C.recency))
+                place.update((int(i), int(r or i)) for i, r in (await conn.execute(gone)).all())
+            rows = []
+            for i, d in docs:
+                if i in place:
+                    params = _case_params(tenant_id, d, now)
+                    params["recency"] = place[i]
+                    rows.append(params)
+            if rows:
+                await bulk_insert(conn, memory_cases, rows)
+        return len(rows)
 
     async def changed_exceptions(
         self, tenant_id: str, after_seq: int, limit: int = 500

@@ -9,6 +9,7 @@ up by its own id before anyone knows the tenant, and platform keys and some fail
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -439,6 +440,9 @@ memory_cases = Table(
     # What the domain pack said about the case's type when it was rendered (`memory.text.type_rendering`):
     # after a new pack version, the indexer re-renders the cases whose value differs. NULL: before 0010.
     Column("rendering", String(32)),
+    # The id of the row whose place in the tenant's recency order this row keeps (triage's window of latest
+    # cases): a re-rendered case is no newer than before. NULL: its own id (every other write).
+    Column("recency", BigInteger),
     UniqueConstraint("tenant_id", "exception_id", name="uq_memory_cases_tenant_exception"),
     Index("ix_memory_cases_tenant_id", "tenant_id", "id"),
     # Resolved cases only (partial): the one query by fingerprint asks for the last resolution of each
