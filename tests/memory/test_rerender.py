@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from breakdesk.catalog import Catalog
 from breakdesk.memory import Memory
+from breakdesk.memory import indexer as indexer_module
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
 from breakdesk.memory.text import pack_rendering, type_rendering
@@ -139,6 +140,25 @@ async def test_re_rendering_is_bounded_per_pass_and_goes_on_where_it_stopped(
                                      CASH_BREAK={"description": "Cash differs between ledger and bank"}))
     assert (await indexer.rerender(t, limit=5)).rerendered == 5
     assert (await indexer.rerender(t, limit=5)).rerendered == 1
+
+
+async def test_a_pass_reads_a_bounded_number_of_case_rows(store: Store, tenant_factory: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change to one type of a large tenant does not read every other case in one pass: each pass reads
+    about `scan` rows and the next goes on from there, until the walk reaches the end."""
+    t, indexer = await indexed(store, tenant_factory)
+    monkeypatch.setattr(indexer_module, "SCAN_PAGE", 2)
+    await activate(store, t, finance("1.1.0", CASH_BREAK={"description": NEW_WORDS}))  # E-5 and E-6, last
+    target = pack_rendering((await indexer.packs(t)).domain)
+    passes = []
+    for _ in range(5):
+        state = await store.memory_state(t)
+        assert state is not None and state.rendered_with != target  # still under way
+        passes.append((await indexer.rerender(t, scan=2)).rerendered)
+    # E-1/E-2, E-3/E-4, E-5/E-6 (re-rendered, new rows), those new rows (the same now), the end
+    assert passes == [0, 0, 2, 0, 0]
+    state = await store.memory_state(t)
+    assert state is not None and state.rendered_with == target
 
 
 async def test_another_tenants_pack_change_leaves_these_cases_alone(store: Store, tenant_factory: Any) -> None:

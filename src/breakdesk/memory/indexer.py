@@ -52,6 +52,9 @@ MAX_EMBED_DEFERRAL_S = 3600.0
 #: Cases one pass re-renders at most after a domain pack change (`MemoryIndexer.rerender`); the next passes go
 #: on from there, so that one tenant's re-rendering does not hold back the other tenants' indexing.
 RERENDER_PER_PASS = 2000
+#: Case rows one pass reads at most while looking for those to re-render (their small columns, `SCAN_PAGE` at a
+#: time): a change to one type of a large tenant otherwise reads every other type's rows in its first pass.
+RERENDER_SCAN_PER_PASS = 50_000
 #: How far before a resolved case was rendered a change to its exception still re-renders it (`_stale`).
 RERENDER_MARGIN = timedelta(minutes=10)
 
@@ -168,11 +171,13 @@ class MemoryIndexer:
                 break
         return report
 
-    async def rerender(self, tenant_id: str, limit: int = RERENDER_PER_PASS) -> IndexerReport:
+    async def rerender(self, tenant_id: str, limit: int = RERENDER_PER_PASS,
+                       scan: int = RERENDER_SCAN_PER_PASS) -> IndexerReport:
         """Render again, from their exceptions, the cases whose rendering the active domain pack changes, at
-        most `limit` per call (the next call goes on from there); once every case has been checked, the pack's
-        `pack_rendering` is saved and later calls cost one read until the pack changes again. Nothing without
-        an active domain pack: its cases keep what their pack said."""
+        most `limit` per call and reading at most about `scan` case rows (the next call goes on from there);
+        once every case has been checked, the pack's `pack_rendering` is saved and later calls cost one read
+        until the pack changes again. Nothing without an active domain pack: its cases keep what their pack
+        said."""
         report = IndexerReport()
         packs = await self._packs(tenant_id)
         if packs is None:
@@ -187,8 +192,10 @@ class MemoryIndexer:
         if began != target:  # the pack changed again meanwhile: every case is checked against this one
             after = 0
         budget = limit
+        scanned = 0
         while True:
             heads = await self.store.case_renderings_after(tenant_id, after, SCAN_PAGE)
+            scanned += len(heads)
             stopped = False
             stale: list[int] = []
             for case_id, _, exception_type, rendering in heads:
@@ -205,11 +212,11 @@ class MemoryIndexer:
             # (new ids: this walk meets them again further on, rendered as the pack says now; a row replaced
             # since it was read is left as it is: it was rendered from a newer exception)
             report.rerendered += await self.store.rerender_cases(tenant_id, docs)
-            if stopped:  # the limit: the next pass goes on from here
+            if len(heads) < SCAN_PAGE and not stopped:
+                break
+            if stopped or scanned >= scan:  # a limit: the next pass goes on from here
                 self._rerender_at[tenant_id] = (target, after)
                 return report
-            if len(heads) < SCAN_PAGE:
-                break
         await self.store.save_memory_state(tenant_id, rendered_with=target)
         self._rerender_at.pop(tenant_id, None)
         return report
