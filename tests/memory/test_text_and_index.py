@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -123,6 +124,50 @@ def test_replacing_a_case_keeps_one_copy_and_remembers_the_resolution() -> None:
     assert [h.exception_id for h in hits] == ["A"] and hits[0].resolution == "resolved; playbook sf-chase"
     last = idx.last_resolution("fp1")
     assert last is not None and last.exception_id == "A"
+
+
+def _settlement_fails(n: int) -> TenantIndex:
+    idx = TenantIndex("t1")
+    for i in range(n):
+        idx.add(case(f"C{i:04d}", f"settlement word{i}", cid=i + 1))
+    return idx
+
+
+def _rerender(idx: TenantIndex, eids: list[str]) -> None:
+    """As the indexer's re-rendering: each case again in a new row (and slot) that keeps its old place."""
+    for eid in eids:
+        old = idx.case(eid)
+        assert old is not None
+        idx.add(dataclasses.replace(old, id=idx.last_case_id + 1, recency=old.recent))
+
+
+#: shares nothing with any case: triage still shows the latest cases of its type
+UNLIKE = Query(None, "SETTLEMENT_FAIL", "custody-feed", term_counts("zzzunknown"), {})
+
+
+@pytest.mark.parametrize("rerendered", [range(100), range(260, 270)], ids=["outside-the-window", "inside-it"])
+def test_the_latest_cases_of_the_type_are_the_latest_by_place_after_a_re_rendering(rerendered: range) -> None:
+    """When too little is shared, the window's latest cases of the query's type fill the hits: by their
+    places, whichever slots re-rendered cases took (old ones outside the window, or ones inside it that are
+    not the latest), and never none because the last slots are outside the window."""
+    idx = _settlement_fails(300)
+    before = [h.exception_id for h in idx.search(UNLIKE, 5, window=50)]
+    assert before == [f"C{i:04d}" for i in range(295, 300)]
+    _rerender(idx, [f"C{i:04d}" for i in rerendered])
+    assert [h.exception_id for h in idx.search(UNLIKE, 5, window=50)] == before
+    assert [c.exception_id for c in idx.similar_many([UNLIKE], 5, 50)[0]] == before
+
+
+def test_a_resident_index_and_a_fresh_one_fill_up_alike_after_two_re_renderings() -> None:
+    idx = _settlement_fails(300)
+    old = [f"C{i:04d}" for i in range(40)]
+    _rerender(idx, old)
+    _rerender(idx, old)  # (the first re-rendering's slots are dead now)
+    fresh = TenantIndex("t1")
+    for c in sorted((c for c in idx._cases if c is not None), key=lambda c: c.id):
+        fresh.add(c)
+    assert [c.exception_id for c in idx.similar_many([UNLIKE], 5, 50)[0]] == \
+        [c.exception_id for c in fresh.similar_many([UNLIKE], 5, 50)[0]] == [f"C{i:04d}" for i in range(295, 300)]
 
 
 def test_the_triage_window_counts_live_cases_not_the_slots_of_replaced_ones() -> None:

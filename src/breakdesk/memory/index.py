@@ -835,12 +835,18 @@ class TenantIndex:
         return slots.astype(np.int64), text, fields, keys
 
     def _with_same_type(self, slots: np.ndarray, text: np.ndarray, fields: np.ndarray, keys: np.ndarray, qtype: int,
-                        k: int, allowed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                        k: int, allowed: Any, window: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates topped up to `k` with the latest allowed cases of the query's type (scores 0: only
-        the type and source boosts rank them)."""
+        the type and source boosts rank them). `window`: a window's mask out of slot order (`_window`): the
+        type's cases in it, latest place first (the last slots may hold re-rendered old cases outside it)."""
         have = set(slots.tolist())
         extra: list[int] = []
-        recent = self._by_type.get(qtype, array("i"))
+        recent: Any = self._by_type.get(qtype, array("i"))
+        if window is not None and len(recent):
+            mine = np.frombuffer(recent, dtype=np.int32)
+            mine = mine[window[mine]]
+            recent = mine[np.argsort(self._recent[mine], kind="stable")].tolist()
         for scanned, slot in enumerate(reversed(recent)):
             if len(extra) + len(have) >= k or scanned >= 4 * k + 64:  # bounded: a filter may exclude most
                 break
@@ -921,7 +927,8 @@ class TenantIndex:
             vi = None
         qtype = self._types.codes.get(q.exception_type, -1)
         if slots.shape[0] < k:  # too little shared: the latest cases of the same type are still the nearest
-            slots, text, fields, keys = self._with_same_type(slots, text, fields, keys, qtype, k, allowed)
+            slots, text, fields, keys = self._with_same_type(slots, text, fields, keys, qtype, k, allowed,
+                                                             None if live is self._alive else live)
         if slots.size == 0 and not vec_slots:
             return []
         qsrc = self._sources.codes.get(q.source_system, -1)
