@@ -134,5 +134,6 @@ async def test_the_worker_indexes_resolutions_in_the_background(make_api: Any) -
             assert r.status_code == 200, r.text
             status = r.json()
             await asyncio.sleep(0.05)
-        assert status == {"cases": 2, "behind": 0, "embedder": None, "toEmbed": 0, "rerenderPending": False}
+        assert status == {"cases": 2, "behind": 0, "embedder": None, "toEmbed": 0, "rerenderPending": False,
+                          "toRerender": 0}
     assert indexer.done()  # the lifespan stopped it

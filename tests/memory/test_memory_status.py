@@ -30,10 +30,17 @@ async def test_the_status_follows_indexing_embedding_and_re_rendering(store: Sto
     await indexer.rerender(t)
     assert await memory_status(store, t) == MemoryStatus(6, 0, "openai:m", 6, False)  # nothing embedded yet
     await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
-    assert (await memory_status(store, t)).rerender_pending
+    pending = await memory_status(store, t)
+    assert (pending.rerender_pending, pending.to_rerender) == (True, 6)  # every case to check
+    await indexer.rerender(t, limit=3)  # E-1 to E-3 re-rendered (new rows, checked again later), then a stop
+    partway = await memory_status(store, t)
+    assert (partway.rerender_pending, partway.to_rerender) == (True, 6)  # E-4 to E-6, and the three new rows
+    await MemoryIndexer(store, Memory(store)).rerender(t, limit=1)  # another process: E-4, where it stopped
+    assert (await memory_status(store, t)).to_rerender == 6  # E-5, E-6 and four new rows
+    assert (await store.cases_after(t, 0))[-1].exception_id == "E-4"
     await indexer.rerender(t)
     after = await memory_status(store, t)
-    assert (after.cases, after.rerender_pending) == (6, False)
+    assert (after.cases, after.rerender_pending, after.to_rerender) == (6, False, 0)
 
 
 async def test_a_tenant_without_an_embedder_has_nothing_to_embed(store: Store, tenant_factory: Any) -> None:
@@ -57,6 +64,7 @@ def test_memory_status_command(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     got = json.loads(out.output)[tenant]
     assert got["cases"] == 0 and got["behind"] > 0 and got["rerenderPending"] and got["embedder"] is None
+    assert got["toRerender"] == 0  # (no case yet)
     runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url])
     shown = runner.invoke(app, ["memory", "status", "--tenant", tenant, "--db", url], terminal_width=80)
     assert shown.exit_code == 0, shown.output

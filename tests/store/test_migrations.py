@@ -201,8 +201,9 @@ async def test_the_indexer_position_restarts_at_the_beginning_of_the_audit_chain
 
 
 async def test_the_rendering_digests_go_and_come_back_without_losing_rows_or_autoincrement(tmp_path: Path) -> None:
-    """0010 adds `memory_cases.rendering` and `memory_tenants.rendered_with`, 0011 `memory_cases.recency`;
-    down and up again keeps the rows (at NULL: the indexer checks them once; each case's place is its id)
+    """0010 adds `memory_cases.rendering` and `memory_tenants.rendered_with`, 0011 `memory_cases.recency`,
+    0012 `memory_tenants.rerender_for` and `rerender_after`; down and up again keeps the rows (at NULL: the
+    indexer checks them once, each case's place is its id, no re-rendering under way)
     and AUTOINCREMENT (a batch copy of the table would drop it, and a deleted latest id would be handed out
     again)."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
@@ -222,6 +223,9 @@ async def test_the_rendering_digests_go_and_come_back_without_losing_rows_or_aut
         async with engine.begin() as conn:
             sql = (await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'memory_cases'"))).scalar()
             assert "AUTOINCREMENT" in sql and "rendering" not in sql and "recency" not in sql
+            tenants_sql = (await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'memory_tenants'"))
+                           ).scalar()
+            assert "rendered_with" not in tenants_sql and "rerender_" not in tenants_sql
             await conn.execute(text("DELETE FROM memory_cases WHERE exception_id = 'E-3'"))
             await conn.execute(text(case), {"e": "E-3"})
             ids = (await conn.execute(text("SELECT id FROM memory_cases ORDER BY id"))).scalars().all()
@@ -230,6 +234,8 @@ async def test_the_rendering_digests_go_and_come_back_without_losing_rows_or_aut
         async with engine.connect() as conn:
             nulls = "SELECT count(*) FROM memory_cases WHERE rendering IS NULL AND recency IS NULL"
             assert (await conn.execute(text(nulls))).scalar() == 3
+            walk = "SELECT rerender_for, rerender_after FROM memory_tenants"
+            assert (await conn.execute(text(walk))).all() == [(None, None)]
     finally:
         await engine.dispose()
 
@@ -239,7 +245,7 @@ async def test_the_rendering_digests_go_and_come_back_on_postgres(pg_url: str) -
     engine = make_engine(pg_url)
     columns = ("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                "AND table_name IN ('memory_cases', 'memory_tenants') "
-               "AND column_name IN ('rendering', 'rendered_with', 'recency')")
+               "AND column_name IN ('rendering', 'rendered_with', 'recency', 'rerender_for', 'rerender_after')")
     try:
         await upgrade_engine(engine)
         await downgrade_engine(engine, "0009")
@@ -248,6 +254,6 @@ async def test_the_rendering_digests_go_and_come_back_on_postgres(pg_url: str) -
     finally:
         await upgrade_engine(engine)  # (the session's database: other tests use it next)
         async with engine.connect() as conn:
-            assert sorted((await conn.execute(text(columns))).scalars().all()) == ["recency", "rendered_with",
-                                                                                   "rendering"]
+            assert sorted((await conn.execute(text(columns))).scalars().all()) == [
+                "recency", "rendered_with", "rendering", "rerender_after", "rerender_for"]
         await engine.dispose()

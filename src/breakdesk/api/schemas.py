@@ -617,6 +617,8 @@ class MemoryStatusOut(Wire):
     to_embed: int = Field(description="Cases without a vector of that embedder yet.")
     rerender_pending: bool = Field(
         description="The active domain pack renders some cases differently and they are not all checked yet.")
+    to_rerender: int = Field(description="Cases the re-rendering walk has yet to read (0 when none is pending; "
+                                         "the rows it re-rendered count until it reads them again).")
 
 
 # ------------------------------------------------------------------------------- submission (docs only)

@@ -153,5 +153,5 @@ def status(
     table = _tenant_table("memory status", ("cases", "behind", "to embed"), ("embedder", "rerender"))
     for t, s in rows:
         table.add_row(escape(t), str(s.cases), str(s.behind), str(s.to_embed), escape(s.embedder or "none"),
-                      "pending" if s.rerender_pending else "done")
+                      f"{s.to_rerender} to check" if s.rerender_pending else "done")
     console.print(table)

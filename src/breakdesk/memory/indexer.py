@@ -125,8 +125,6 @@ class MemoryIndexer:
         #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
         #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once.
         self._embed_after: dict[tuple[str, str], float] = {}
-        #: tenant -> (the `pack_rendering` its cases are being re-rendered for, the last case id checked)
-        self._rerender_at: dict[str, tuple[str, int]] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -186,11 +184,10 @@ class MemoryIndexer:
         target = pack_rendering(domain)
         state = await self.store.memory_state(tenant_id)
         if state is not None and state.rendered_with == target:
-            self._rerender_at.pop(tenant_id, None)
             return report
-        began, after = self._rerender_at.get(tenant_id, (target, 0))
-        if began != target:  # the pack changed again meanwhile: every case is checked against this one
-            after = 0
+        # where the walk under way stopped (saved: a restart goes on from there too); a walk for another
+        # pack (changed again meanwhile) starts over: every case is checked against this one
+        after = state.rerender_after if state is not None and state.rerender_for == target else 0
         budget = limit
         scanned = 0
         while True:
@@ -215,10 +212,9 @@ class MemoryIndexer:
             if len(heads) < SCAN_PAGE and not stopped:
                 break
             if stopped or scanned >= scan:  # a limit: the next pass goes on from here
-                self._rerender_at[tenant_id] = (target, after)
+                await self.store.save_memory_state(tenant_id, rerender_for=target, rerender_after=after)
                 return report
-        await self.store.save_memory_state(tenant_id, rendered_with=target)
-        self._rerender_at.pop(tenant_id, None)
+        await self.store.save_memory_state(tenant_id, rendered_with=target, rerender_for=None, rerender_after=None)
         return report
 
     async def _rendered_again(self, tenant_id: str, case_ids: list[int], domain: Any, report: IndexerReport

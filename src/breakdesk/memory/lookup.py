@@ -62,16 +62,19 @@ class MemoryStatus:
     to_embed: int
     #: whether the active domain pack renders some cases differently and they are not all checked yet
     rerender_pending: bool
+    #: cases the re-rendering walk has yet to read (0 when none is pending); the rows it re-rendered count
+    #: until it reads them again further on, so this falls to 0 as the walk ends, not steadily
+    to_rerender: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """As the API shows it (`MemoryStatusOut`) and `breakdesk memory status --json` prints it."""
         return {"cases": self.cases, "behind": self.behind, "embedder": self.embedder, "toEmbed": self.to_embed,
-                "rerenderPending": self.rerender_pending}
+                "rerenderPending": self.rerender_pending, "toRerender": self.to_rerender}
 
 
 async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awaitable[Any]] | None = None
                         ) -> MemoryStatus:
-    """The tenant's `MemoryStatus`: four small reads, nothing loaded (no resident index, no model)."""
+    """The tenant's `MemoryStatus`: a few small reads, nothing loaded (no resident index, no model)."""
     settings, rendering = None, None
     packs = await _active_packs(store, tenant, packs_for)
     if packs is not None:
@@ -80,10 +83,13 @@ async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awai
     head = (await store.audit_head(tenant))[0]
     name = embedder_name(settings)
     embedded = state.embedded_upto if state is not None and state.model == name else 0
+    pending = rendering is not None and (state is None or state.rendered_with != rendering)
+    checked = state.rerender_after if pending and state is not None and state.rerender_for == rendering else 0
     return MemoryStatus(
         cases=await store.count_cases(tenant),
         behind=max(0, head - (state.scanned_seq if state is not None else 0)),
         embedder=name,
         to_embed=await store.count_cases(tenant, embedded) if name is not None else 0,
-        rerender_pending=rendering is not None and (state is None or state.rendered_with != rendering),
+        rerender_pending=pending,
+        to_rerender=await store.count_cases(tenant, checked) if pending else 0,
     )

@@ -157,6 +157,10 @@ class MemoryState:
     embedded_upto: int
     #: `memory.text.pack_rendering` of the domain pack every case was last checked against (None: never)
     rendered_with: str | None = None
+    #: a re-rendering under way: the `pack_rendering` it checks cases against (None: none under way) ...
+    rerender_for: str | None = None
+    #: ... and the last case id it checked
+    rerender_after: int = 0
 
 
 def _case_params(tenant_id: str, d: CaseDoc, now: datetime) -> dict[str, Any]:
@@ -444,7 +448,8 @@ class CaseRepo(StoreBase):
         if row is None:
             return None
         m = row._mapping
-        return MemoryState(int(m["scanned_seq"]), m["model"], int(m["embedded_upto"]), m["rendered_with"])
+        return MemoryState(int(m["scanned_seq"]), m["model"], int(m["embedded_upto"]), m["rendered_with"],
+                           m["rerender_for"], int(m["rerender_after"] or 0))
 
     async def save_memory_state(self, tenant_id: str, **values: Any) -> None:
         async with self._write() as conn:

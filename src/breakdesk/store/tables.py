@@ -497,5 +497,9 @@ memory_tenants = Table(
     Column("embedded_upto", BigId, nullable=False),
     # ... and the domain pack (`memory.text.pack_rendering`) every case was last checked against.
     Column("rendered_with", String(32)),
+    # ... and while a re-rendering after a pack change is under way, the pack it checks cases against and the
+    # last case id it checked (NULL otherwise): the next pass, in this process or another, goes on from there.
+    Column("rerender_for", String(32)),
+    Column("rerender_after", BigInteger),
     Column("updated_at", UTCDateTime, nullable=False),
 )
