@@ -236,3 +236,40 @@ async def test_a_deferral_is_the_endpoints_not_the_tenants(store: Any, tenant_fa
     scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
     report = await indexer.run_once(t)
     assert not report.embedding_deferred and report.embedded == 2
+
+
+async def test_a_failing_endpoint_is_given_a_growing_rest_between_passes(store: Any, tenant_factory: Any,
+                                                                        scripted_embeddings: Any) -> None:
+    """An endpoint that keeps failing (here 503 after every retry) is not called on every pass: the indexer
+    goes over every tenant in turn, and a dead endpoint's retries would delay all of them each round. The
+    rest doubles per failure in a row, up to a bound, and a pass that embeds ends it."""
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import EMBED_BACKOFF_S, MAX_EMBED_BACKOFF_S, MemoryIndexer
+
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m",
+                                             "timeoutSeconds": 5}})
+    mem = Memory(store)
+    await process(store, t, SMALL[:3], memory=mem)
+    times = script(scripted_embeddings, [(503, b"{}")] * 30)
+    indexer = MemoryIndexer(store, mem)
+    key = (t, "openai:m")
+    rests = []
+    for failures in range(1, 8):
+        before = time.monotonic()
+        report = await indexer.run_once(t)
+        assert report.errors == 1 and report.embedded == 0 and not report.embedding_deferred
+        assert len(times) == 3 * failures  # the first try and its two retries, once per pass that tries
+        rests.append(indexer._embed_after[key] - before)
+        again = await indexer.run_once(t)  # at once: the endpoint is left alone
+        assert again.embedding_deferred and again.errors == 0 and len(times) == 3 * failures
+        assert again.indexed == 0  # (what there was to index, the first pass did)
+        indexer._embed_after[key] = 0.0  # (the rest has passed)
+    expected = [min(EMBED_BACKOFF_S * 2 ** i, MAX_EMBED_BACKOFF_S) for i in range(7)]
+    assert expected[-1] == MAX_EMBED_BACKOFF_S
+    for rest, want in zip(rests, expected, strict=True):
+        assert want <= rest <= want + 5  # (the pass's own time on top)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    assert (await indexer.run_once(t)).embedded == 3
+    assert key not in indexer._embed_after and key not in indexer._embed_failures

@@ -49,6 +49,12 @@ SCAN_PAGE = 500
 #: The longest an endpoint's `Retry-After` defers a tenant's embedding (an HTTP date months ahead, or a pack
 #: since moved to another endpoint, must not stop it until the process restarts).
 MAX_EMBED_DEFERRAL_S = 3600.0
+#: After a failed embedding pass (an endpoint unreachable after its retries, a malformed answer), the tenant's
+#: embedding waits this long before the next try, doubled after each failure up to `MAX_EMBED_BACKOFF_S`:
+#: the indexer goes over every tenant in turn, and a dead endpoint's retries (seconds each pass) would
+#: otherwise delay every other tenant's indexing on every round.
+EMBED_BACKOFF_S = 10.0
+MAX_EMBED_BACKOFF_S = 300.0
 #: Cases one pass re-renders at most after a domain pack change (`MemoryIndexer.rerender`); the next passes go
 #: on from there, so that one tenant's re-rendering does not hold back the other tenants' indexing.
 RERENDER_PER_PASS = 2000
@@ -60,7 +66,8 @@ RERENDER_MARGIN = timedelta(minutes=10)
 
 
 class EmbeddingDeferred(EmbedderError):
-    """The tenant's embeddings endpoint asked to be left alone for now (`Retry-After`): nothing was sent."""
+    """The tenant's embeddings endpoint asked to be left alone for now (`Retry-After`), or failed lately and
+    is given a rest (`EMBED_BACKOFF_S`): nothing was sent."""
 
 
 @dataclass
@@ -123,8 +130,10 @@ class MemoryIndexer:
         self._indexed_sizes: set[tuple[str, int]] = set()
         #: (tenant, embedder name) -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone
         #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
-        #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once.
+        #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once. Also set
+        #: after a failed pass (`EMBED_BACKOFF_S`, doubled per failure in a row: `_embed_failures`).
         self._embed_after: dict[tuple[str, str], float] = {}
+        self._embed_failures: dict[tuple[str, str], int] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -273,7 +282,7 @@ class MemoryIndexer:
     async def embed(self, tenant_id: str, max_batches: int | None = None) -> int:
         """Embed cases past the watermark with the tenant's embedder; returns how many were embedded. Raises
         `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the embedder waits, at
-        most `MAX_EMBED_DEFERRAL_S`) has not passed."""
+        most `MAX_EMBED_DEFERRAL_S`) has not passed, or after a failed pass until its backoff has."""
         packs = await self._packs(tenant_id)
         settings = packs.tenant.spec.embeddings if packs is not None else None
         try:
@@ -288,11 +297,17 @@ class MemoryIndexer:
             raise EmbeddingDeferred
         try:
             done = await self._embed_with(tenant_id, emb, settings, max_batches)
-        except EmbedderBusy as exc:
-            if exc.retry_after:  # (longer than the embedder waits: it waited otherwise)
-                self._embed_after[key] = time.monotonic() + min(exc.retry_after, MAX_EMBED_DEFERRAL_S)
+        except EmbedderError as exc:
+            failures = self._embed_failures[key] = self._embed_failures.get(key, 0) + 1
+            asked = exc.retry_after if isinstance(exc, EmbedderBusy) else None
+            # (an asked wait is longer than the embedder waits: it waited otherwise)
+            wait = (min(asked, MAX_EMBED_DEFERRAL_S) if asked
+                    else min(EMBED_BACKOFF_S * 2 ** (failures - 1), MAX_EMBED_BACKOFF_S))
+            self._embed_after[key] = time.monotonic() + wait
+            log.warning("memory: embedding for tenant %s failed: %s; next try in %.0f s", tenant_id, exc, wait)
             raise
         self._embed_after.pop(key, None)
+        self._embed_failures.pop(key, None)
         return done
 
     async def _embed_with(self, tenant_id: str, emb: Embedder, settings: Any, max_batches: int | None) -> int:
@@ -378,9 +393,8 @@ class MemoryIndexer:
                 report.embedded = await self.embed(tenant_id)
             except EmbeddingDeferred:
                 report.embedding_deferred = True
-            except EmbedderError as exc:
+            except EmbedderError:  # (logged by `embed`)
                 report.errors += 1
-                log.warning("memory: embedding for tenant %s failed: %s", tenant_id, exc)
             return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
