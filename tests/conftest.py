@@ -73,9 +73,8 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """URL of a PostgreSQL database private to this session/worker (skips, or fails under CI, if absent)."""
+def _pg_database() -> Iterator[str]:
+    """URL of a new PostgreSQL database, dropped afterwards (skips, or fails under CI, if absent)."""
     user, why = asyncio.run(_find_pg_user())
     if user is None:
         _unavailable(why)
@@ -88,12 +87,29 @@ def pg_url() -> Iterator[str]:
         asyncio.run(_admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a PostgreSQL database private to this session/worker."""
+    yield from _pg_database()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test using this runs twice: on a fresh SQLite file and on the session's PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'breakdesk.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def own_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`db_url`, but on PostgreSQL a database of its own: for a test whose background worker goes over every
+    tenant in the database, so that the other tests' tenants (some with embeddings endpoints nobody answers)
+    do not set its pace."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'breakdesk.db'}"
+    else:
+        yield from _pg_database()
 
 
 @pytest.fixture

@@ -136,14 +136,12 @@ async def api(db_url: str) -> AsyncIterator[Api]:
         yield a
 
 
-@pytest.fixture
-def make_api(db_url: str) -> Callable[..., Any]:
-    """An API with custom settings: `async with make_api(rate_limit_rps=1) as api: …`."""
+def _api_factory(url: str) -> Callable[..., Any]:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[Api]:
-        gen = open_api(db_url, api_settings(**overrides))
+        gen = open_api(url, api_settings(**overrides))
         a = await gen.__anext__()
         try:
             yield a
@@ -151,6 +149,18 @@ def make_api(db_url: str) -> Callable[..., Any]:
             await gen.aclose()
 
     return factory
+
+
+@pytest.fixture
+def make_api(db_url: str) -> Callable[..., Any]:
+    """An API with custom settings: `async with make_api(rate_limit_rps=1) as api: …`."""
+    return _api_factory(db_url)
+
+
+@pytest.fixture
+def make_own_api(own_db_url: str) -> Callable[..., Any]:
+    """`make_api` over a database of its own (`own_db_url`)."""
+    return _api_factory(own_db_url)
 
 
 AsyncFactory = Callable[..., Awaitable[Any]]

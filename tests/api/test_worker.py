@@ -104,10 +104,11 @@ async def test_an_item_that_keeps_failing_is_dead_lettered(make_api: Any, monkey
         assert poison["state"] == "REJECTED" and poison["error"] == "gave up after 2 attempts: RuntimeError"
 
 
-async def test_the_worker_indexes_resolutions_in_the_background(make_api: Any) -> None:
+async def test_the_worker_indexes_resolutions_in_the_background(make_own_api: Any) -> None:
     """A closed exception's case gets its resolution (what was done) without `breakdesk memory index`,
-    and the next similar-case search shows how it was resolved."""
-    async with make_api(worker_enabled=True, worker_poll_seconds=0.05, memory_index_interval_seconds=0.05) as api:
+    and the next similar-case search shows how it was resolved. (A database of its own: the worker goes over
+    every tenant in it, and the session's holds other tests' tenants.)"""
+    async with make_own_api(worker_enabled=True, worker_poll_seconds=0.05, memory_index_interval_seconds=0.05) as api:
         t = await api.tenant()
         r = await api.client.post(f"/v1/tenants/{t.tenant_id}/exceptions?wait=true",
                                   json=[break_item("IDX-1"), break_item("IDX-2")], headers=t.headers("operator"))

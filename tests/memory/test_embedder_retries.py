@@ -273,3 +273,54 @@ async def test_a_failing_endpoint_is_given_a_growing_rest_between_passes(store: 
     scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
     assert (await indexer.run_once(t)).embedded == 3
     assert key not in indexer._embed_after and key not in indexer._embed_failures
+
+
+async def test_a_pass_embeds_for_a_bounded_time_and_the_next_goes_on(store: Any, tenant_factory: Any,
+                                                                    scripted_embeddings: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill (minilm: ~75 cases/s) must not hold the tenant's pass for minutes: each pass embeds until
+    `EMBED_SECONDS_PER_PASS` have gone (here none: one batch), and the next goes on from the watermark."""
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory import indexer as indexer_module
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    monkeypatch.setattr(indexer_module, "EMBED_SECONDS_PER_PASS", 0.0)
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m"}})
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    indexer = MemoryIndexer(store, mem, embed_batch=2)
+    assert [(await indexer.run_once(t)).embedded for _ in range(4)] == [2, 2, 2, 0]
+    state = await store.memory_state(t)
+    assert state is not None and state.embedded_upto == max(c.id for c in await store.cases_after(t, 0))
+
+
+async def test_a_round_indexes_every_tenant_before_it_embeds_any(store: Any, tenant_factory: Any) -> None:
+    """So one tenant's embedding (a slow model or endpoint) delays no other tenant's status changes and
+    resolutions by more than one round's embedding."""
+    import asyncio
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    tenants = [await tenant_factory() for _ in range(3)]
+    indexer = MemoryIndexer(store, Memory(store))
+    calls: list[tuple[str, str]] = []
+    stop = asyncio.Event()
+    catch_up, embed = indexer.catch_up, indexer.embed
+
+    async def catching_up(tenant_id: str) -> Any:
+        calls.append(("index", tenant_id))
+        return await catch_up(tenant_id)
+
+    async def embedding(tenant_id: str, *args: Any, **kw: Any) -> int:
+        calls.append(("embed", tenant_id))
+        stop.set()  # (the round ends here: the loop looks at `stop` before each tenant)
+        return await embed(tenant_id, *args, **kw)
+
+    indexer.catch_up, indexer.embed = catching_up, embedding  # type: ignore[method-assign]
+    await asyncio.wait_for(indexer.run(stop, interval=0.01), 60)
+    first_embed = calls.index(next(c for c in calls if c[0] == "embed"))
+    assert {t for kind, t in calls[:first_embed] if kind == "index"} >= set(tenants)

@@ -106,7 +106,8 @@ def index(
     db: UrlOpt = None,
 ) -> None:
     """Index exceptions missing from the memory, refresh resolved ones, re-render cases a new domain pack
-    reads differently, and embed cases in batches."""
+    reads differently, and embed cases in batches: one pass per tenant, in which re-rendering and embedding
+    are bounded (`breakdesk memory status` shows what is left; `--follow` goes on)."""
 
     async def go(store: Any) -> list[tuple[str, IndexerReport]]:
         indexer = MemoryIndexer(store)

@@ -55,6 +55,10 @@ MAX_EMBED_DEFERRAL_S = 3600.0
 #: otherwise delay every other tenant's indexing on every round.
 EMBED_BACKOFF_S = 10.0
 MAX_EMBED_BACKOFF_S = 300.0
+#: How long one pass embeds a tenant's cases before it stops after the batch under way (the next pass goes on):
+#: minilm embeds ~75 cases/s on one thread, so backfilling 100,000 cases in one pass would hold back the
+#: tenant's own indexing (status changes, resolutions) and every other tenant's for over 20 minutes.
+EMBED_SECONDS_PER_PASS = 5.0
 #: Cases one pass re-renders at most after a domain pack change (`MemoryIndexer.rerender`); the next passes go
 #: on from there, so that one tenant's re-rendering does not hold back the other tenants' indexing.
 RERENDER_PER_PASS = 2000
@@ -279,8 +283,9 @@ class MemoryIndexer:
             resolved_at=row.get("resolved_at") or (row["updated_at"] if resolution else None),
         )
 
-    async def embed(self, tenant_id: str, max_batches: int | None = None) -> int:
-        """Embed cases past the watermark with the tenant's embedder; returns how many were embedded. Raises
+    async def embed(self, tenant_id: str, max_batches: int | None = None, seconds: float | None = None) -> int:
+        """Embed cases past the watermark with the tenant's embedder, at most `max_batches` batches and until
+        `seconds` have passed (then after the batch under way); returns how many were embedded. Raises
         `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the embedder waits, at
         most `MAX_EMBED_DEFERRAL_S`) has not passed, or after a failed pass until its backoff has."""
         packs = await self._packs(tenant_id)
@@ -296,7 +301,7 @@ class MemoryIndexer:
         if time.monotonic() < self._embed_after.get(key, 0.0):
             raise EmbeddingDeferred
         try:
-            done = await self._embed_with(tenant_id, emb, settings, max_batches)
+            done = await self._embed_with(tenant_id, emb, settings, max_batches, seconds)
         except EmbedderError as exc:
             failures = self._embed_failures[key] = self._embed_failures.get(key, 0) + 1
             asked = exc.retry_after if isinstance(exc, EmbedderBusy) else None
@@ -310,7 +315,9 @@ class MemoryIndexer:
         self._embed_failures.pop(key, None)
         return done
 
-    async def _embed_with(self, tenant_id: str, emb: Embedder, settings: Any, max_batches: int | None) -> int:
+    async def _embed_with(self, tenant_id: str, emb: Embedder, settings: Any, max_batches: int | None,
+                          seconds: float | None) -> int:
+        until = None if seconds is None else time.monotonic() + seconds
         state = await self.store.memory_state(tenant_id)
         if state is None or state.model != emb.name:
             await self.store.reset_embeddings(tenant_id, emb.name)
@@ -357,6 +364,8 @@ class MemoryIndexer:
             )
             done += len(cases)
             batches += 1
+            if until is not None and time.monotonic() >= until:  # (at least one batch per pass)
+                break
         return done
 
     async def _embed_each(self, tenant_id: str, emb: Embedder, cases: list[Any], upto: int
@@ -381,38 +390,46 @@ class MemoryIndexer:
                             tenant_id, c.exception_id)
         return cases, out
 
-    async def run_once(self, tenant_id: str) -> IndexerReport:
-        """One pass over the tenant, unless another process's indexer is in the middle of one (`busy`)."""
+    async def run_once(self, tenant_id: str, *, index: bool = True, embed: bool = True) -> IndexerReport:
+        """One pass over the tenant — what changed, re-rendering, then embedding for up to
+        `EMBED_SECONDS_PER_PASS` — unless another process's indexer is in the middle of one (`busy`).
+        `index`/`embed`: only that part (`run` does each for every tenant in turn)."""
         async with self.store.indexer_lease(tenant_id) as mine:
             if not mine:
                 return IndexerReport(busy=True)
-            report = await self.catch_up(tenant_id)
-            again = await self.rerender(tenant_id)
-            report.rerendered, report.errors = again.rerendered, report.errors + again.errors
-            try:
-                report.embedded = await self.embed(tenant_id)
-            except EmbeddingDeferred:
-                report.embedding_deferred = True
-            except EmbedderError:  # (logged by `embed`)
-                report.errors += 1
+            report = IndexerReport()
+            if index:
+                report = await self.catch_up(tenant_id)
+                again = await self.rerender(tenant_id)
+                report.rerendered, report.errors = again.rerendered, report.errors + again.errors
+            if embed:
+                try:
+                    report.embedded = await self.embed(tenant_id, seconds=EMBED_SECONDS_PER_PASS)
+                except EmbeddingDeferred:
+                    report.embedding_deferred = True
+                except EmbedderError:  # (logged by `embed`)
+                    report.errors += 1
             return report
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
         """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` and the server's
-        worker run). A failed pass (the database away, one tenant's bad data) is logged and retried on the
-        next round: the loop itself only ends with `stop`."""
+        worker run): each round indexes every tenant's changes first, then embeds, so that no tenant's
+        embedding (a slow model, a slow or failing endpoint) delays another's status changes and
+        resolutions by more than a round's embedding. A failed pass (the database away, one tenant's bad
+        data) is logged and retried on the next round: the loop itself only ends with `stop`."""
         while not stop.is_set():
             try:
                 tenants = [t.tenant_id for t in await self.store.list_tenants()]
             except Exception as exc:
                 log.warning("memory: cannot list tenants: %s", exc)
                 tenants = []
-            for tenant_id in tenants:
-                if stop.is_set():
-                    break
-                try:
-                    await self.run_once(tenant_id)
-                except Exception as exc:  # keep serving the other tenants
-                    log.warning("memory: pass for tenant %s failed: %s", tenant_id, exc)
+            for part in ({"embed": False}, {"index": False}):
+                for tenant_id in tenants:
+                    if stop.is_set():
+                        break
+                    try:
+                        await self.run_once(tenant_id, **part)
+                    except Exception as exc:  # keep serving the other tenants
+                        log.warning("memory: pass for tenant %s failed: %s", tenant_id, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
