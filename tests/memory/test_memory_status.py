@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from memkit import SMALL, process, stored_tenant
 from test_rerender import NEW_WORDS, activate, finance
 from typer.testing import CliRunner
@@ -19,7 +20,8 @@ from breakdesk.store import Store
 OPENAI = {"embeddings": {"provider": "openai", "baseUrl": "http://127.0.0.1:9/v1", "model": "m"}}
 
 
-async def test_the_status_follows_indexing_embedding_and_re_rendering(store: Store, tenant_factory: Any) -> None:
+async def test_the_status_follows_indexing_embedding_and_re_rendering(store: Store, tenant_factory: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     t = await tenant_factory(OPENAI)  # (an endpoint nobody answers: only its name is read)
     await process(store, t, SMALL, memory=False)  # processed, nothing indexed
     before = await memory_status(store, t)
@@ -32,12 +34,26 @@ async def test_the_status_follows_indexing_embedding_and_re_rendering(store: Sto
     await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
     pending = await memory_status(store, t)
     assert (pending.rerender_pending, pending.to_rerender) == (True, 6)  # every case to check
-    await indexer.rerender(t, limit=3)  # E-1 to E-3 re-rendered (new rows, checked again later), then a stop
+    await indexer.rerender(t, limit=3)  # three settlement fails re-rendered (new rows, read again later): a stop
+    state = await store.memory_state(t)
+    assert state is not None and state.rerender_for is not None and state.rerender_after > 0
     partway = await memory_status(store, t)
-    assert (partway.rerender_pending, partway.to_rerender) == (True, 6)  # E-4 to E-6, and the three new rows
-    await MemoryIndexer(store, Memory(store)).rerender(t, limit=1)  # another process: E-4, where it stopped
-    assert (await memory_status(store, t)).to_rerender == 6  # E-5, E-6 and four new rows
-    assert (await store.cases_after(t, 0))[-1].exception_id == "E-4"
+    rows = await store.cases_after(t, 0)
+    # (the cases' ids follow the order the indexer wrote them in, which the database chooses)
+    assert partway.rerender_pending
+    assert partway.to_rerender == sum(c.id > state.rerender_after for c in rows) >= 4  # one to go, three new
+    # another process (a restart) goes on where the walk stopped
+    other = MemoryIndexer(store, Memory(store))
+    read_after: list[int] = []
+    read = store.case_renderings_after
+
+    async def reading(tenant_id: str, after_id: int, limit: int = 500) -> Any:
+        read_after.append(after_id)
+        return await read(tenant_id, after_id, limit)
+
+    monkeypatch.setattr(store, "case_renderings_after", reading)
+    assert (await other.rerender(t)).rerendered == 1
+    assert read_after[0] == state.rerender_after
     await indexer.rerender(t)
     after = await memory_status(store, t)
     assert (after.cases, after.rerender_pending, after.to_rerender) == (6, False, 0)
