@@ -134,3 +134,16 @@ def on_store(url: str, work: Any) -> Any:
             await store.close()
 
     return asyncio.run(run())
+
+
+def renderings_read(store: Store, monkeypatch: Any) -> list[int]:
+    """Where each of the re-rendering walk's reads (`case_renderings_after`) starts, from now on."""
+    starts: list[int] = []
+    read = store.case_renderings_after
+
+    async def reading(tenant_id: str, after_id: int, limit: int = 500) -> Any:
+        starts.append(after_id)
+        return await read(tenant_id, after_id, limit)
+
+    monkeypatch.setattr(store, "case_renderings_after", reading)
+    return starts

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memkit import SMALL, process, stored_tenant
+from memkit import SMALL, process, renderings_read, stored_tenant
 from test_rerender import NEW_WORDS, activate, finance
 from typer.testing import CliRunner
 
@@ -44,14 +44,7 @@ async def test_the_status_follows_indexing_embedding_and_re_rendering(store: Sto
     assert partway.to_rerender == sum(c.id > state.rerender_after for c in rows) >= 4  # one to go, three new
     # another process (a restart) goes on where the walk stopped
     other = MemoryIndexer(store, Memory(store))
-    read_after: list[int] = []
-    read = store.case_renderings_after
-
-    async def reading(tenant_id: str, after_id: int, limit: int = 500) -> Any:
-        read_after.append(after_id)
-        return await read(tenant_id, after_id, limit)
-
-    monkeypatch.setattr(store, "case_renderings_after", reading)
+    read_after = renderings_read(store, monkeypatch)
     assert (await other.rerender(t)).rerendered == 1
     assert read_after[0] == state.rerender_after
     await indexer.rerender(t)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from memkit import ROOT, SMALL, Held, close, process, sf
+from memkit import ROOT, SMALL, Held, close, process, renderings_read, sf
 from sqlalchemy import update
 
 from breakdesk.catalog import Catalog
@@ -120,14 +120,7 @@ async def test_re_rendering_is_bounded_per_pass_and_goes_on_where_it_stopped(
     t, indexer = await indexed(store, tenant_factory)
     before = await case_ids(store, t)
     await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
-    read_after: list[int] = []
-    read = store.case_renderings_after
-
-    async def reading(tenant_id: str, after_id: int, limit: int = 500) -> Any:
-        read_after.append(after_id)
-        return await read(tenant_id, after_id, limit)
-
-    monkeypatch.setattr(store, "case_renderings_after", reading)
+    read_after = renderings_read(store, monkeypatch)
     first = await indexer.rerender(t, limit=3)
     assert first.rerendered == 3 and read_after == [0]
     second = await indexer.rerender(t, limit=3)  # goes on after the last case it checked, not from the start
