@@ -32,6 +32,12 @@ def script(endpoint: Any, answers: list[tuple[int, bytes] | tuple[int, bytes, Ma
     return times
 
 
+def resting(indexer: Any, tenant: str) -> Any:
+    """The key of the tenant's embedding rest in `indexer` (its embedder's configuration)."""
+    (key,) = [k for k in indexer._embed_after if k[0] == tenant]
+    return key
+
+
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedders, "BACKOFF_S", 0.05)
@@ -144,11 +150,12 @@ async def test_the_indexer_leaves_an_endpoint_alone_for_as_long_as_it_asks(store
     assert first.errors == 1 and first.embedded == 0 and len(times) == 1
     again = await indexer.run_once(t)
     assert again.embedding_deferred and again.embedded == 0 and len(times) == 1  # not called
-    indexer._embed_after[t, "openai:m"] = 0.0  # (the minute has passed)
+    key = resting(indexer, t)
+    indexer._embed_after[key] = 0.0  # (the minute has passed)
     scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
     later = await indexer.run_once(t)
     assert not later.embedding_deferred and later.embedded == 3
-    assert (t, "openai:m") not in indexer._embed_after
+    assert key not in indexer._embed_after
 
 
 def test_a_retry_after_that_is_no_number_of_seconds_is_unreadable() -> None:
@@ -207,7 +214,7 @@ async def test_a_deferral_is_capped(store: Any, tenant_factory: Any, scripted_em
     indexer = MemoryIndexer(store, mem)
     before = time.monotonic()
     await indexer.run_once(t)
-    assert before < indexer._embed_after[t, "openai:m"] <= time.monotonic() + MAX_EMBED_DEFERRAL_S
+    assert before < indexer._embed_after[resting(indexer, t)] <= time.monotonic() + MAX_EMBED_DEFERRAL_S
 
 
 async def test_a_deferral_is_the_endpoints_not_the_tenants(store: Any, tenant_factory: Any,
@@ -254,13 +261,13 @@ async def test_a_failing_endpoint_is_given_a_growing_rest_between_passes(store: 
     await process(store, t, SMALL[:3], memory=mem)
     times = script(scripted_embeddings, [(503, b"{}")] * 30)
     indexer = MemoryIndexer(store, mem)
-    key = (t, "openai:m")
     rests = []
     for failures in range(1, 8):
         before = time.monotonic()
         report = await indexer.run_once(t)
         assert report.errors == 1 and report.embedded == 0 and not report.embedding_deferred
         assert len(times) == 3 * failures  # the first try and its two retries, once per pass that tries
+        key = resting(indexer, t)
         rests.append(indexer._embed_after[key] - before)
         again = await indexer.run_once(t)  # at once: the endpoint is left alone
         assert again.embedding_deferred and again.errors == 0 and len(times) == 3 * failures
@@ -324,3 +331,49 @@ async def test_a_round_indexes_every_tenant_before_it_embeds_any(store: Any, ten
     await asyncio.wait_for(indexer.run(stop, interval=0.01), 60)
     first_embed = calls.index(next(c for c in calls if c[0] == "embed"))
     assert {t for kind, t in calls[:first_embed] if kind == "index"} >= set(tenants)
+
+
+async def test_moving_to_another_endpoint_of_the_same_model_ends_the_rest(store: Any, tenant_factory: Any,
+                                                                         scripted_embeddings: Any) -> None:
+    """The usual cure for a dead endpoint is a policy pointing elsewhere: it is tried at once, though its
+    model (and so its vectors' name) is the same."""
+    from memkit import SMALL, process
+
+    from breakdesk.catalog import Catalog
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    dead = {"provider": "openai", "baseUrl": "http://127.0.0.1:9/v1", "model": "m", "timeoutSeconds": 1}
+    t = await tenant_factory({"embeddings": dead})
+    mem = Memory(store)
+    await process(store, t, SMALL[:2], memory=mem)
+    indexer = MemoryIndexer(store, mem)
+    assert (await indexer.run_once(t)).errors == 1  # unreachable: a failed pass, then a rest
+    assert (await indexer.run_once(t)).embedding_deferred
+    policy = await store.active_pack(t, "tenant")
+    assert policy is not None
+    moved = {**policy.content, "version": "9.9.9", "embeddings": {**dead, "baseUrl": scripted_embeddings.url}}
+    await Catalog(store).publish(t, moved, "policy.yaml", "tests", activate=True)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    report = await indexer.run_once(t)
+    assert not report.embedding_deferred and report.embedded == 2
+
+
+async def test_a_short_retry_after_does_not_cut_the_rest_short(store: Any, tenant_factory: Any,
+                                                               scripted_embeddings: Any) -> None:
+    """An endpoint that answers `429 Retry-After: 1` to every try still gets the backoff's rest: a rest of a
+    second would cost every round its retries again."""
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory.indexer import EMBED_BACKOFF_S, MemoryIndexer
+
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m",
+                                             "timeoutSeconds": 5}})
+    mem = Memory(store)
+    await process(store, t, SMALL[:1], memory=mem)
+    times = script(scripted_embeddings, [(429, b"{}", {"Retry-After": "1"})] * 3)
+    indexer = MemoryIndexer(store, mem)
+    before = time.monotonic()
+    assert (await indexer.run_once(t)).errors == 1 and len(times) == 3
+    assert indexer._embed_after[resting(indexer, t)] - before >= EMBED_BACKOFF_S

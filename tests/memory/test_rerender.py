@@ -17,6 +17,7 @@ from breakdesk.memory import Memory
 from breakdesk.memory import indexer as indexer_module
 from breakdesk.memory.index import TenantIndex
 from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.memory.lookup import memory_status
 from breakdesk.memory.text import pack_rendering, type_rendering
 from breakdesk.packs.compiler import compile_domain
 from breakdesk.packs.loader import model_from_data, read_file
@@ -152,6 +153,22 @@ async def test_a_pass_reads_a_bounded_number_of_case_rows(store: Store, tenant_f
     assert passes == [0, 0, 2, 0, 0]
     state = await store.memory_state(t)
     assert state is not None and state.rendered_with == target
+
+
+async def test_going_back_to_the_previous_pack_mid_walk_renders_back_what_the_walk_rendered(
+        store: Store, tenant_factory: Any) -> None:
+    """A walk stopped partway for a new pack, then a pack that renders as the old one did: the cases the walk
+    re-rendered go back to the old text (no pack had every case rendered its way any more)."""
+    t, indexer = await indexed(store, tenant_factory)
+    await activate(store, t, finance("1.1.0", SETTLEMENT_FAIL={"description": NEW_WORDS}))
+    assert (await indexer.rerender(t, limit=3)).rerendered == 3
+    await activate(store, t, finance("1.0.1"))  # renders as 1.0.0 did
+    assert (await memory_status(store, t)).rerender_pending
+    assert (await indexer.run_once(t)).rerendered == 3
+    assert not (await memory_status(store, t)).rerender_pending
+    assert not any(NEW_WORDS in c.body for c in await store.cases_after(t, 0))
+    state = await store.memory_state(t)
+    assert state is not None and (state.rerender_for, state.rerender_after) == (None, 0)
 
 
 async def test_another_tenants_pack_change_leaves_these_cases_alone(store: Store, tenant_factory: Any) -> None:

@@ -248,6 +248,14 @@ def embedder_name(settings: EmbeddingSettings | None) -> str | None:
     return MINILM_NAME if settings.provider == "minilm" else openai_name(settings.model or "")
 
 
+def configuration(settings: EmbeddingSettings) -> tuple[Any, ...]:
+    """What makes two embedders the same (more than `Embedder.name`, which is the model's: the endpoint, its
+    key and limits too): `Memory.embedder` keeps one per value, and the indexer's rest after a failure is for
+    one, so a policy that moves to another endpoint or key embeds at once."""
+    return (settings.provider, settings.baseUrl, settings.model, settings.apiKeyRef, settings.batchSize,
+            settings.timeoutSeconds)
+
+
 def embedder_for(settings: EmbeddingSettings | None, *, threads: int | None = None) -> Embedder | None:
     """The embedder a tenant policy asks for (None for `none`). API keys come from the environment."""
     if settings is None or settings.provider == "none":

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from breakdesk.domain.models import ExceptionRecord
-from breakdesk.memory.embedders import Embedder, EmbedderBusy, EmbedderError, EmbedderRejected
+from breakdesk.memory.embedders import Embedder, EmbedderBusy, EmbedderError, EmbedderRejected, configuration
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, pack_rendering, semantic_text, type_rendering
@@ -134,10 +134,11 @@ class MemoryIndexer:
         self._indexed_sizes: set[tuple[str, int]] = set()
         #: (tenant, embedder name) -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone
         #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
-        #: By embedder too: a tenant whose policy moves to another model or endpoint embeds at once. Also set
-        #: after a failed pass (`EMBED_BACKOFF_S`, doubled per failure in a row: `_embed_failures`).
-        self._embed_after: dict[tuple[str, str], float] = {}
-        self._embed_failures: dict[tuple[str, str], int] = {}
+        #: By embedder configuration too (`embedders.configuration`): a tenant whose policy moves to another
+        #: model, endpoint or key embeds at once. Also set after a failed pass (`EMBED_BACKOFF_S`, doubled per
+        #: failure in a row: `_embed_failures`).
+        self._embed_after: dict[tuple[str, tuple[Any, ...]], float] = {}
+        self._embed_failures: dict[tuple[str, tuple[Any, ...]], int] = {}
 
     async def _packs(self, tenant_id: str) -> Any | None:
         try:
@@ -225,7 +226,10 @@ class MemoryIndexer:
             if len(heads) < SCAN_PAGE and not stopped:
                 break
             if stopped or scanned >= scan:  # a limit: the next pass goes on from here
-                await self.store.save_memory_state(tenant_id, rerender_for=target, rerender_after=after)
+                # (no pack has every case rendered its way now: should the tenant go back to the one they
+                # were, the cases this walk re-rendered must be rendered back)
+                await self.store.save_memory_state(tenant_id, rendered_with=None, rerender_for=target,
+                                                   rerender_after=after)
                 return report
         await self.store.save_memory_state(tenant_id, rendered_with=target, rerender_for=None, rerender_after=None)
         return report
@@ -295,9 +299,9 @@ class MemoryIndexer:
         except EmbedderError as exc:
             log.warning("memory: tenant %s embedder unavailable: %s", tenant_id, exc)
             return 0
-        if emb is None:
+        if emb is None or settings is None:
             return 0
-        key = (tenant_id, emb.name)
+        key = (tenant_id, configuration(settings))
         if time.monotonic() < self._embed_after.get(key, 0.0):
             raise EmbeddingDeferred
         try:
@@ -305,9 +309,10 @@ class MemoryIndexer:
         except EmbedderError as exc:
             failures = self._embed_failures[key] = self._embed_failures.get(key, 0) + 1
             asked = exc.retry_after if isinstance(exc, EmbedderBusy) else None
-            # (an asked wait is longer than the embedder waits: it waited otherwise)
-            wait = (min(asked, MAX_EMBED_DEFERRAL_S) if asked
-                    else min(EMBED_BACKOFF_S * 2 ** (failures - 1), MAX_EMBED_BACKOFF_S))
+            # the endpoint's last `Retry-After` if longer (its retries spent, the embedder gives up on a short
+            # one too): a rest of a second would cost every round the retries again
+            wait = max(min(EMBED_BACKOFF_S * 2 ** (failures - 1), MAX_EMBED_BACKOFF_S),
+                       min(asked, MAX_EMBED_DEFERRAL_S) if asked else 0.0)
             self._embed_after[key] = time.monotonic() + wait
             log.warning("memory: embedding for tenant %s failed: %s; next try in %.0f s", tenant_id, exc, wait)
             raise

@@ -20,7 +20,7 @@ import numpy as np
 
 from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
-from breakdesk.memory.embedders import Embedder, EmbedderError, embedder_for
+from breakdesk.memory.embedders import Embedder, EmbedderError, configuration, embedder_for
 from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, case_query
 from breakdesk.memory.resolution import resolution_headline
 from breakdesk.memory.text import (
@@ -178,7 +178,7 @@ class Memory:
         #: tenant -> exception id -> cases the hot path analysed (and asked to write) before their rows were
         #: written: the next sync indexes those rows without reading them back or analysing them again.
         self._pending: dict[str, dict[str, _Pending]] = {}
-        self._embedders: dict[tuple[str, str | None, str | None, str | None, int, float], Embedder] = {}
+        self._embedders: dict[tuple[Any, ...], Embedder] = {}
 
     @classmethod
     def shared(cls, store: Any) -> Memory:
@@ -367,8 +367,7 @@ class Memory:
         """One embedder per distinct configuration, reused across calls (models load once)."""
         if settings is None or settings.provider == "none":
             return None
-        key = (settings.provider, settings.baseUrl, settings.model, settings.apiKeyRef, settings.batchSize,
-               settings.timeoutSeconds)
+        key = configuration(settings)
         emb = self._embedders.get(key)
         if emb is None:
             emb = embedder_for(settings, threads=self.threads)
