@@ -377,3 +377,39 @@ async def test_a_short_retry_after_does_not_cut_the_rest_short(store: Any, tenan
     before = time.monotonic()
     assert (await indexer.run_once(t)).errors == 1 and len(times) == 3
     assert indexer._embed_after[resting(indexer, t)] - before >= EMBED_BACKOFF_S
+
+
+async def test_the_loop_does_not_pause_while_a_bound_left_work(store: Any, tenant_factory: Any,
+                                                              scripted_embeddings: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill cut into bounded passes goes on at once, not after the pause between rounds (which would
+    halve a minilm backfill's pace); once nothing is left, the loop pauses."""
+    import asyncio
+
+    from memkit import SMALL, process
+
+    from breakdesk.memory import Memory
+    from breakdesk.memory import indexer as indexer_module
+    from breakdesk.memory.indexer import MemoryIndexer
+
+    monkeypatch.setattr(indexer_module, "EMBED_SECONDS_PER_PASS", 0.0)  # one batch per pass
+    t = await tenant_factory({"embeddings": {"provider": "openai", "baseUrl": scripted_embeddings.url, "model": "m"}})
+    mem = Memory(store)
+    await process(store, t, SMALL, memory=mem)
+    scripted_embeddings.answer(lambda text: [1.0, float(len(text) % 5)])
+    indexer = MemoryIndexer(store, mem, embed_batch=2)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(indexer.run(stop, interval=600))
+    try:
+        # (generous: on PostgreSQL the loop also goes over other tests' tenants, and the first round tries
+        # each of their endpoints, some of which nobody answers)
+        deadline = asyncio.get_running_loop().time() + 120
+        while asyncio.get_running_loop().time() < deadline:
+            state = await store.memory_state(t)
+            if state is not None and await store.count_cases(t, state.embedded_upto) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert state is not None and await store.count_cases(t, state.embedded_upto) == 0  # three passes, no pause
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 30)

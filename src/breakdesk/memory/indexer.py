@@ -87,6 +87,8 @@ class IndexerReport:
     busy: bool = False
     #: the embeddings endpoint asked to be left alone for longer (`Retry-After`): nothing was embedded
     embedding_deferred: bool = False
+    #: the pass stopped at a bound (re-rendering, embedding) with work left: the next need not wait
+    more: bool = False
 
 
 def _stale(changed: ChangedException, rendered_at: int | None) -> bool:
@@ -230,6 +232,7 @@ class MemoryIndexer:
                 # were, the cases this walk re-rendered must be rendered back)
                 await self.store.save_memory_state(tenant_id, rendered_with=None, rerender_for=target,
                                                    rerender_after=after)
+                report.more = True
                 return report
         await self.store.save_memory_state(tenant_id, rendered_with=target, rerender_for=None, rerender_after=None)
         return report
@@ -287,9 +290,11 @@ class MemoryIndexer:
             resolved_at=row.get("resolved_at") or (row["updated_at"] if resolution else None),
         )
 
-    async def embed(self, tenant_id: str, max_batches: int | None = None, seconds: float | None = None) -> int:
+    async def embed(self, tenant_id: str, max_batches: int | None = None, seconds: float | None = None,
+                    report: IndexerReport | None = None) -> int:
         """Embed cases past the watermark with the tenant's embedder, at most `max_batches` batches and until
-        `seconds` have passed (then after the batch under way); returns how many were embedded. Raises
+        `seconds` have passed (then after the batch under way; `report.more` says so); returns how many were
+        embedded. Raises
         `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the embedder waits, at
         most `MAX_EMBED_DEFERRAL_S`) has not passed, or after a failed pass until its backoff has."""
         packs = await self._packs(tenant_id)
@@ -305,7 +310,9 @@ class MemoryIndexer:
         if time.monotonic() < self._embed_after.get(key, 0.0):
             raise EmbeddingDeferred
         try:
-            done = await self._embed_with(tenant_id, emb, settings, max_batches, seconds)
+            done, more = await self._embed_with(tenant_id, emb, settings, max_batches, seconds)
+            if report is not None:
+                report.more = report.more or more
         except EmbedderError as exc:
             failures = self._embed_failures[key] = self._embed_failures.get(key, 0) + 1
             asked = exc.retry_after if isinstance(exc, EmbedderBusy) else None
@@ -321,7 +328,8 @@ class MemoryIndexer:
         return done
 
     async def _embed_with(self, tenant_id: str, emb: Embedder, settings: Any, max_batches: int | None,
-                          seconds: float | None) -> int:
+                          seconds: float | None) -> tuple[int, bool]:
+        """(cases embedded, whether it stopped on `seconds` rather than for want of cases)."""
         until = None if seconds is None else time.monotonic() + seconds
         state = await self.store.memory_state(tenant_id)
         if state is None or state.model != emb.name:
@@ -370,8 +378,8 @@ class MemoryIndexer:
             done += len(cases)
             batches += 1
             if until is not None and time.monotonic() >= until:  # (at least one batch per pass)
-                break
-        return done
+                return done, True
+        return done, False
 
     async def _embed_each(self, tenant_id: str, emb: Embedder, cases: list[Any], upto: int
                           ) -> tuple[list[Any], Any]:
@@ -407,9 +415,10 @@ class MemoryIndexer:
                 report = await self.catch_up(tenant_id)
                 again = await self.rerender(tenant_id)
                 report.rerendered, report.errors = again.rerendered, report.errors + again.errors
+                report.more = again.more
             if embed:
                 try:
-                    report.embedded = await self.embed(tenant_id, seconds=EMBED_SECONDS_PER_PASS)
+                    report.embedded = await self.embed(tenant_id, seconds=EMBED_SECONDS_PER_PASS, report=report)
                 except EmbeddingDeferred:
                     report.embedding_deferred = True
                 except EmbedderError:  # (logged by `embed`)
@@ -428,13 +437,17 @@ class MemoryIndexer:
             except Exception as exc:
                 log.warning("memory: cannot list tenants: %s", exc)
                 tenants = []
+            more = False
             for part in ({"embed": False}, {"index": False}):
                 for tenant_id in tenants:
                     if stop.is_set():
                         break
                     try:
-                        await self.run_once(tenant_id, **part)
+                        more = (await self.run_once(tenant_id, **part)).more or more
                     except Exception as exc:  # keep serving the other tenants
                         log.warning("memory: pass for tenant %s failed: %s", tenant_id, exc)
+            if more:  # a bound stopped a pass with work left (a backfill, a re-rendering): no pause
+                await asyncio.sleep(0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
