@@ -558,7 +558,7 @@ class TenantIndex:
         resolution = case.resolution
         self._resolved[slot] = resolution is not None
         self._received[slot] = case.received_at.timestamp()
-        recent = case.recency or case.id
+        recent = case.recent
         self._recent[slot] = recent
         if recent < self._recent_max:
             self._recent_ascending = False

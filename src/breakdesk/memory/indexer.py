@@ -17,9 +17,8 @@ Per tenant, each pass
 3. embeds, in batches, the cases past its embedding watermark with the tenant's embedder, if it has one.
 
 The scan and embedding positions are stored (`memory_tenants`) in the transaction that does the work, so after
-a restart the indexer resumes where it stopped and catches up with everything written meanwhile; so is the pack
-every case was last checked against (a re-rendering interrupted by a restart starts its walk again, re-rendering
-only what is still stale).
+a restart the indexer resumes where it stopped and catches up with everything written meanwhile; so are the
+pack every case was last checked against and where a re-rendering under way stopped.
 """
 
 from __future__ import annotations
@@ -40,7 +39,13 @@ from breakdesk.memory.embedders import Embedder, EmbedderBusy, EmbedderError, Em
 from breakdesk.memory.resolution import RESOLVED_STATUSES, resolution_of
 from breakdesk.memory.service import Memory
 from breakdesk.memory.text import case_doc, pack_rendering, semantic_text, type_rendering
-from breakdesk.store.cases import CaseDoc, ChangedException, ensure_pgvector_index, pgvector_available
+from breakdesk.store.cases import (
+    CaseDoc,
+    ChangedException,
+    ensure_pgvector_index,
+    pgvector_available,
+    rerender_position,
+)
 from breakdesk.store.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -134,8 +139,8 @@ class MemoryIndexer:
         self.embed_batch = embed_batch
         #: (model, dims) whose pgvector index this process has made sure of
         self._indexed_sizes: set[tuple[str, int]] = set()
-        #: (tenant, embedder name) -> when (`time.monotonic()`) its embeddings endpoint asked to be left alone
-        #: until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
+        #: (tenant, embedder configuration) -> when (`time.monotonic()`) its embeddings endpoint asked to be left
+        #: alone until (`Retry-After` longer than the embedder waits): passes until then index without embedding.
         #: By embedder configuration too (`embedders.configuration`): a tenant whose policy moves to another
         #: model, endpoint or key embeds at once. Also set after a failed pass (`EMBED_BACKOFF_S`, doubled per
         #: failure in a row: `_embed_failures`).
@@ -198,12 +203,11 @@ class MemoryIndexer:
             return report
         domain = packs.domain
         target = pack_rendering(domain)
-        state = await self.store.memory_state(tenant_id)
-        if state is not None and state.rendered_with == target:
-            return report
         # where the walk under way stopped (saved: a restart goes on from there too); a walk for another
         # pack (changed again meanwhile) starts over: every case is checked against this one
-        after = state.rerender_after if state is not None and state.rerender_for == target else 0
+        after = rerender_position(await self.store.memory_state(tenant_id), target)
+        if after is None:
+            return report
         budget = limit
         scanned = 0
         while True:
@@ -294,9 +298,9 @@ class MemoryIndexer:
                     report: IndexerReport | None = None) -> int:
         """Embed cases past the watermark with the tenant's embedder, at most `max_batches` batches and until
         `seconds` have passed (then after the batch under way; `report.more` says so); returns how many were
-        embedded. Raises
-        `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the embedder waits, at
-        most `MAX_EMBED_DEFERRAL_S`) has not passed, or after a failed pass until its backoff has."""
+        embedded. Raises `EmbeddingDeferred` while the endpoint's last `Retry-After` (one longer than the
+        embedder waits, at most `MAX_EMBED_DEFERRAL_S`) has not passed, or after a failed pass until its
+        backoff has."""
         packs = await self._packs(tenant_id)
         settings = packs.tenant.spec.embeddings if packs is not None else None
         try:

@@ -12,6 +12,7 @@ from breakdesk.memory.index import Filters
 from breakdesk.memory.service import Memory, SimilarResult
 from breakdesk.memory.text import pack_rendering
 from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
+from breakdesk.store.cases import rerender_position
 
 DEFAULT_K = 5
 
@@ -83,13 +84,12 @@ async def memory_status(store: Any, tenant: str, packs_for: Callable[[str], Awai
     head = (await store.audit_head(tenant))[0]
     name = embedder_name(settings)
     embedded = state.embedded_upto if state is not None and state.model == name else 0
-    pending = rendering is not None and (state is None or state.rendered_with != rendering)
-    checked = state.rerender_after if pending and state is not None and state.rerender_for == rendering else 0
+    checked = rerender_position(state, rendering) if rendering is not None else None
     return MemoryStatus(
         cases=await store.count_cases(tenant),
         behind=max(0, head - (state.scanned_seq if state is not None else 0)),
         embedder=name,
         to_embed=await store.count_cases(tenant, embedded) if name is not None else 0,
-        rerender_pending=pending,
-        to_rerender=await store.count_cases(tenant, checked) if pending else 0,
+        rerender_pending=checked is not None,
+        to_rerender=await store.count_cases(tenant, checked) if checked is not None else 0,
     )

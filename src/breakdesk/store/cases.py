@@ -163,6 +163,15 @@ class MemoryState:
     rerender_after: int = 0
 
 
+def rerender_position(state: MemoryState | None, target: str) -> int | None:
+    """Where re-rendering a tenant's cases for the pack rendering `target` (`memory.text.pack_rendering`)
+    stands: None once every case was checked against it, else the last case id a walk for it has checked (0:
+    none yet). What the indexer goes on from and the status counts from, so the two agree."""
+    if state is not None and state.rendered_with == target:
+        return None
+    return state.rerender_after if state is not None and state.rerender_for == target else 0
+
+
 def _case_params(tenant_id: str, d: CaseDoc, now: datetime) -> dict[str, Any]:
     return {
         "tenant_id": tenant_id,
