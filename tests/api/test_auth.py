@@ -375,12 +375,10 @@ def test_serve_refuses_to_start_with_jwt_enabled_and_no_key(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKDESK_")}
     env["BREAKDESK_JWT_ENABLED"] = "true"
     env["BREAKDESK_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "breakdesk", "serve", "--port", "0"],
         env=env, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no key is configured" in proc.stderr
-    assert time.monotonic() - started < 30
     assert not (tmp_path / "x.db").exists()  # refused before touching the database

@@ -20,7 +20,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -439,12 +438,10 @@ async def test_cli_run_reports_and_writes_rejected_lines(tmp_path: Path) -> None
 
 
 def test_cli_demo(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     # at a terminal's usual 80 columns: the summary must show whole tenant names and counts
     done = subprocess.run([BREAKDESK, "demo", "--db-file", str(tmp_path / "demo.db")],
                           env={**_cli_env(), "COLUMNS": "80"}, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert time.perf_counter() - t0 < 60
     out = done.stdout
     start = out.index("Demo")
     table = out[start:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -410,20 +409,16 @@ def test_file_larger_than_the_limit_is_rejected_before_reading(tmp_path: Path) -
     path = tmp_path / "huge.yaml"
     with path.open("wb") as fh:
         fh.write(b"kind: DomainPack\n")
-        fh.write(b"#" * (MAX_PACK_BYTES + 1))
-    start = time.perf_counter()
+        fh.write(b"\xff" * (MAX_PACK_BYTES + 1))  # not UTF-8: decoding it would be the error reported
     problems = problems_of(load_pack_file, path)
-    assert time.perf_counter() - start < 1.0
     assert len(problems) == 1
     assert problems[0].path == "$"
     assert "the limit is 10 MB" in problems[0].reason
 
 
-def test_text_larger_than_the_limit_is_rejected_quickly() -> None:
-    text = "#" * (MAX_PACK_BYTES + 1)
-    start = time.perf_counter()
+def test_text_larger_than_the_limit_is_rejected_before_parsing() -> None:
+    text = "[" * (MAX_PACK_BYTES + 1)  # parsed, it would be a nesting error
     problems = problems_of(parse_text, text, "huge.yaml")
-    assert time.perf_counter() - start < 2.0
     assert rendered(problems) == ["huge.yaml:$: pack is larger than 10 MB"]
 
 
@@ -445,9 +440,7 @@ def test_limit_counts_bytes_not_characters() -> None:
     ],
 )
 def test_deeply_nested_garbage_gives_a_clear_error(text: str, source: str) -> None:
-    start = time.perf_counter()
     problems = problems_of(load_pack_text, text, source)
-    assert time.perf_counter() - start < 10
     assert len(problems) == 1
     assert problems[0].file == source and problems[0].path == "$"
     # Either the parser's own depth guard or the loader's shape check may fire first: both must say why.
