@@ -92,3 +92,40 @@ def test_memory_index_reports_the_cases_a_new_pack_version_rendered_again(tmp_pa
     assert any(line.split() == ["tenant", *columns] for line in lines), out.output
     row = next(line.split() for line in lines if tenant in line)
     assert dict(zip(columns, row[1:], strict=True))["rerendered"] == "4"
+
+
+def test_index_follow_keeps_to_the_tenants_asked_for(tmp_path: Path) -> None:
+    """`memory index --follow --tenant A` indexes A and leaves B alone (it used to follow every tenant, so a
+    user holding one tenant's embedding calls back got all of them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'follow.db'}"
+    a = stored_tenant(url, memory=False)  # exceptions processed, nothing indexed
+    b = stored_tenant(url, memory=False)
+
+    async def counts(store: Any) -> tuple[int, int]:
+        return await store.count_cases(a), await store.count_cases(b)
+
+    assert on_store(url, counts) == (0, 0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKDESK_")}
+    proc = subprocess.Popen([sys.executable, "-m", "breakdesk", "memory", "index", "--follow", "--tenant", a,
+                             "--interval", "0.1", "--db", url], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while on_store(url, counts)[0] == 0:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "tenant A was never indexed"
+            time.sleep(0.2)
+        time.sleep(1.0)  # ten more rounds: B would have been indexed in the first
+        assert on_store(url, counts)[1] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -114,7 +114,7 @@ def index(
         if follow:
             stop = asyncio.Event()
             try:
-                await indexer.run(stop, interval)
+                await indexer.run(stop, interval, tenant)
             except asyncio.CancelledError:
                 stop.set()
             return []

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -429,21 +429,25 @@ class MemoryIndexer:
                     report.errors += 1
             return report
 
-    async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
-        """Loop over all tenants until `stop` is set (what `breakdesk memory index --follow` and the server's
-        worker run): each round indexes every tenant's changes first, then embeds, so that no tenant's
+    async def run(self, stop: asyncio.Event, interval: float = 2.0, tenants: Sequence[str] | None = None) -> None:
+        """Loop over all tenants (or only `tenants`) until `stop` is set (what `breakdesk memory index --follow`
+        and the server's worker run): each round indexes every tenant's changes first, then embeds, so that no tenant's
         embedding (a slow model, a slow or failing endpoint) delays another's status changes and
         resolutions by more than a round's embedding. A failed pass (the database away, one tenant's bad
         data) is logged and retried on the next round: the loop itself only ends with `stop`."""
+        only = list(tenants) if tenants is not None else None
         while not stop.is_set():
-            try:
-                tenants = [t.tenant_id for t in await self.store.list_tenants()]
-            except Exception as exc:
-                log.warning("memory: cannot list tenants: %s", exc)
-                tenants = []
+            if only is not None:
+                round_tenants = only
+            else:
+                try:
+                    round_tenants = [t.tenant_id for t in await self.store.list_tenants()]
+                except Exception as exc:
+                    log.warning("memory: cannot list tenants: %s", exc)
+                    round_tenants = []
             more = False
             for part in ({"embed": False}, {"index": False}):
-                for tenant_id in tenants:
+                for tenant_id in round_tenants:
                     if stop.is_set():
                         break
                     try:
