@@ -29,6 +29,10 @@ async def test_tenant_crud(store: Store, new_tenant_id: Callable[[], str]) -> No
     assert (await store.ensure_tenant(other, "Other")).name == "Other"
     with pytest.raises(StoreError):
         await store.create_tenant("")
+    for bad in ("acme capital", "acme/x", "-acme", "acme!", "é"):  # the API's paths could never reach them
+        with pytest.raises(StoreError, match="only letters, digits"):
+            await store.create_tenant(bad)
+    assert all(t.tenant_id not in ("acme capital", "acme/x") for t in await store.list_tenants())
     # Creating a tenant opens its audit chain.
     [entry] = await store.get_audit(tid)
     assert (entry.seq, entry.action, entry.subject) == (1, "tenant.create", f"tenant:{tid}")

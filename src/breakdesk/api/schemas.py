@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 
 from breakdesk.domain.models import Severity
 from breakdesk.domain.timestamps import parse_timestamp
+from breakdesk.store.tenants import TENANT_ID_PATTERN
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
@@ -29,7 +30,6 @@ def _iso_8601_only(value: Any) -> Any:
 #: A date-time query parameter: ISO 8601 only; without a zone it is taken as UTC (as at intake).
 QueryDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(parse_timestamp)]
 
-TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN, description="Letters, digits, '_', '-', '.'.")]
 
 

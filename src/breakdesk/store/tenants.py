@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import Row, insert, select
@@ -21,11 +22,19 @@ def _tenant(row: Row) -> Tenant:
     )
 
 
+#: What a tenant id may be, wherever it comes from (the API's paths and bodies, tenant policies' `tenantId`, the
+#: CLI): it appears in URL paths, file names and log lines, so no space, slash or other punctuation.
+TENANT_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{TENANT - 1}}}$"
+
+
 def check_tenant_id(tenant_id: str) -> str:
     if not isinstance(tenant_id, str) or not tenant_id.strip():
         raise StoreError("tenant_id must be a non-empty string")
     if len(tenant_id) > TENANT:
         raise StoreError(f"tenant_id is longer than {TENANT} characters")
+    if re.fullmatch(TENANT_ID_PATTERN, tenant_id) is None:
+        raise StoreError(f"tenant_id {tenant_id!r} must start with a letter or digit and hold only letters, "
+                         "digits, '_', '-' and '.'")
     return tenant_id
 
 
