@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from tool_fixtures import make_stack
 from tool_harness import (
     ToolServer,
@@ -92,3 +93,20 @@ def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: 
     statuses = {a["approvalId"]: a["status"] for a in approvals_of(url, tenant_id)}
     assert statuses == {first: "APPROVED", second: "REJECTED", third: "PENDING"}
     assert tool_server.counts[act] == 1
+
+
+def test_cli_expire_goes_on_past_a_page(tmp_path: Path, tool_server: ToolServer, tenant_id: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`approvals expire` expires every due request, however many: a page at a time (here of 2)."""
+    import sqlite3
+
+    from breakdesk.cli import tool_cmds
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'expire.db'}"
+    setup(url, tool_server, tenant_id, 5)
+    with sqlite3.connect(tmp_path / "expire.db") as db:
+        db.execute("UPDATE approvals SET expires_at = '2000-01-01 00:00:00.000000'")
+    monkeypatch.setattr(tool_cmds, "EXPIRE_PAGE", 2)
+    expired = runner.invoke(app, ["approvals", "expire", "--db", url])
+    assert expired.exit_code == 0 and "5 approval request(s) expired" in expired.output, expired.output
+    assert {a["status"] for a in approvals_of(url, tenant_id)} == {"EXPIRED"}

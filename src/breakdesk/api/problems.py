@@ -276,13 +276,13 @@ def problem_openapi(description: str) -> dict[str, Any]:
 
 #: Problems any authenticated route can answer with, documented on every operation.
 COMMON_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: problem_openapi("The request cannot be read (malformed JSON, bad cursor encoding)."),
+    400: problem_openapi("The body is not valid JSON."),
     401: problem_openapi("No credential, or it is not valid."),
     403: problem_openapi("The credential's role does not allow this."),
     404: problem_openapi("No such resource for this credential (other tenants' resources included)."),
     413: problem_openapi("The body is too large."),
     415: problem_openapi("The body's media type is not accepted."),
-    422: problem_openapi("Validation failed; `errors` lists each problem with its JSON path."),
+    422: problem_openapi("Validation failed (a bad `cursor` included); `errors` lists each problem with its JSON path."),
     429: problem_openapi("Rate limit exceeded; retry after `Retry-After` seconds."),
     503: problem_openapi("The database is unavailable or busy; retry."),
 }

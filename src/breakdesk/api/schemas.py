@@ -538,7 +538,8 @@ class ApprovalDecisionOut(Wire):
     outcome: Literal["approved", "vote-recorded", "rejected"]
     approval: ApprovalOut
     execution: ExecutionOutcomeOut | None = Field(
-        description="The resumed run when `?wait=true`; null when it was handed to the background executor."
+        description="The resumed run when approved with `?wait=true`; null otherwise (handed to the background "
+        "executor, a vote recorded, a rejection, or execution disabled)."
     )
     execution_scheduled: bool = Field(description="True when the approval resumed the plan in the background.")
 

@@ -55,7 +55,9 @@ class ApiSettings(BaseModel):
     auth_failure_burst: int = Field(20, ge=1, description="Failed authentications a client may burst.")
     tenant_cache_seconds: float = Field(5.0, ge=0, le=600, description="How long tenant settings are cached.")
 
-    worker_enabled: bool = Field(True, description="Run the in-process intake worker.")
+    worker_enabled: bool = Field(
+        True, description="Run the in-process intake worker, approval and resume scheduler and memory indexer."
+    )
     worker_batch_size: int = Field(100, ge=1, le=5000, description="Queue items claimed per cycle.")
     worker_lease_seconds: float = Field(
         60.0, gt=0, le=86_400, description="How long a claim lasts; a dead worker's items return after it."

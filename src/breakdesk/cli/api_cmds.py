@@ -27,7 +27,8 @@ def serve(
     db: UrlOpt = None,
     worker: Annotated[
         bool | None,
-        typer.Option("--worker/--no-worker", help="Run the in-process intake worker [default: BREAKDESK_WORKER_ENABLED, else on]."),
+        typer.Option("--worker/--no-worker", help="Run the in-process intake worker, the approval and resume scheduler and the memory indexer "
+                                         "(default: $BREAKDESK_WORKER_ENABLED, else on)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
 ) -> None:
@@ -64,7 +65,7 @@ def worker_process(
     db: UrlOpt = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port.")
+        int | None, typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT.")
     ] = None,
 ) -> None:
     """Process accepted exceptions, run plans and the approval scheduler without serving HTTP.
@@ -171,7 +172,7 @@ def apikey_list(tenant: TenantKeyOpt = None, db: UrlOpt = None) -> None:
 
 @apikey_app.command("revoke")
 def apikey_revoke(
-    key_id: Annotated[str, typer.Argument(help="Key id (the part after 'bdk_').")],
+    key_id: Annotated[str, typer.Argument(help="Key id: the 16 hex characters between 'bdk_' and the next '_' (`apikey list`'s key id).")],
     tenant: TenantKeyOpt = None,
     by: Annotated[str, typer.Option("--by", help="Who revokes it (recorded).")] = "cli",
     db: UrlOpt = None,

@@ -38,6 +38,11 @@ from breakdesk.tools.executor import ExecutorSettings, ToolExecutor
 if TYPE_CHECKING:
     from breakdesk.tools.demo_server import BackgroundServer
 
+#: Requests expired, and stalled runs resumed, per round of `approvals expire` and `resume` (which go on while a
+#: round comes back full): bounded memory and transaction sizes, however many are due.
+EXPIRE_PAGE = 500
+RESUME_PAGE = 1000
+
 approvals_app = typer.Typer(help="Human approvals: list, approve, reject, expire.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
 
@@ -232,7 +237,12 @@ def approvals_expire(db: UrlOpt = None) -> None:
     """Expire every pending request whose TTL ran out (all tenants) and escalate its exception."""
 
     async def go(store: Any) -> list[Approval]:
-        return await ApprovalService(store).expire_due()
+        service, expired = ApprovalService(store), []
+        while True:  # a page at a time; a full page of expiries means there may be more
+            page = await service.expire_due(limit=EXPIRE_PAGE)
+            expired.extend(page)
+            if len(page) < EXPIRE_PAGE:
+                return expired
 
     expired = run_with_store(go, db)
     console.print(f"{len(expired)} approval request(s) expired")
@@ -286,8 +296,14 @@ def resume(
     """Resume IN_PROGRESS executions nobody is driving (after a worker crash)."""
 
     async def go(store: Any) -> list[ExecutionOutcome]:
+        outcomes: list[ExecutionOutcome] = []
         async with services(store) as svc:
-            return await svc.execution.resume_stalled(tenant, timedelta(seconds=stalled_after), limit=1000)
+            while True:  # a page at a time: a resumed run is no longer idle, so the next page is new runs
+                page = await svc.execution.resume_stalled(tenant, timedelta(seconds=stalled_after),
+                                                          limit=RESUME_PAGE)
+                outcomes.extend(page)
+                if len(page) < RESUME_PAGE:
+                    return outcomes
 
     try:
         outcomes = run_with_store(go, db)

@@ -36,7 +36,8 @@ BODY_LIMIT = 256 * 1024
 
 _DECISION_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: problem_openapi("Four-eyes or role rules refuse this caller (e.g. it requested the approval)."),
-    409: problem_openapi("The request is no longer pending, has expired, or this caller already voted."),
+    409: problem_openapi("The request is no longer pending or has expired, its exception no longer waits for "
+                         "approval, or (approving) this caller already voted."),
 }
 
 

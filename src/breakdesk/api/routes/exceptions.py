@@ -127,7 +127,8 @@ def _status_url(tenant_id: str, queue_id: int) -> str:
     description=(
         "Accepts one exception, an array, or `{\"items\": [...]}` (limits: the tenant's batch size and body size) "
         "into the durable intake queue and answers 202 with a queue id per item. With `?wait=true` the items are "
-        "processed before answering (200 with each item's decision). `Idempotency-Key` makes the whole request "
+        "processed before answering (200 with each item's decision; at most `BREAKDESK_WAIT_MAX_ITEMS` items, 100 by "
+        "default, else 413 `batch-too-large`). `Idempotency-Key` makes the whole request "
         "replayable; an item's own `idempotencyKey` dedupes it across requests."
     ),
     responses={

@@ -32,10 +32,7 @@ from breakdesk.packs.problems import PackError, PackProblem
 router = APIRouter(
     prefix="/v1/tenants/{tenantId}/packs",
     tags=["packs"],
-    responses={
-        **COMMON_PROBLEM_RESPONSES,
-        409: problem_openapi("Conflicts with what is published (same version, other content)."),
-    },
+    responses=COMMON_PROBLEM_RESPONSES,
 )
 
 TenantPath = Annotated[str, Path(alias="tenantId", min_length=1, max_length=100)]
@@ -90,7 +87,10 @@ async def _active_refs(request: Request, tenant_id: str) -> dict[str, tuple[str,
     response_model=PublishResult,
     status_code=201,
     summary="Validate and publish a pack version (201 new, 200 identical content already published)",
-    responses={200: {"model": PublishResult, "description": "This exact content was already published."}},
+    responses={200: {"model": PublishResult, "description": "This exact content was already published."},
+               409: problem_openapi("This version is published with other content (versions are immutable)."),
+               422: problem_openapi("`pack-invalid`: the pack does not validate, or with `activate` the tenant's packs "
+                                    "would not compile together; nothing is published.")},
     openapi_extra=PACK_BODY,
 )
 async def publish(
@@ -188,6 +188,8 @@ async def get_version(
     "/{kind}/{name}/versions/{version}/activate",
     response_model=ActivationOut,
     summary="Activate a published version (refused if the tenant's packs would not compile together)",
+    responses={422: problem_openapi("`pack-invalid`: the tenant's packs would not compile together, or a tenant "
+                                    "policy is activated before any domain pack.")},
 )
 async def activate(
     request: Request,
@@ -201,7 +203,13 @@ async def activate(
     return convert.activation(await ctx.catalog.activate(tenant_id, kind, name, version, principal.actor))
 
 
-@router.post("/{kind}/rollback", response_model=ActivationOut, summary="Re-activate the previously active version")
+@router.post(
+    "/{kind}/rollback",
+    response_model=ActivationOut,
+    summary="Re-activate the previously active version",
+    responses={404: problem_openapi("No earlier activation to go back to."),
+               422: problem_openapi("`pack-invalid`: the tenant's packs would not compile together.")},
+)
 async def rollback(
     request: Request, tenant_id: TenantPath, kind: Kind, principal: Annotated[Principal, Depends(require("packs.manage"))]
 ) -> ActivationOut:
