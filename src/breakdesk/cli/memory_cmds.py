@@ -42,7 +42,7 @@ def _utc(value: str) -> datetime:
 
 @app.command("similar")
 def similar(
-    exception_id: Annotated[str, typer.Argument(help="Exception id.")],
+    exception_id: Annotated[str, typer.Argument(metavar="EXCEPTION_ID", help="Exception id.")],
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
     k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="How many (default: the policy's similarCases, 5 without active packs).")] = None,
     exception_type: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,

@@ -137,7 +137,9 @@ def run(
     errors: Annotated[
         Path | None, typer.Option("--errors", help="Where rejected lines go (default FILE.errors.jsonl).")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 500,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10000, help="Exceptions decided and written together.")
+    ] = 500,
     max_line_mb: Annotated[float, typer.Option("--max-line-mb", min=0.001, max=64, help="Reject longer lines.")] = 1.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Record plans without calling tools (the tenant's dryRun also does).")
@@ -225,7 +227,7 @@ def _similar_cases(evidence: dict[str, Any]) -> list[str] | None:
 
 @app.command("show")
 def show(
-    exception_id: Annotated[str, typer.Argument(help="Exception id.")],
+    exception_id: Annotated[str, typer.Argument(metavar="EXCEPTION_ID", help="Exception id.")],
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
     db: UrlOpt = None,
 ) -> None:

@@ -90,7 +90,7 @@ def pack_activate(
     version: Annotated[str, typer.Argument(help="Version to activate.")],
     tenant: TenantOpt,
     kind: KindOpt = None,
-    by: Annotated[str, typer.Option("--by")] = "cli",
+    by: Annotated[str, typer.Option("--by", help="Who activates it (recorded).")] = "cli",
     db: UrlOpt = None,
 ) -> None:
     """Activate a published version (refused if the tenant's packs would not compile together)."""
@@ -109,7 +109,7 @@ def pack_activate(
 def pack_rollback(
     tenant: TenantOpt,
     kind: Annotated[str, typer.Option("--kind", help="domain or tenant.")] = "tenant",
-    by: Annotated[str, typer.Option("--by")] = "cli",
+    by: Annotated[str, typer.Option("--by", help="Who rolls back (recorded).")] = "cli",
     db: UrlOpt = None,
 ) -> None:
     """Re-activate the previously active version."""
@@ -138,9 +138,9 @@ def pack_history(tenant: TenantOpt, db: UrlOpt = None) -> None:
 
 @pack_app.command("diff")
 def pack_diff(
-    name: Annotated[str, typer.Argument()],
-    v1: Annotated[str, typer.Argument()],
-    v2: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="Pack name (a tenant policy's name is its tenant id).")],
+    v1: Annotated[str, typer.Argument(help="The version to compare from.")],
+    v2: Annotated[str, typer.Argument(help="The version to compare to.")],
     tenant: TenantOpt,
     kind: KindOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -49,6 +49,7 @@ app.add_typer(approvals_app, name="approvals")
 ActorOpt = Annotated[
     str | None, typer.Option("--as", help="Who decides (default: your login name). Never the requester.")
 ]
+ApprovalIdArg = Annotated[str, typer.Argument(metavar="APPROVAL_ID", help="The approval request's id (`approvals list`).")]
 RoleOpt = Annotated[
     list[str] | None, typer.Option("--role", "-r", help="Role(s) the decider holds (repeatable; default approver).")
 ]
@@ -158,7 +159,7 @@ def approvals_list(
     status: Annotated[str | None, typer.Option("--status", help="PENDING, APPROVED, REJECTED or EXPIRED.")] = "PENDING",
     exception: Annotated[str | None, typer.Option("--exception", help="Only this exception's requests.")] = None,
     all_statuses: Annotated[bool, typer.Option("--all", help="Every status.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many requests.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     db: UrlOpt = None,
 ) -> None:
@@ -178,7 +179,7 @@ def approvals_list(
 
 
 @approvals_app.command("show")
-def approvals_show(approval_id: str, tenant: TenantOpt, db: UrlOpt = None) -> None:
+def approvals_show(approval_id: ApprovalIdArg, tenant: TenantOpt, db: UrlOpt = None) -> None:
     """Print one request: its plan, evidence, votes and decision (JSON)."""
 
     async def go(store: Any) -> Approval | None:
@@ -192,11 +193,11 @@ def approvals_show(approval_id: str, tenant: TenantOpt, db: UrlOpt = None) -> No
 
 @approvals_app.command("approve")
 def approvals_approve(
-    approval_id: str,
+    approval_id: ApprovalIdArg,
     tenant: TenantOpt,
     actor: ActorOpt = None,
     role: RoleOpt = None,
-    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    comment: Annotated[str, typer.Option("--comment", "-m", help="A note kept with the vote.")] = "",
     edits: Annotated[
         str | None, typer.Option("--edits", help="JSON (or a JSON file): {stepId: {argument: value}}.")
     ] = None,
@@ -216,7 +217,7 @@ def approvals_approve(
 
 @approvals_app.command("reject")
 def approvals_reject(
-    approval_id: str,
+    approval_id: ApprovalIdArg,
     tenant: TenantOpt,
     comment: Annotated[str, typer.Option("--comment", "-m", help="Why (required).")],
     actor: ActorOpt = None,
@@ -254,7 +255,11 @@ def approvals_expire(db: UrlOpt = None) -> None:
 
 
 @app.command("executions")
-def executions_show(exception_id: str, tenant: TenantOpt, db: UrlOpt = None) -> None:
+def executions_show(
+    exception_id: Annotated[str, typer.Argument(metavar="EXCEPTION_ID", help="The exception whose journal to print.")],
+    tenant: TenantOpt,
+    db: UrlOpt = None,
+) -> None:
     """Print an exception's execution journal: every step decision and HTTP attempt."""
 
     async def go(store: Any) -> list[Any]:
@@ -318,7 +323,9 @@ def resume(
 @app.command("scheduler")
 def scheduler(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 15.0,
-    stalled_after: Annotated[float, typer.Option("--stalled-after", min=0)] = 120.0,
+    stalled_after: Annotated[
+        float, typer.Option("--stalled-after", min=0, help="Seconds without activity before a run is resumed.")
+    ] = 120.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     db: UrlOpt = None,
 ) -> None:
@@ -350,8 +357,9 @@ def scheduler(
 
 @app.command("demo-tools")
 def demo_tools(
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535,
+                                      help="Port to bind (the example packs' tools call 8765).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Serve realistic fake responses for every tool of the example finance and healthcare packs."""
     from breakdesk.tools.demo_server import DEMO_ENV_SECRETS, DEMO_FILE_SECRETS, serve
