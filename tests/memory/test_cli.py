@@ -40,6 +40,9 @@ def test_similar_and_index_commands(tmp_path: Path) -> None:
     assert out.exit_code == 1  # another tenant's id is simply unknown
     out = runner.invoke(app, ["memory", "index", "--tenant", tenant, "--db", url])
     assert out.exit_code == 0 and tenant in out.output
+    for follow in ([], ["--follow"]):  # an unknown tenant is a usage error, not a row of zeros or a loop
+        out = runner.invoke(app, ["memory", "index", *follow, "--tenant", "no-such-tenant", "--db", url])
+        assert out.exit_code == 2 and "tenant 'no-such-tenant' does not exist" in out.output, out.output
 
 
 def test_similar_since_is_iso_8601_and_utc_without_a_zone(tmp_path: Path, monkeypatch: Any) -> None:

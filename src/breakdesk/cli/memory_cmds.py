@@ -25,6 +25,7 @@ from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
 from breakdesk.memory.lookup import MemoryStatus, memory_status, similar_for
+from breakdesk.store.errors import NotFound
 
 memory_app = typer.Typer(help="Similar-case memory: indexing, embeddings and how far they have got.",
                          no_args_is_help=True)
@@ -110,6 +111,9 @@ def index(
     are bounded (`breakdesk memory status` shows what is left; `--follow` goes on)."""
 
     async def go(store: Any) -> list[tuple[str, IndexerReport]]:
+        for t in tenant or ():
+            if await store.get_tenant(t) is None:
+                raise NotFound(f"tenant {t!r} does not exist")  # (a usage error, as for `memory status`)
         indexer = MemoryIndexer(store)
         if follow:
             stop = asyncio.Event()
