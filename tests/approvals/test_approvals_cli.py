@@ -80,6 +80,9 @@ def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: 
         journal.output
     waiting = runner.invoke(app, ["executions", eids[2], "--tenant", tenant_id, "--db", url])
     assert waiting.exit_code == 0 and f"no execution recorded for {eids[2]}" in waiting.output
+    for who, eid in ((tenant_id, "NO-SUCH-EXC"), ("other-tenant", eids[0])):  # unknown here: not "no execution"
+        unknown = runner.invoke(app, ["executions", eid, "--tenant", who, "--db", url])
+        assert unknown.exit_code == 1 and f"no exception {eid!r} for tenant {who!r}" in unknown.output
 
     no_reason = runner.invoke(app, ["approvals", "reject", second, "--tenant", tenant_id, "--db", url,
                                     "--as", "bob", "-m", ""])

@@ -262,10 +262,14 @@ def executions_show(
 ) -> None:
     """Print an exception's execution journal: every step decision and HTTP attempt."""
 
-    async def go(store: Any) -> list[Any]:
+    async def go(store: Any) -> list[Any] | None:
+        if await store.get_exception(tenant, exception_id) is None:
+            return None
         return await store.execution_records(tenant, exception_id)
 
     rows = run_with_store(go, db)
+    if rows is None:
+        fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
     if not rows:
         console.print(f"no execution recorded for {exception_id} (no plan has run for it)", style="dim")
         return
