@@ -436,6 +436,19 @@ async def test_cli_run_reports_and_writes_rejected_lines(tmp_path: Path) -> None
         rows = await all_rows(store, "acme-capital")
     assert 0 < len(rows) < len(lines) - len(bad)
 
+    # An errors file that is the input, or that cannot be written, is refused before anything is processed:
+    # the rejected lines found after the commit would otherwise overwrite the input or be lost.
+    again = tmp_path / "again.jsonl"
+    again.write_bytes(sample.read_bytes())
+    for where, says in ((again, "is the input file"), (tmp_path / "no-such-dir" / "e.jsonl", "does not exist"),
+                        (tmp_path, "is a directory")):
+        refused = subprocess.run([BREAKDESK, "run", str(again), "--tenant", "acme-capital", "--errors", str(where)],
+                                 env=_cli_env(url), cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stdout + refused.stderr
+    assert again.read_bytes() == sample.read_bytes()
+    async with await Store.open(url) as store:
+        assert len(await all_rows(store, "acme-capital")) == len(rows)
+
 
 def test_cli_demo(tmp_path: Path) -> None:
     # at a terminal's usual 80 columns: the summary must show whole tenant names and counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -124,6 +125,19 @@ def print_summary(report: BatchReport, elapsed: float, title: str) -> None:
         console.print(t)
 
 
+def check_errors_path(path: Path, source: Path) -> None:
+    """Refuse, before anything is processed, an errors file that is the input itself or cannot be written:
+    rejected lines found after the run has committed must have somewhere to go."""
+    if path.resolve() == source.resolve():
+        fail(f"--errors {path} is the input file: rejected lines would overwrite it")
+    if path.is_dir():
+        fail(f"--errors {path} is a directory")
+    if not path.parent.is_dir():
+        fail(f"--errors {path}: directory {path.parent} does not exist")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        fail(f"--errors {path} cannot be written")
+
+
 def write_errors(path: Path, rejected: list[Rejected], source: Path) -> None:
     with path.open("wb") as fh:
         for r in sorted(rejected, key=lambda r: r.line or 0):
@@ -149,6 +163,8 @@ def run(
     """Process a file of exceptions through the pipeline, run the ready plans' tools, print a summary."""
     from breakdesk.cli.tool_cmds import services
 
+    err_path = errors or file.with_name(file.name + ".errors.jsonl")
+    check_errors_path(err_path, file)
     started = time.perf_counter()
 
     async def go(store: Any) -> BatchReport:
@@ -168,8 +184,11 @@ def run(
     elapsed = time.perf_counter() - started
     print_summary(report, elapsed, f"{file.name} for {tenant}")
     if report.rejected:
-        err_path = errors or file.with_name(file.name + ".errors.jsonl")
-        write_errors(err_path, report.rejected, file)
+        try:
+            write_errors(err_path, report.rejected, file)
+        except OSError as exc:  # (checked before the run: only a change meanwhile gets here)
+            fail(f"cannot write rejected lines to {err_path}: {exc.strerror or exc}; they are: "
+                 + "; ".join(f"line {r.line}: {r.reason}" for r in report.rejected[:20]))
         console.print(f"[yellow]{len(report.rejected)} rejected line(s) written to {err_path}[/]")
 
 
