@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -48,6 +48,11 @@ def serve(
         api = create_app(settings)
     except ConfigError as exc:
         fail(f"configuration: {exc}")
+
+    async def reachable(store: Any) -> None:  # (the app opens its own store on startup; a database that cannot
+        return None                           # be opened is a plain error here, not a startup traceback)
+
+    run_with_store(reachable, settings.database_url)
     err_console.print(f"Breakdesk API on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run(
         api,

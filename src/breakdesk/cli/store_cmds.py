@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -32,9 +32,11 @@ app.add_typer(audit_app, name="audit")
 @db_app.command("upgrade")
 def db_upgrade(db: UrlOpt = None) -> None:
     """Apply database migrations (also done automatically on start)."""
-    from breakdesk.store.migrate import upgrade
 
-    upgrade(db)
+    async def migrated(store: Any) -> None:  # opening the store migrates it, with its errors made plain
+        return None
+
+    run_with_store(migrated, db)
     console.print("[green]✓[/] database is at the latest migration")
 
 

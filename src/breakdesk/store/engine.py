@@ -11,12 +11,17 @@ from typing import Any
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from breakdesk.audit.chain import canonical_json
+from breakdesk.store.errors import StoreError
 
 DEFAULT_URL = "sqlite+aiosqlite:///./breakdesk.db"
+#: The drivers Breakdesk runs on (async ones: the store is asyncio throughout).
+DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+_URL_HINT = "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DATABASE"
 URL_ENV = "BREAKDESK_DATABASE_URL"
 
 #: Execution option that marks a connection's next transaction as a writer (see `_sqlite_begin`).
@@ -147,7 +152,18 @@ def sqlite_file(engine: AsyncEngine) -> str | None:
 
 def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) with Breakdesk's settings applied."""
-    target = make_url(url if url is not None else database_url())
+    raw = url if url is not None else database_url()
+    try:
+        target = make_url(raw)
+    except ArgumentError:
+        raise StoreError(f"invalid database URL {str(raw)!r}: {_URL_HINT}") from None
+    if target.drivername not in DRIVERS:
+        raise StoreError(f"unsupported database URL {target.render_as_string(hide_password=True)!r}: {_URL_HINT}")
+    path = target.database
+    if target.drivername.startswith("sqlite") and path and path != ":memory:" and not path.startswith("file:"):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):  # (SQLite would only say "unable to open database file")
+            raise StoreError(f"cannot open the SQLite database {path}: directory {folder} does not exist")
     engine = create_async_engine(
         target,
         json_serializer=_json_dumps,
