@@ -67,6 +67,11 @@ def test_cli_approvals_flow(tmp_path: Path, tool_server: ToolServer, tenant_id: 
     refused = runner.invoke(app, ["approvals", "approve", first, "--tenant", tenant_id, "--db", url,
                                   "--as", "pipeline"])
     assert refused.exit_code == 1 and "automated actor" in refused.output
+    for verb in ("approve", "reject"):  # an empty --as is refused, not recorded under the login name
+        blank = runner.invoke(app, ["approvals", verb, first, "--tenant", tenant_id, "--db", url, "--as", "",
+                                    "-m", "why", "--no-execute"] if verb == "approve" else
+                              ["approvals", verb, first, "--tenant", tenant_id, "--db", url, "--as", "", "-m", "why"])
+        assert blank.exit_code == 1 and "an approver must be named" in blank.output, blank.output
     approved = runner.invoke(app, ["approvals", "approve", first, "--tenant", tenant_id, "--db", url,
                                    "--as", "bob", "--role", "approver", "-m", "looks right",
                                    "--edits", json.dumps({"act": {"ref": "R-EDITED"}})])

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, err_console, fail
-from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.runtime import known_tenant, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
 
 apikey_app = typer.Typer(help="Create, list and revoke API keys for the HTTP API.", no_args_is_help=True)
@@ -158,8 +158,13 @@ def apikey_create(
 @apikey_app.command("list")
 def apikey_list(tenant: TenantKeyOpt = None, db: UrlOpt = None) -> None:
     """List a tenant's keys (or the platform keys): ids, roles, names, usage, revocation — never secrets."""
-    keys = run_with_store(lambda s: s.list_api_keys(tenant), db)
-    table = Table(title=f"API keys of {tenant or 'the platform'}")
+    async def go(store: Any) -> list[Any]:
+        if tenant is not None:
+            await known_tenant(store, tenant)
+        return await store.list_api_keys(tenant)
+
+    keys = run_with_store(go, db)
+    table = Table(title=f"API keys of {tenant if tenant is not None else 'the platform'}")
     table.add_column("key id", no_wrap=True)  # copied into `apikey revoke`: never folded
     for column in ("role", "name", "created", "last used", "revoked"):
         table.add_column(column)

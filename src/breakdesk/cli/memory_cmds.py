@@ -18,14 +18,13 @@ from rich.text import Text
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
-from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.runtime import known_tenant, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
 from breakdesk.domain.models import ResolutionStatus
 from breakdesk.domain.timestamps import parse_timestamp
 from breakdesk.memory import Filters, NotIndexed, SimilarResult
 from breakdesk.memory.indexer import IndexerReport, MemoryIndexer
 from breakdesk.memory.lookup import MemoryStatus, memory_status, similar_for
-from breakdesk.store.errors import NotFound
 
 memory_app = typer.Typer(help="Similar-case memory: indexing, embeddings and how far they have got.",
                          no_args_is_help=True)
@@ -112,8 +111,7 @@ def index(
 
     async def go(store: Any) -> list[tuple[str, IndexerReport]]:
         for t in tenant or ():
-            if await store.get_tenant(t) is None:
-                raise NotFound(f"tenant {t!r} does not exist")  # (a usage error, as for `memory status`)
+            await known_tenant(store, t)
         indexer = MemoryIndexer(store)
         if follow:
             stop = asyncio.Event()

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from breakdesk.cli import app
-from breakdesk.cli.common import EXIT_INVALID, console, err_console, print_problems
+from breakdesk.cli.common import EXIT_INVALID, console, err_console, fail, print_problems
 
 pack_app = typer.Typer(help="Validate, test, import and publish domain packs and tenant policies.", no_args_is_help=True)
 app.add_typer(pack_app, name="pack")
@@ -51,7 +51,10 @@ def schema(
 
     text = json.dumps(pack_json_schema(), indent=2)
     if output:
-        output.write_text(text + "\n")
+        try:
+            output.write_text(text + "\n")
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or exc}")
     else:
         typer.echo(text)
 
@@ -90,7 +93,10 @@ def test(
     console.print(table)
     failed = sum(1 for r in results if not r.passed)
     if junit:
-        write_junit(results, junit)
+        try:
+            write_junit(results, junit)
+        except OSError as exc:
+            fail(f"cannot write the JUnit report {junit}: {exc.strerror or exc}")
     console.print(f"{len(results) - failed} passed, {failed} failed")
     if not results:
         err_console.print("[yellow]no test cases found[/]")

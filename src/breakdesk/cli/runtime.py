@@ -24,6 +24,12 @@ async def opened(url: str | None = None) -> Any:
         await store.close()
 
 
+async def known_tenant(store: Store, tenant_id: str) -> None:
+    """A command naming a tenant that does not exist is a usage error, not an empty answer (exit 2)."""
+    if await store.get_tenant(tenant_id) is None:
+        raise NotFound(f"tenant {tenant_id!r} does not exist")
+
+
 def run_or_fail(fn: Callable[[], T]) -> T:
     """Run `fn`; pack problems are printed (file, JSON path, reason) and exit with code 2."""
     try:

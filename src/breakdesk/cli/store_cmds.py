@@ -12,7 +12,7 @@ from rich.table import Table
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.pack_cmds import pack_app
-from breakdesk.cli.runtime import run_or_fail, run_with_store
+from breakdesk.cli.runtime import known_tenant, run_or_fail, run_with_store
 
 UrlOpt = Annotated[
     str | None,
@@ -126,6 +126,7 @@ def pack_history(tenant: TenantOpt, db: UrlOpt = None) -> None:
     """Published versions and the activation history of a tenant."""
 
     async def go(s):  # type: ignore[no-untyped-def]
+        await known_tenant(s, tenant)
         return await s.list_pack_versions(tenant), await s.activation_history(tenant)
 
     versions, history = run_with_store(go, db)
@@ -181,7 +182,7 @@ def audit_verify(
     """Recompute each tenant's hash chain; name the first broken entry. Exit 1 if any chain is broken."""
 
     async def go(s):  # type: ignore[no-untyped-def]
-        ids = [tenant] if tenant else [t.tenant_id for t in await s.list_tenants()]
+        ids = [tenant] if tenant is not None else [t.tenant_id for t in await s.list_tenants()]
         return [(tid, await s.verify_audit(tid)) for tid in ids]
 
     results = run_with_store(go, db)

@@ -28,7 +28,7 @@ from breakdesk.approvals.scheduler import Scheduler
 from breakdesk.approvals.service import ApprovalError, ApprovalService, Decision
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
-from breakdesk.cli.runtime import run_with_store
+from breakdesk.cli.runtime import known_tenant, run_with_store
 from breakdesk.cli.store_cmds import TenantOpt, UrlOpt
 from breakdesk.pipeline.execution import ExecutionOutcome, ExecutionService
 from breakdesk.pipeline.orchestrator import NoActivePacks, Orchestrator
@@ -129,7 +129,13 @@ def print_decision(d: Decision) -> None:
 def _load_edits(value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
-    text = Path(value).read_text(encoding="utf-8") if not value.lstrip().startswith("{") else value
+    text = value
+    if not value.lstrip().startswith(("{", "[")) and value.strip():  # else inline JSON
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"--edits {value}: neither a JSON object nor a readable UTF-8 file "
+                 f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc})")
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -166,6 +172,9 @@ def approvals_list(
     """List approval requests (pending ones by default), newest first."""
 
     async def go(store: Any) -> list[Approval]:
+        await known_tenant(store, tenant)
+        if exception is not None and await store.get_exception(tenant, exception) is None:
+            fail(f"no exception {exception!r} for tenant {tenant!r}", code=1)
         page, _ = await store.list_approvals(
             tenant, status=None if all_statuses else status, exception_id=exception, limit=limit
         )
@@ -205,7 +214,7 @@ def approvals_approve(
     db: UrlOpt = None,
 ) -> None:
     """Approve a request (four-eyes, N-of-M); the last needed approval resumes the exception's execution."""
-    who = actor or getpass.getuser()
+    who = actor if actor is not None else getpass.getuser()
     parsed = _load_edits(edits)
     decision = _run_decision(
         lambda svc: svc.approvals.approve(tenant, approval_id, who, role or ["approver"], comment, parsed,
@@ -226,7 +235,7 @@ def approvals_reject(
     db: UrlOpt = None,
 ) -> None:
     """Reject a request with a reason: the exception is escalated to a person (or closed with --close)."""
-    who = actor or getpass.getuser()
+    who = actor if actor is not None else getpass.getuser()
     decision = _run_decision(
         lambda svc: svc.approvals.reject(tenant, approval_id, who, role or ["approver"], comment, close=close), db
     )
@@ -298,13 +307,15 @@ def executions_show(
 def resume(
     tenant: TenantOpt,
     stalled_after: Annotated[
-        float, typer.Option("--stalled-after", min=0, help="Seconds without activity before a run is resumed.")
+        float, typer.Option("--stalled-after", min=0, max=31_536_000,
+                              help="Seconds without activity before a run is resumed (at most a year).")
     ] = 120.0,
     db: UrlOpt = None,
 ) -> None:
     """Resume IN_PROGRESS executions nobody is driving (after a worker crash)."""
 
     async def go(store: Any) -> list[ExecutionOutcome]:
+        await known_tenant(store, tenant)
         outcomes: list[ExecutionOutcome] = []
         async with services(store) as svc:
             while True:  # a page at a time: a resumed run is no longer idle, so the next page is new runs
@@ -328,7 +339,8 @@ def resume(
 def scheduler(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 15.0,
     stalled_after: Annotated[
-        float, typer.Option("--stalled-after", min=0, help="Seconds without activity before a run is resumed.")
+        float, typer.Option("--stalled-after", min=0, max=31_536_000,
+                              help="Seconds without activity before a run is resumed (at most a year).")
     ] = 120.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     db: UrlOpt = None,

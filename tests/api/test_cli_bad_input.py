@@ -1,0 +1,56 @@
+"""Commands given something that does not exist, or cannot be used, say so in one line and exit non-zero:
+never an empty answer with exit 0, never a traceback (file, tenant and value named)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from breakdesk.cli import _register, app
+
+_register()
+runner = CliRunner()
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bad.db'}"
+    done = runner.invoke(app, ["tenant", "create", "t1", "--db", url])
+    assert done.exit_code == 0, done.output
+    return url
+
+
+@pytest.mark.parametrize(
+    ("command", "tenant"),
+    [
+        (["pack", "history"], "nosuch"),
+        (["apikey", "list"], "nosuch"),
+        (["apikey", "list"], ""),  # not "the platform's keys"
+        (["approvals", "list"], "nosuch"),
+        (["resume"], "nosuch"),
+        (["memory", "index"], "nosuch"),
+        (["memory", "status"], "nosuch"),
+        (["audit", "verify"], ""),  # not "every tenant"
+    ],
+)
+def test_an_unknown_tenant_is_a_usage_error(db: str, command: list[str], tenant: str) -> None:
+    done = runner.invoke(app, [*command, "--tenant", tenant, "--db", db])
+    assert done.exit_code == 2 and f"tenant {tenant!r} does not exist" in done.stderr, done.output
+
+
+def test_unknown_ids_and_unusable_values(db: str, tmp_path: Path) -> None:
+    listed = runner.invoke(app, ["approvals", "list", "--tenant", "t1", "--exception", "NOPE", "--db", db])
+    assert listed.exit_code == 1 and "no exception 'NOPE' for tenant 't1'" in listed.stderr
+    missing = tmp_path / "no-such-dir" / "schema.json"
+    schema = runner.invoke(app, ["pack", "schema", "-o", str(missing)])
+    assert schema.exit_code == 2 and f"cannot write {missing}" in schema.stderr
+    for edits in (str(tmp_path / "no-such.json"), str(tmp_path)):
+        approve = runner.invoke(app, ["approvals", "approve", "AP-X", "--tenant", "t1", "--edits", edits, "--db", db])
+        assert approve.exit_code == 2 and f"--edits {edits}: neither a JSON object nor a readable" in approve.stderr
+    listy = runner.invoke(app, ["approvals", "approve", "AP-X", "--tenant", "t1", "--edits", '[{"a": 1}]', "--db", db])
+    assert listy.exit_code == 2 and "--edits must be a JSON object" in listy.stderr
+    for value in ("inf", "1e12"):
+        resumed = runner.invoke(app, ["resume", "--tenant", "t1", "--stalled-after", value, "--db", db])
+        assert resumed.exit_code == 2 and "--stalled-after" in resumed.output, resumed.output
