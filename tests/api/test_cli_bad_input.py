@@ -54,3 +54,20 @@ def test_unknown_ids_and_unusable_values(db: str, tmp_path: Path) -> None:
     for value in ("inf", "1e12"):
         resumed = runner.invoke(app, ["resume", "--tenant", "t1", "--stalled-after", value, "--db", db])
         assert resumed.exit_code == 2 and "--stalled-after" in resumed.output, resumed.output
+
+
+def test_a_busy_metrics_port_is_named(db: str) -> None:
+    """`worker --metrics-port` on a port in use: one line, exit 2, before the worker says it runs."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "breakdesk", "worker", "--metrics-port", str(port), "--db", db],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    assert "worker running" not in done.stderr

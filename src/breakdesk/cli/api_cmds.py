@@ -107,10 +107,15 @@ def worker_process(
             loop.add_signal_handler(sig, stop.set)
         metrics = ApiMetrics()
         if metrics_port is not None:
-            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+            try:
+                start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+            except OSError as exc:
+                await store.close()
+                fail(f"cannot serve metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}")
         background = Background(store, Orchestrator(store), settings, metrics)
         tune_for_throughput()
         background.start()
+        err_console.print("Breakdesk worker running (Ctrl-C stops)", highlight=False)
         log.info("worker.started", database=store.dialect, execution=settings.execution_enabled)
         try:
             await stop.wait()
@@ -119,7 +124,6 @@ def worker_process(
             await store.close()
             log.info("worker.stopped")
 
-    err_console.print("Breakdesk worker running (Ctrl-C stops)", highlight=False)
     try:
         asyncio.run(main())
     except StoreError as exc:
