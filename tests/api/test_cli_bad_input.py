@@ -33,6 +33,9 @@ def db(tmp_path: Path) -> str:
         (["memory", "index"], "nosuch"),
         (["memory", "status"], "nosuch"),
         (["audit", "verify"], ""),  # not "every tenant"
+        (["pack", "activate", "finance", "1.0.0"], "nosuch"),  # not "no pack named 'finance'"
+        (["pack", "diff", "finance", "1.0.0", "1.0.1"], "nosuch"),
+        (["pack", "rollback"], "nosuch"),  # not "no earlier version"
     ],
 )
 def test_an_unknown_tenant_is_a_usage_error(db: str, command: list[str], tenant: str) -> None:
@@ -71,3 +74,22 @@ def test_a_busy_metrics_port_is_named(db: str) -> None:
     assert done.returncode == 2, done.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
     assert "worker running" not in done.stderr
+
+
+def test_run_and_pack_commands_name_the_real_problem(db: str, tmp_path: Path) -> None:
+    """An unknown tenant is not "publish and activate packs first"; a file that is no pack is not "pass --tenant";
+    a bogus --kind is not "no such pack published"; the demo's database in a missing directory is one line."""
+    lines = tmp_path / "in.jsonl"
+    lines.write_text("{}\n")
+    run = runner.invoke(app, ["run", str(lines), "--tenant", "nosuch", "--dry-run", "--db", db])
+    assert run.exit_code == 2 and "tenant 'nosuch' does not exist" in run.stderr, run.output
+    listy = tmp_path / "list.yaml"
+    listy.write_text("[1, 2]\n")
+    publish = runner.invoke(app, ["pack", "publish", str(listy), "--db", db])
+    assert publish.exit_code == 2 and "a pack must be a mapping" in publish.output, publish.output
+    for command in (["pack", "activate", "finance", "1.0.0"], ["pack", "diff", "finance", "1.0.0", "1.0.1"]):
+        kind = runner.invoke(app, [*command, "--tenant", "t1", "--kind", "bogus", "--db", db])
+        assert kind.exit_code == 2 and "--kind must be domain or tenant, not 'bogus'" in kind.stderr
+    missing = tmp_path / "no-such-dir" / "demo.db"
+    demo = runner.invoke(app, ["demo", "--db-file", str(missing)])
+    assert demo.exit_code == 2 and f"directory {missing.parent} does not exist" in demo.stderr, demo.output

@@ -19,11 +19,12 @@ from rich.text import Text
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
-from breakdesk.cli.runtime import opened, run_with_store
+from breakdesk.cli.runtime import known_tenant, opened, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
 from breakdesk.heap import tune_for_throughput
 from breakdesk.pipeline.orchestrator import BatchReport, NoActivePacks, Orchestrator, Rejected
 from breakdesk.pipeline.types import Submission
+from breakdesk.store.errors import StoreError
 
 MAX_LINE_BYTES = 1024 * 1024
 
@@ -168,6 +169,7 @@ def run(
     started = time.perf_counter()
 
     async def go(store: Any) -> BatchReport:
+        await known_tenant(store, tenant)
         async with services(store) as svc:
             tune_for_throughput()
             with Progress(
@@ -325,7 +327,10 @@ def demo(
                 # --- end memory
         return results
 
-    results = asyncio.run(go())
+    try:
+        results = asyncio.run(go())
+    except StoreError as err:
+        fail(f"store: {err}")
     # Borderless and with short headers: it fits 80 columns, where a boxed table cut tenant names and headers.
     table = Table("tenant", "exc.", "resolved", "approval", "escalated", "failed", "info", "merged\ndup/bad",
                   title="Demo: the same exceptions under different tenant policies", box=None, padding=(0, 0, 0, 2),
@@ -370,8 +375,7 @@ def demo(
         for t, r in rows:
             cmp.add_row(t, str(r["severity"]), str(r["playbook_id"]), str(r["approval_required"]), str(r["status"]))
         console.print(cmp)
-        exc = dict(rows[0][1])
-        render_timeline(exc, events)
+        render_timeline(dict(rows[0][1]), events)
     pick = (picked[0], picked[1]) if picked else None
     console.print(f"\nDone in {time.perf_counter() - started:.1f}s. Explore the demo database:")
     console.print(f"  export BREAKDESK_DATABASE_URL=sqlite+aiosqlite:///{db_file}")

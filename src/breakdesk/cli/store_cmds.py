@@ -21,6 +21,13 @@ UrlOpt = Annotated[
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant id.")]
 KindOpt = Annotated[str | None, typer.Option("--kind", help="domain or tenant (detected when omitted).")]
 
+
+def _kind(kind: str | None) -> str | None:
+    """`--kind` as given, checked (the store would only say that no such pack is published)."""
+    if kind is not None and kind not in ("domain", "tenant"):
+        fail(f"--kind must be domain or tenant, not {kind!r}")
+    return kind
+
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify the tamper-evident audit chain.", no_args_is_help=True)
@@ -71,14 +78,15 @@ def pack_publish(
 ) -> None:
     """Validate and publish a pack version for a tenant (versions are immutable)."""
     from breakdesk.catalog import Catalog
-    from breakdesk.packs.loader import read_file
+    from breakdesk.packs.loader import model_from_data, read_file
+    from breakdesk.packs.schema import TenantPolicy
 
     data, source = run_or_fail(lambda: read_file(file))
-    if tenant is None:
-        if isinstance(data, dict) and isinstance(data.get("tenantId"), str):
-            tenant = data["tenantId"]
-        else:
+    if tenant is None:  # a tenant policy names its tenant; anything else must validate before asking for one
+        pack = run_or_fail(lambda: model_from_data(data, source))
+        if not isinstance(pack, TenantPolicy):
             fail("a domain pack is published for a tenant: pass --tenant")
+        tenant = pack.tenantId
     tid: str = tenant
     pub = run_with_store(lambda s: Catalog(s).publish(tid, data, source, by, activate=activate), db)
     console.print(f"[green]✓[/] published {pub.kind} pack {pub.version.ref} for {tid}")
@@ -99,8 +107,9 @@ def pack_activate(
     from breakdesk.catalog import Catalog
 
     async def go(s):  # type: ignore[no-untyped-def]
+        await known_tenant(s, tenant)
         cat = Catalog(s)
-        k = kind or await cat.kind_of(tenant, name)
+        k = _kind(kind) or await cat.kind_of(tenant, name)
         return await cat.activate(tenant, k, name, version, by)
 
     act = run_with_store(go, db)
@@ -117,7 +126,11 @@ def pack_rollback(
     """Re-activate the previously active version."""
     from breakdesk.catalog import Catalog
 
-    act = run_with_store(lambda s: Catalog(s).rollback(tenant, kind, by), db)
+    async def go(s):  # type: ignore[no-untyped-def]
+        await known_tenant(s, tenant)
+        return await Catalog(s).rollback(tenant, kind, by)
+
+    act = run_with_store(go, db)
     console.print(f"[green]✓[/] rolled back: {act.kind} pack {act.name}@{act.version} active for {tenant}")
 
 
@@ -153,8 +166,9 @@ def pack_diff(
     from breakdesk.catalog import Catalog
 
     async def go(s):  # type: ignore[no-untyped-def]
+        await known_tenant(s, tenant)
         cat = Catalog(s)
-        k = kind or await cat.kind_of(tenant, name)
+        k = _kind(kind) or await cat.kind_of(tenant, name)
         return await cat.diff(tenant, k, name, v1, v2)
 
     d = run_with_store(go, db)
