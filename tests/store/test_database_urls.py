@@ -35,3 +35,20 @@ def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path) -> None:
     done = runner.invoke(app, ["tenant", "list", "--db", f"sqlite+aiosqlite:///{missing}"])
     assert done.exit_code == 2
     assert f"cannot open the SQLite database {missing}: directory {missing.parent} does not exist" in done.stderr
+
+
+def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
+    notdb = tmp_path / "notes.db"
+    notdb.write_text("not a database\n")
+    done = runner.invoke(app, ["tenant", "list", "--db", f"sqlite+aiosqlite:///{notdb}"])
+    assert done.exit_code == 2 and "the file is not a SQLite database" in done.stderr, done.output
+
+
+@pytest.mark.postgres
+def test_a_value_longer_than_its_column_is_named_on_postgres(pg_url: str) -> None:
+    """SQLite keeps long texts; PostgreSQL refuses them, and the message says so (no SQL, no value)."""
+    import uuid
+
+    done = runner.invoke(app, ["tenant", "create", f"t-{uuid.uuid4().hex[:8]}", "--name", "x" * 250, "--db", pg_url])
+    assert done.exit_code == 2
+    assert "a value is longer than the database allows (character varying(200))" in done.stderr, done.output

@@ -264,7 +264,20 @@ def translate(exc: SQLAlchemyError) -> StoreError:
         return StoreError("the database is busy; retry the operation")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return StoreError("the database connection was lost; retry the operation")
+    known = _known_cause(text)
+    if known is not None:
+        return StoreError(known)
     return StoreError(f"database error ({type(getattr(exc, 'orig', None) or exc).__name__})")
+
+
+def _known_cause(text: str) -> str | None:
+    """A plain reason for driver errors a user can act on (their texts carry no SQL or values)."""
+    if "file is not a database" in text:
+        return "the file is not a SQLite database"
+    if "value too long for type" in text:  # PostgreSQL: a text longer than its column (SQLite does not check)
+        column = text.rsplit("value too long for type", 1)[1].strip()
+        return f"a value is longer than the database allows ({column})"
+    return None
 
 
 def translate_driver(exc: Exception) -> StoreError:
@@ -275,13 +288,13 @@ def translate_driver(exc: Exception) -> StoreError:
         text = str(exc).lower()
         if "locked" in text or "busy" in text:
             return StoreError("the database is busy; retry the operation")
-        return StoreError(f"database error ({type(exc).__name__})")
+        return StoreError(_known_cause(text) or f"database error ({type(exc).__name__})")
     import asyncpg
 
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return Conflict("the write conflicts with data already stored (duplicate key or missing reference)")
     if isinstance(exc, asyncpg.PostgresError):
-        return StoreError(f"database error ({type(exc).__name__})")
+        return StoreError(_known_cause(str(exc).lower()) or f"database error ({type(exc).__name__})")
     return StoreError("the database connection was lost; retry the operation")
 
 
