@@ -90,6 +90,12 @@ def test_run_and_pack_commands_name_the_real_problem(db: str, tmp_path: Path) ->
     for command in (["pack", "activate", "finance", "1.0.0"], ["pack", "diff", "finance", "1.0.0", "1.0.1"]):
         kind = runner.invoke(app, [*command, "--tenant", "t1", "--kind", "bogus", "--db", db])
         assert kind.exit_code == 2 and "--kind must be domain or tenant, not 'bogus'" in kind.stderr
-    missing = tmp_path / "no-such-dir" / "demo.db"
-    demo = runner.invoke(app, ["demo", "--db-file", str(missing)])
-    assert demo.exit_code == 2 and f"directory {missing.parent} does not exist" in demo.stderr, demo.output
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no-such-dir" / "demo.db"  # (in its own process: the demo sets up the process's logging)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKDESK_")}
+    demo = subprocess.run([sys.executable, "-m", "breakdesk", "demo", "--db-file", str(missing)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 2 and f"directory {missing.parent} does not exist" in demo.stderr, demo.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,18 @@ from breakdesk.cli import _register, app
 
 _register()
 runner = CliRunner()
+
+
+def invoke(args: list[str]) -> tuple[int, str]:
+    """(exit code, stderr) of `breakdesk ARGS`; `serve` in its own process, since it sets up logging for the
+    process (in this one, onto the runner's stream, closed once it returns)."""
+    if args[0] != "serve":
+        done = runner.invoke(app, args)
+        return done.exit_code, done.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKDESK_")}
+    proc = subprocess.run([sys.executable, "-m", "breakdesk", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    return proc.returncode, proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -25,9 +40,9 @@ runner = CliRunner()
 )
 @pytest.mark.parametrize("command", [["tenant", "list"], ["db", "upgrade"], ["serve", "--port", "0"]])
 def test_an_unusable_database_url_is_a_usage_error(url: str, says: str, command: list[str]) -> None:
-    done = runner.invoke(app, [*command, "--db", url])
-    assert done.exit_code == 2, (done.output, done.exception)
-    assert says in done.stderr and "hunter2" not in done.stderr and "Traceback" not in done.output
+    code, err = invoke([*command, "--db", url])
+    assert code == 2, err
+    assert says in err and "hunter2" not in err and "Traceback" not in err
 
 
 def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path) -> None:
@@ -52,3 +67,18 @@ def test_a_value_longer_than_its_column_is_named_on_postgres(pg_url: str) -> Non
     done = runner.invoke(app, ["tenant", "create", f"t-{uuid.uuid4().hex[:8]}", "--name", "x" * 250, "--db", pg_url])
     assert done.exit_code == 2
     assert "a value is longer than the database allows (character varying(200))" in done.stderr, done.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["tenant", "list"], ["audit", "verify"], ["memory", "status"], ["show", "X", "--tenant", "t"],
+     ["approvals", "list", "--tenant", "t"], ["apikey", "list"]],
+)
+def test_a_reading_command_does_not_create_a_mistyped_database(tmp_path: Path, command: list[str]) -> None:
+    """Only commands that write create a SQLite file: a typo in the path is named, not answered with nothing."""
+    typo = tmp_path / "breakdesk-typo.db"
+    done = runner.invoke(app, [*command, "--db", f"sqlite+aiosqlite:///{typo}"])
+    assert done.exit_code == 2 and f"no database at {typo}" in done.stderr, done.output
+    assert not typo.exists()
+    created = runner.invoke(app, ["tenant", "create", "t", "--db", f"sqlite+aiosqlite:///{typo}"])
+    assert created.exit_code == 0 and typo.exists()  # a writing command creates it

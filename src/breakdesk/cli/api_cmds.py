@@ -167,7 +167,7 @@ def apikey_list(tenant: TenantKeyOpt = None, db: UrlOpt = None) -> None:
             await known_tenant(store, tenant)
         return await store.list_api_keys(tenant)
 
-    keys = run_with_store(go, db)
+    keys = run_with_store(go, db, reads=True)
     table = Table(title=f"API keys of {tenant if tenant is not None else 'the platform'}")
     table.add_column("key id", no_wrap=True)  # copied into `apikey revoke`: never folded
     for column in ("role", "name", "created", "last used", "revoked"):

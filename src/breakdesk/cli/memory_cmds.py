@@ -62,7 +62,7 @@ def similar(
         return await similar_for(store, tenant, exception_id, k, filters)
 
     try:
-        result = run_with_store(go, db)
+        result = run_with_store(go, db, reads=True)
     except NotIndexed as exc:
         fail(str(exc), code=1)
     if as_json:
@@ -149,7 +149,7 @@ def status(
         tenants = tenant or [t.tenant_id for t in await store.list_tenants()]
         return [(t, await memory_status(store, t)) for t in tenants]
 
-    rows = run_with_store(go, db)  # (an unknown tenant: its NotFound, a usage error)
+    rows = run_with_store(go, db, reads=True)  # (an unknown tenant: its NotFound, a usage error)
     if as_json:
         console.print_json(orjson.dumps({t: s.as_dict() for t, s in rows}).decode())
         return

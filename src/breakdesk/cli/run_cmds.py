@@ -258,7 +258,7 @@ def show(
         exc = await store.get_exception(tenant, exception_id)
         return exc, (await store.get_events(tenant, exception_id) if exc else [])
 
-    exc, events = run_with_store(go, db)
+    exc, events = run_with_store(go, db, reads=True)
     if exc is None:
         fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
     render_timeline(exc, events)

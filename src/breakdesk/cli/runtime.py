@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from breakdesk.cli.common import fail, print_problems
 from breakdesk.packs.problems import PackError
 from breakdesk.store import Store
+from breakdesk.store.engine import database_url
 from breakdesk.store.errors import Conflict, NotFound, StoreError
 
 T = TypeVar("T")
@@ -39,8 +44,25 @@ def run_or_fail(fn: Callable[[], T]) -> T:
         fail(f"{len(exc.problems)} problem(s)")
 
 
-def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None) -> T:
-    """Open the store (migrating it), run `fn`, close; store and pack errors exit with code 2."""
+def _sqlite_file_missing(url: str | None) -> str | None:
+    """The path of the SQLite file `url` names when there is none there (None: it exists, or not SQLite)."""
+    try:
+        target = make_url(database_url(url))
+    except ArgumentError:
+        return None  # (Store.open says what is wrong with the URL)
+    path = target.database
+    if target.drivername != "sqlite+aiosqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return None  # (an unsupported driver: Store.open says so)
+    folder = os.path.dirname(os.path.abspath(path))
+    return path if os.path.isdir(folder) and not os.path.exists(path) else None  # (a missing folder: likewise)
+
+
+def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None, *, reads: bool = False) -> T:
+    """Open the store (migrating it), run `fn`, close; store and pack errors exit with code 2. `reads`: the
+    command only reads, so a SQLite file that does not exist is a mistyped path, not a database to create."""
+    if reads and (missing := _sqlite_file_missing(url)) is not None:
+        fail(f"no database at {missing} (a command that only reads creates none: check the path or "
+             f"BREAKDESK_DATABASE_URL)")
 
     async def main() -> T:
         async with opened(url) as store:

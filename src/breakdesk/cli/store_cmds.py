@@ -61,7 +61,7 @@ def tenant_create(
 @tenant_app.command("list")
 def tenant_list(db: UrlOpt = None) -> None:
     """List tenants."""
-    tenants = run_with_store(lambda s: s.list_tenants(), db)
+    tenants = run_with_store(lambda s: s.list_tenants(), db, reads=True)
     table = Table("tenant", "name", "created")
     for t in tenants:
         table.add_row(t.tenant_id, t.name, f"{t.created_at:%Y-%m-%d %H:%M}")
@@ -142,7 +142,7 @@ def pack_history(tenant: TenantOpt, db: UrlOpt = None) -> None:
         await known_tenant(s, tenant)
         return await s.list_pack_versions(tenant), await s.activation_history(tenant)
 
-    versions, history = run_with_store(go, db)
+    versions, history = run_with_store(go, db, reads=True)
     t1 = Table("kind", "name", "version", "published", "by", title=f"Published packs of {tenant}")
     for v in versions:
         t1.add_row(v.kind, v.name, v.version, f"{v.published_at:%Y-%m-%d %H:%M:%S}", v.published_by)
@@ -171,7 +171,7 @@ def pack_diff(
         k = _kind(kind) or await cat.kind_of(tenant, name)
         return await cat.diff(tenant, k, name, v1, v2)
 
-    d = run_with_store(go, db)
+    d = run_with_store(go, db, reads=True)
     if as_json:
         typer.echo(json.dumps(d, indent=2))
         return
@@ -199,7 +199,7 @@ def audit_verify(
         ids = [tenant] if tenant is not None else [t.tenant_id for t in await s.list_tenants()]
         return [(tid, await s.verify_audit(tid)) for tid in ids]
 
-    results = run_with_store(go, db)
+    results = run_with_store(go, db, reads=True)
     broken = 0
     for tid, r in results:
         if r.ok:

@@ -180,7 +180,7 @@ def approvals_list(
         )
         return page
 
-    items = run_with_store(go, db)
+    items = run_with_store(go, db, reads=True)
     if as_json:
         console.print_json(json.dumps([a.as_dict() for a in items]))
     else:
@@ -194,7 +194,7 @@ def approvals_show(approval_id: ApprovalIdArg, tenant: TenantOpt, db: UrlOpt = N
     async def go(store: Any) -> Approval | None:
         return await store.get_approval(tenant, approval_id)
 
-    found = run_with_store(go, db)
+    found = run_with_store(go, db, reads=True)
     if found is None:
         fail(f"no approval {approval_id!r} for tenant {tenant!r}", code=1)
     console.print_json(json.dumps(found.as_dict()))
@@ -276,7 +276,7 @@ def executions_show(
             return None
         return await store.execution_records(tenant, exception_id)
 
-    rows = run_with_store(go, db)
+    rows = run_with_store(go, db, reads=True)
     if rows is None:
         fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
     if not rows:
