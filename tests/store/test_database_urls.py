@@ -32,6 +32,7 @@ def invoke(args: list[str]) -> tuple[int, str]:
     ("url", "says"),
     [
         ("notaurl", "invalid database URL 'notaurl': use sqlite+aiosqlite:///PATH or postgresql+asyncpg://"),
+        ("postgresql+asyncpg://ops:hunter2@127.0.0.1:54x/x", "invalid database URL 'postgresql+asyncpg://ops:***@"),
         ("postgresql://ops:hunter2@127.0.0.1/x", "unsupported database URL 'postgresql://ops:***@127.0.0.1/x'"),
         ("mysql://x@localhost/y", "unsupported database URL"),
         ("sqlite:///plain.db", "unsupported database URL"),

@@ -48,7 +48,7 @@ def _sqlite_file_missing(url: str | None) -> str | None:
     """The path of the SQLite file `url` names when there is none there (None: it exists, or not SQLite)."""
     try:
         target = make_url(database_url(url))
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None  # (Store.open says what is wrong with the URL)
     path = target.database
     if target.drivername != "sqlite+aiosqlite" or not path or path == ":memory:" or path.startswith("file:"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -155,8 +156,9 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
     raw = url if url is not None else database_url()
     try:
         target = make_url(raw)
-    except ArgumentError:
-        raise StoreError(f"invalid database URL {str(raw)!r}: {_URL_HINT}") from None
+    except (ArgumentError, ValueError):  # (ValueError: a port that is not a number)
+        shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", str(raw))  # (a password, should it hold one)
+        raise StoreError(f"invalid database URL {shown!r}: {_URL_HINT}") from None
     if target.drivername not in DRIVERS:
         raise StoreError(f"unsupported database URL {target.render_as_string(hide_password=True)!r}: {_URL_HINT}")
     path = target.database
