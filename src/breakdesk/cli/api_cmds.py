@@ -9,7 +9,7 @@ from rich.table import Table
 
 from breakdesk.cli import app
 from breakdesk.cli.common import console, err_console, fail
-from breakdesk.cli.runtime import known_tenant, run_with_store
+from breakdesk.cli.runtime import check_store, known_tenant, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
 
 apikey_app = typer.Typer(help="Create, list and revoke API keys for the HTTP API.", no_args_is_help=True)
@@ -48,11 +48,7 @@ def serve(
         api = create_app(settings)
     except ConfigError as exc:
         fail(f"configuration: {exc}")
-
-    async def reachable(store: Any) -> None:  # (the app opens its own store on startup; a database that cannot
-        return None                           # be opened is a plain error here, not a startup traceback)
-
-    run_with_store(reachable, settings.database_url)
+    check_store(settings.database_url)  # (the app opens its own on startup, where a failure is a traceback)
     err_console.print(f"Breakdesk API on http://{host}:{port} (docs at /docs)", highlight=False)
     uvicorn.run(
         api,

@@ -8,13 +8,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from breakdesk.cli.common import fail, print_problems
 from breakdesk.packs.problems import PackError
 from breakdesk.store import Store
-from breakdesk.store.engine import database_url
+from breakdesk.store.engine import database_target, sqlite_path
 from breakdesk.store.errors import Conflict, NotFound, StoreError
 
 T = TypeVar("T")
@@ -47,14 +44,23 @@ def run_or_fail(fn: Callable[[], T]) -> T:
 def _sqlite_file_missing(url: str | None) -> str | None:
     """The path of the SQLite file `url` names when there is none there (None: it exists, or not SQLite)."""
     try:
-        target = make_url(database_url(url))
-    except (ArgumentError, ValueError):
+        path = sqlite_path(database_target(url))
+    except StoreError:
         return None  # (Store.open says what is wrong with the URL)
-    path = target.database
-    if target.drivername != "sqlite+aiosqlite" or not path or path == ":memory:" or path.startswith("file:"):
-        return None  # (an unsupported driver: Store.open says so)
+    if path is None:
+        return None
     folder = os.path.dirname(os.path.abspath(path))
     return path if os.path.isdir(folder) and not os.path.exists(path) else None  # (a missing folder: likewise)
+
+
+def check_store(url: str | None = None) -> None:
+    """Open the store (migrating it) and close it: a database that cannot be opened is a one-line error
+    (`db upgrade`, and `serve` before its app opens its own store)."""
+
+    async def opens(store: Store) -> None:
+        return None
+
+    run_with_store(opens, url)
 
 
 def run_with_store(fn: Callable[[Store], Awaitable[T]], url: str | None = None, *, reads: bool = False) -> T:

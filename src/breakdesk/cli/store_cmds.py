@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -12,7 +12,7 @@ from rich.table import Table
 from breakdesk.cli import app
 from breakdesk.cli.common import console, fail
 from breakdesk.cli.pack_cmds import pack_app
-from breakdesk.cli.runtime import known_tenant, run_or_fail, run_with_store
+from breakdesk.cli.runtime import check_store, known_tenant, run_or_fail, run_with_store
 
 UrlOpt = Annotated[
     str | None,
@@ -39,11 +39,7 @@ app.add_typer(audit_app, name="audit")
 @db_app.command("upgrade")
 def db_upgrade(db: UrlOpt = None) -> None:
     """Apply database migrations (also done automatically on start)."""
-
-    async def migrated(store: Any) -> None:  # opening the store migrates it, with its errors made plain
-        return None
-
-    run_with_store(migrated, db)
+    check_store(db)
     console.print("[green]✓[/] database is at the latest migration")
 
 

@@ -141,18 +141,24 @@ class WalCheckpointer:
             conn.close()
 
 
-def sqlite_file(engine: AsyncEngine) -> str | None:
-    """The database file of a SQLite engine (None for other databases and in-memory SQLite)."""
-    if engine.dialect.name != "sqlite":
+def sqlite_path(url: URL) -> str | None:
+    """The database file a SQLite URL names (None for other databases and in-memory SQLite)."""
+    if url.get_backend_name() != "sqlite":
         return None
-    name = engine.url.database
+    name = url.database
     if not name or name == ":memory:" or name.startswith("file:"):
         return None
     return name
 
 
-def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
-    """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) with Breakdesk's settings applied."""
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of a SQLite engine (None for other databases and in-memory SQLite)."""
+    return sqlite_path(engine.url)
+
+
+def database_target(url: str | URL | None = None) -> URL:
+    """`url` (default `database_url()`) parsed, and one Breakdesk runs on; else a StoreError that says which
+    URL forms work (a password it holds masked)."""
     raw = url if url is not None else database_url()
     try:
         target = make_url(raw)
@@ -161,8 +167,14 @@ def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
         raise StoreError(f"invalid database URL {shown!r}: {_URL_HINT}") from None
     if target.drivername not in DRIVERS:
         raise StoreError(f"unsupported database URL {target.render_as_string(hide_password=True)!r}: {_URL_HINT}")
-    path = target.database
-    if target.drivername.startswith("sqlite") and path and path != ":memory:" and not path.startswith("file:"):
+    return target
+
+
+def make_engine(url: str | URL | None = None, **kwargs: Any) -> AsyncEngine:
+    """An async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg) with Breakdesk's settings applied."""
+    target = database_target(url)
+    path = sqlite_path(target)
+    if path is not None:
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):  # (SQLite would only say "unable to open database file")
             raise StoreError(f"cannot open the SQLite database {path}: directory {folder} does not exist")
