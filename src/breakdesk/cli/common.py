@@ -22,6 +22,11 @@ def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     raise typer.Exit(code)
 
 
+def unknown_exception(exception_id: str, tenant: str) -> NoReturn:
+    """The one answer for an exception id the tenant does not have (unknown, or another tenant's): exit 1."""
+    fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
+
+
 def print_problems(problems: Iterable[PackProblem]) -> int:
     n = 0
     for p in problems:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from breakdesk.cli import app
-from breakdesk.cli.common import console, fail
+from breakdesk.cli.common import console, fail, unknown_exception
 from breakdesk.cli.runtime import known_tenant, opened, run_with_store
 from breakdesk.cli.store_cmds import UrlOpt
 from breakdesk.heap import tune_for_throughput
@@ -260,7 +260,7 @@ def show(
 
     exc, events = run_with_store(go, db, reads=True)
     if exc is None:
-        fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
+        unknown_exception(exception_id, tenant)
     render_timeline(exc, events)
 
 

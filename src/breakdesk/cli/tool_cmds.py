@@ -27,7 +27,7 @@ from rich.text import Text
 from breakdesk.approvals.scheduler import Scheduler
 from breakdesk.approvals.service import ApprovalError, ApprovalService, Decision
 from breakdesk.cli import app
-from breakdesk.cli.common import console, fail
+from breakdesk.cli.common import console, fail, unknown_exception
 from breakdesk.cli.runtime import known_tenant, run_with_store
 from breakdesk.cli.store_cmds import TenantOpt, UrlOpt
 from breakdesk.pipeline.execution import ExecutionOutcome, ExecutionService
@@ -48,6 +48,10 @@ app.add_typer(approvals_app, name="approvals")
 
 ActorOpt = Annotated[
     str | None, typer.Option("--as", help="Who decides (default: your login name). Never the requester.")
+]
+StalledAfterOpt = Annotated[
+    float, typer.Option("--stalled-after", min=0, max=31_536_000,
+                        help="Seconds without activity before a run is resumed (at most a year).")
 ]
 ApprovalIdArg = Annotated[str, typer.Argument(metavar="APPROVAL_ID", help="The approval request's id (`approvals list`).")]
 RoleOpt = Annotated[
@@ -174,7 +178,7 @@ def approvals_list(
     async def go(store: Any) -> list[Approval]:
         await known_tenant(store, tenant)
         if exception is not None and await store.get_exception(tenant, exception) is None:
-            fail(f"no exception {exception!r} for tenant {tenant!r}", code=1)
+            unknown_exception(exception, tenant)
         page, _ = await store.list_approvals(
             tenant, status=None if all_statuses else status, exception_id=exception, limit=limit
         )
@@ -278,7 +282,7 @@ def executions_show(
 
     rows = run_with_store(go, db, reads=True)
     if rows is None:
-        fail(f"no exception {exception_id!r} for tenant {tenant!r}", code=1)
+        unknown_exception(exception_id, tenant)
     if not rows:
         console.print(f"no execution recorded for {exception_id} (no plan has run for it)", style="dim")
         return
@@ -306,10 +310,7 @@ def executions_show(
 @app.command("resume")
 def resume(
     tenant: TenantOpt,
-    stalled_after: Annotated[
-        float, typer.Option("--stalled-after", min=0, max=31_536_000,
-                              help="Seconds without activity before a run is resumed (at most a year).")
-    ] = 120.0,
+    stalled_after: StalledAfterOpt = 120.0,
     db: UrlOpt = None,
 ) -> None:
     """Resume IN_PROGRESS executions nobody is driving (after a worker crash)."""
@@ -338,10 +339,7 @@ def resume(
 @app.command("scheduler")
 def scheduler(
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between passes.")] = 15.0,
-    stalled_after: Annotated[
-        float, typer.Option("--stalled-after", min=0, max=31_536_000,
-                              help="Seconds without activity before a run is resumed (at most a year).")
-    ] = 120.0,
+    stalled_after: StalledAfterOpt = 120.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit.")] = False,
     db: UrlOpt = None,
 ) -> None:
