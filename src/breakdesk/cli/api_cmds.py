@@ -27,8 +27,9 @@ def serve(
     db: UrlOpt = None,
     worker: Annotated[
         bool | None,
-        typer.Option("--worker/--no-worker", help="Run the in-process intake worker, the approval and resume scheduler and the memory indexer "
-                                         "(default: $BREAKDESK_WORKER_ENABLED, else on)."),
+        typer.Option("--worker/--no-worker",
+                     help="Run the in-process intake worker, the approval and resume scheduler and the memory indexer "
+                          "(default: $BREAKDESK_WORKER_ENABLED, else on)."),
     ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning, error.")] = None,
 ) -> None:
@@ -182,7 +183,8 @@ def apikey_list(tenant: TenantKeyOpt = None, db: UrlOpt = None) -> None:
 
 @apikey_app.command("revoke")
 def apikey_revoke(
-    key_id: Annotated[str, typer.Argument(help="Key id: the 16 hex characters between 'bdk_' and the next '_' (`apikey list`'s key id).")],
+    key_id: Annotated[str, typer.Argument(
+        help="Key id: the 16 hex characters between 'bdk_' and the next '_' (`apikey list`'s key id).")],
     tenant: TenantKeyOpt = None,
     by: Annotated[str, typer.Option("--by", help="Who revokes it (recorded).")] = "cli",
     db: UrlOpt = None,

@@ -44,7 +44,8 @@ def _utc(value: str) -> datetime:
 def similar(
     exception_id: Annotated[str, typer.Argument(metavar="EXCEPTION_ID", help="Exception id.")],
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant the exception belongs to.")],
-    k: Annotated[int | None, typer.Option("-k", min=1, max=50, help="How many (default: the policy's similarCases, 5 without active packs).")] = None,
+    k: Annotated[int | None, typer.Option(
+        "-k", min=1, max=50, help="How many (default: the policy's similarCases, 5 without active packs).")] = None,
     exception_type: Annotated[list[str] | None, typer.Option("--type", help="Only these types.")] = None,
     status: Annotated[list[ResolutionStatus] | None, typer.Option("--status", case_sensitive=False,
                                                                   help="Only these statuses.")] = None,

@@ -45,7 +45,8 @@ def db_upgrade(db: UrlOpt = None) -> None:
 
 @tenant_app.command("create")
 def tenant_create(
-    tenant_id: Annotated[str, typer.Argument(help="Tenant id: letters, digits, '_', '-', '.', starting with a letter or digit (≤ 100).")],
+    tenant_id: Annotated[str, typer.Argument(
+        help="Tenant id: letters, digits, '_', '-', '.', starting with a letter or digit (≤ 100).")],
     name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
     db: UrlOpt = None,
 ) -> None:

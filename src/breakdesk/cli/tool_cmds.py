@@ -53,7 +53,9 @@ StalledAfterOpt = Annotated[
     float, typer.Option("--stalled-after", min=0, max=31_536_000,
                         help="Seconds without activity before a run is resumed (at most a year).")
 ]
-ApprovalIdArg = Annotated[str, typer.Argument(metavar="APPROVAL_ID", help="The approval request's id (`approvals list`).")]
+ApprovalIdArg = Annotated[
+    str, typer.Argument(metavar="APPROVAL_ID", help="The approval request's id (`approvals list`).")
+]
 RoleOpt = Annotated[
     list[str] | None, typer.Option("--role", "-r", help="Role(s) the decider holds (repeatable; default approver).")
 ]

@@ -431,8 +431,8 @@ class MemoryIndexer:
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0, tenants: Sequence[str] | None = None) -> None:
         """Loop over all tenants (or only `tenants`) until `stop` is set (what `breakdesk memory index --follow`
-        and the server's worker run): each round indexes every tenant's changes first, then embeds, so that no tenant's
-        embedding (a slow model, a slow or failing endpoint) delays another's status changes and
+        and the server's worker run): each round indexes every tenant's changes first, then embeds, so that no
+        tenant's embedding (a slow model, a slow or failing endpoint) delays another's status changes and
         resolutions by more than a round's embedding. A failed pass (the database away, one tenant's bad
         data) is logged and retried on the next round: the loop itself only ends with `stop`."""
         only = list(tenants) if tenants is not None else None

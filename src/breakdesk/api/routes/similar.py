@@ -35,7 +35,9 @@ async def get_similar(
     tenant_id: TenantPath,
     exception_id: ExceptionPath,
     principal: Annotated[Principal, Depends(require("exceptions.read"))],
-    k: Annotated[int | None, Query(ge=1, le=50, description="How many (default: the policy's similarCases, 5 without active packs).")] = None,
+    k: Annotated[
+        int | None, Query(ge=1, le=50, description="How many (default: the policy's similarCases, 5 without active packs).")
+    ] = None,
     type_: Annotated[list[Text] | None, Query(alias="type", max_length=50, description="Only these types.")] = None,
     severity: Annotated[list[Severity] | None, Query(description="Only these severities.")] = None,
     status: Annotated[list[ResolutionStatus] | None, Query(description="Only these statuses.")] = None,
