@@ -205,13 +205,21 @@ def case_query(record: ExceptionRecord, fingerprint: str | None, domain: Compile
     compiled call: made one by one from the pipeline's interpreted loop, the five cost more in argument
     passing than some of them in work."""
     body, entities = describe(record, domain)
+    counts, tokens, query = text_query(record.exception_id, record.exception_type, record.source_system,
+                                       fingerprint, body, entities, similarity_keys(domain, record.exception_type))
+    return body, entities, counts, tokens, query
+
+
+def text_query(exception_id: str, exception_type: str, source_system: str, fingerprint: str | None, body: str,
+               entities: dict[str, str], keys: tuple[str, ...]) -> tuple[dict[str, float], list[str], Query]:
+    """`case_query` from an exception's rendered text and key fields (`describe`) and its type's similarity
+    keys: what the search process (`memory.sidecar`) receives instead of the record and its pack."""
     counts = analyze(body, entities)
     tokens = key_tokens(entities, fingerprint)
     qtokens = (query_tokens(entities, fingerprint) if fingerprint and entities.get("fp") == fingerprint
                else tuple(tokens))
-    query = Query(record.exception_id, record.exception_type, record.source_system, counts, entities, fingerprint,
-                  None, similarity_keys(domain, record.exception_type), qtokens)
-    return body, entities, counts, tokens, query
+    query = Query(exception_id, exception_type, source_system, counts, entities, fingerprint, None, keys, qtokens)
+    return counts, tokens, query
 
 
 #: One field of a query that other cases can share: (posting id, weight, name, value). A plain tuple, not a
