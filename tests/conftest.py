@@ -28,6 +28,11 @@ PG_HOST = os.environ.get("BREAKDESK_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BREAKDESK_TEST_PG_PORT", "5432"))
 PG_ADMIN_DB = os.environ.get("BREAKDESK_TEST_PG_DB", "test")
 
+# The pipeline searches similar cases in this process unless a test asks for a search process
+# (tests/memory/test_search_process.py): one per test's store would start hundreds of processes. Commands run
+# in a subprocess with the BREAKDESK_* variables dropped (the README tour, the demo) use the default, `auto`.
+os.environ.setdefault("BREAKDESK_MEMORY_SEARCH_PROCESS", "off")
+
 
 def _candidate_users() -> list[str]:
     users = [os.environ.get("BREAKDESK_TEST_PG_USER", ""), "postgres", "root"]

@@ -1,5 +1,5 @@
 """`BREAKDESK_*` variables read where they are used, outside the server's settings (`api/settings.py`): the
-approval TTL default, the embedder's threads and the similar-case memory's bounds.
+approval TTL default, the embedder's threads and the similar-case memory's bounds and search process.
 
 Parsed strictly: a value that is not what the variable takes is an error that names it, never a silent
 default (an operator who sets a bound expects it to hold). `check()` parses them all; every `breakdesk`
@@ -17,6 +17,7 @@ APPROVAL_TTL = "BREAKDESK_APPROVAL_TTL_MINUTES"
 EMBED_THREADS = "BREAKDESK_EMBED_THREADS"
 MEMORY_MAX_CASES = "BREAKDESK_MEMORY_MAX_CASES"
 MEMORY_TRIAGE_WINDOW = "BREAKDESK_MEMORY_TRIAGE_WINDOW"
+MEMORY_SEARCH_PROCESS = "BREAKDESK_MEMORY_SEARCH_PROCESS"
 #: The longest approval TTL, as a policy's `approvals.ttlMinutes` (a year).
 MAX_TTL_MINUTES = 525_600
 
@@ -61,9 +62,23 @@ def count(name: str, default: int, environ: Mapping[str, str] | None = None) -> 
     return int(raw)
 
 
+def search_process(environ: Mapping[str, str] | None = None) -> bool | None:
+    """$BREAKDESK_MEMORY_SEARCH_PROCESS: whether the pipeline's similar-case searches run in a process of their
+    own (`memory.sidecar`): `on`, `off`, or `auto` (None: the memory decides; also when unset)."""
+    raw = _raw(MEMORY_SEARCH_PROCESS, environ).lower()
+    if raw in ("", "auto"):
+        return None
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"{MEMORY_SEARCH_PROCESS} must be on, off or auto, not {raw!r}")
+
+
 def check(environ: Mapping[str, str] | None = None) -> None:
     """Parse every variable of this module: ValueError naming the first bad one."""
     approval_ttl_minutes(environ)
     embed_threads(environ)
     count(MEMORY_MAX_CASES, 0, environ)
     count(MEMORY_TRIAGE_WINDOW, 0, environ)
+    search_process(environ)

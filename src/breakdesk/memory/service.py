@@ -8,10 +8,13 @@ tenant id, and every hit is checked against the tenant asked for.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
+import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,8 +24,9 @@ import numpy as np
 from breakdesk import envvars
 from breakdesk.domain.models import ExceptionRecord
 from breakdesk.memory.embedders import Embedder, EmbedderError, configuration, embedder_for
-from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, case_query
+from breakdesk.memory.index import Filters, Hit, Query, TenantIndex, case_query, text_query
 from breakdesk.memory.resolution import resolution_headline
+from breakdesk.memory.sidecar import Item, RemoteSearch, SearchProcess, child_url
 from breakdesk.memory.text import (
     case_doc,
     describe,
@@ -61,6 +65,8 @@ SEARCH_SLICE_S = 0.002
 #: cases (bench/RESULTS.md): ≈ 3 ms + 2.8 µs per passing case, so ≈ 11 ms here, against 16-32 ms by HNSW.
 PGVECTOR_EXACT_CASES = 3_000
 SEARCH_FIRST_SLICE = 16
+
+log = logging.getLogger(__name__)
 SEARCH_MAX_SLICE = 512
 
 
@@ -70,7 +76,12 @@ def _check_tenant(case: StoredCase, tenant_id: str) -> None:
         raise RuntimeError("memory: a case of another tenant reached this tenant's index")
 
 
-def _last_resolution(case: StoredCase) -> str:
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def last_resolution_text(case: StoredCase) -> str:
     """How a fingerprint's last resolved case ended and which it was, for triage's recurrence text (its id
     shown as similar cases show theirs)."""
     return f"{resolution_headline(case.resolution)} ({shown_id(case.exception_id)})"
@@ -140,6 +151,23 @@ class BatchMemory:
     domain: CompiledDomainPack | None = None
     #: The tenant's pending cases (`Memory._pending`) when the batch keeps a resident index in step.
     _pending: dict[str, _Pending] | None = None
+    #: The search process's answers, when it searches (`memory.sidecar`): `similar` and `last_resolution`
+    #: are its dicts, filled as answers arrive; `wait` before reading an exception's.
+    remote: RemoteSearch | None = None
+
+    #: Searches the rest in this process if the search process fails (`Memory._finish_here`, bound).
+    _finish: Callable[[BatchMemory], Awaitable[None]] | None = None
+
+    async def wait(self, exception_id: str) -> None:
+        """Until the similar cases and last resolutions for `exception_id` are known (at once in process)."""
+        remote = self.remote
+        if remote is None or (exception_id in remote.similar and remote.error is None):
+            return
+        await remote.wait(exception_id)
+        if remote.error is not None and self._finish is not None:
+            finish, self._finish = self._finish, None
+            log.warning("memory: searching the rest of the batch in this process (%s)", remote.error)
+            await finish(self)
 
     def case_doc(self, ir: IntakeResult, *, status: str, severity: str | None, received_at: datetime) -> CaseDoc:
         rec = ir.record
@@ -165,7 +193,11 @@ class Memory:
     _shared: weakref.WeakKeyDictionary[Any, Memory] = weakref.WeakKeyDictionary()
 
     def __init__(self, store: Any, *, exact_limit: int | None = None, threads: int | None = None,
-                 max_resident_cases: int | None = None, triage_window: int | None = None) -> None:
+                 max_resident_cases: int | None = None, triage_window: int | None = None,
+                 search_process: bool | None = None) -> None:
+        """`search_process`: the pipeline's searches in a process of their own (`memory.sidecar`); None:
+        $BREAKDESK_MEMORY_SEARCH_PROCESS, whose default (`auto`) uses one when this process may run on two
+        CPUs or more and the database is one another process can open."""
         self.store = store
         self.exact_limit = exact_limit
         self.threads = threads
@@ -179,6 +211,8 @@ class Memory:
         #: written: the next sync indexes those rows without reading them back or analysing them again.
         self._pending: dict[str, dict[str, _Pending]] = {}
         self._embedders: dict[tuple[Any, ...], Embedder] = {}
+        self._search_process = search_process if search_process is not None else envvars.search_process()
+        self._sidecar: SearchProcess | None = None
 
     @classmethod
     def shared(cls, store: Any) -> Memory:
@@ -299,14 +333,102 @@ class Memory:
         else:
             self._indexes.pop(tenant_id, None)
 
+    # ------------------------------------------------------------------ the search process
+
+    def sidecar(self) -> SearchProcess | None:
+        """The search process for the pipeline's searches, when this memory uses one (made on first use; not
+        started until a search needs it)."""
+        if self._sidecar is not None:
+            return self._sidecar
+        if self._search_process is False:
+            return None
+        if self._search_process is None and _cpus() < 2:
+            return None  # (auto: one CPU would run both processes in turn, for nothing)
+        url = child_url(self.store.engine.url)
+        if url is None:  # (a database only this process can open: searched here)
+            return None
+        self._sidecar = SearchProcess(url, self.max_resident_cases)
+        return self._sidecar
+
+    def close(self) -> None:
+        """Stop the search process, if one runs (it also stops when this memory is dropped, or at exit)."""
+        if self._sidecar is not None:
+            self._sidecar.close()
+
+    def written(self, tenant_id: str) -> None:
+        """A batch of `tenant_id`'s cases committed: the search process reads them now, before the next
+        batch's searches need them."""
+        if self._sidecar is not None:
+            self._sidecar.notify(tenant_id)
+
+    async def warm(self, tenant_id: str) -> None:
+        """Load the tenant's resident index where the pipeline's searches will use it (a running worker
+        has its tenants' indexes loaded; benchmarks call this before timing)."""
+        sp = self.sidecar()
+        if sp is not None and sp.available():
+            try:
+                done: RemoteSearch | None = await sp.sync(tenant_id)
+            except OSError:  # (logged by `SearchProcess`)
+                done = None
+            if done is not None:
+                await done.wait()
+                if done.error is None:
+                    return
+        await self.index(tenant_id)
+
+    async def _remote_batch(self, sp: SearchProcess, out: BatchMemory, tenant_id: str,
+                            items: Sequence[IntakeResult], domain: CompiledDomainPack, k: int) -> bool:
+        """Hand the batch's searches to the search process; False when it cannot take them now (this batch is
+        then searched here)."""
+        if not sp.available():
+            return False
+        sent: list[Item] = []
+        keys: dict[str, tuple[str, ...]] = {}
+        for ir in items:
+            rec = ir.record
+            if rec.exception_id in out._prepared:  # (a repeated id: the pipeline keeps the first, so do we)
+                continue
+            body, entities = describe(rec, domain)
+            out._prepared[rec.exception_id] = _Prepared(body, entities)
+            sent.append((rec.exception_id, rec.exception_type, rec.source_system, ir.fingerprint, body, entities))
+            if rec.exception_type not in keys:
+                keys[rec.exception_type] = similarity_keys(domain, rec.exception_type)
+        try:
+            remote = await sp.search(tenant_id, k, self.triage_window, sent, keys)
+        except OSError:  # (it could not start: logged, and not tried again for a while)
+            out._prepared.clear()
+            return False
+        out.remote = remote
+        out.similar = remote.similar
+        out.last_resolution = remote.last_resolution
+        out._finish = functools.partial(self._finish_here, tenant_id=tenant_id, sent=sent, keys=keys, k=k)
+        return True
+
     # ------------------------------------------------------------------ hot path
 
-    async def for_batch(
+    async def start_batch(
         self, tenant_id: str, items: Sequence[IntakeResult], domain: CompiledDomainPack, k: int
+    ) -> BatchMemory | None:
+        """Hand a batch's searches to the search process, which answers them while the pipeline goes on
+        (`BatchMemory.wait` before reading an exception's); None when they are searched in this process,
+        by `for_batch`. The pipeline calls it before it looks the batch up in the store: the first answers
+        arrive during that wait. Exceptions the lookup then finds to be repeats are searched for nothing,
+        and their answers are not read."""
+        if k <= 0 or not items:
+            return None
+        sp = self.sidecar()
+        if sp is None:
+            return None
+        out = BatchMemory(domain=domain)
+        return out if await self._remote_batch(sp, out, tenant_id, items, domain, k) else None
+
+    async def for_batch(
+        self, tenant_id: str, items: Sequence[IntakeResult], domain: CompiledDomainPack, k: int,
+        started: BatchMemory | None = None,
     ) -> BatchMemory:
         """Similar cases (lexical + structured: the hot path never waits for an embedding) among the tenant's
         latest `triage_window` cases, and the last resolution of each fingerprint, for a batch about to be
-        triaged."""
+        triaged. `started`: what `start_batch` returned for a superset of `items`."""
         out = BatchMemory(domain=domain)
         if not items:
             return out
@@ -318,8 +440,12 @@ class Memory:
                 out._prepared[ir.record.exception_id] = _Prepared(body, entities)
             for fp, case in last.items():
                 if case.resolution:
-                    out.last_resolution[fp] = _last_resolution(case)
+                    out.last_resolution[fp] = last_resolution_text(case)
             return out
+        if started is None:
+            started = await self.start_batch(tenant_id, items, domain, k)
+        if started is not None:
+            return started
         idx = await self.index(tenant_id)
         pending = out._pending = self._pending.setdefault(tenant_id, {})
         # Whether to search at all is decided once: this batch's own cases wait for the next sync, and what
@@ -340,12 +466,17 @@ class Memory:
             if fp:
                 last = idx.last_resolution(fp)
                 if last is not None and last.resolution:
-                    out.last_resolution[fp] = _last_resolution(last)
+                    out.last_resolution[fp] = last_resolution_text(last)
             if searchable:
                 queries.append(query)
-        # Batched searches (triage shows ids, scores and resolutions, not explanations: `similar()` explains),
-        # in slices of about `SEARCH_SLICE_S` each, sized from the previous slice's time per query, with the
-        # event loop free in between.
+        await self._search_here(idx, queries, k, out.similar)
+        return out
+
+    async def _search_here(self, idx: TenantIndex, queries: list[Query], k: int,
+                           into: dict[str, tuple[SimilarCase, ...]]) -> None:
+        """Batched searches in this process (triage shows ids, scores and resolutions, not explanations:
+        `similar()` explains), in slices of about `SEARCH_SLICE_S` each, sized from the previous slice's time
+        per query, with the event loop free in between."""
         size, start = SEARCH_FIRST_SLICE, 0
         while start < len(queries):
             part = queries[start:start + size]
@@ -354,12 +485,27 @@ class Memory:
             per_query = (time.perf_counter() - t) / len(part)
             for q, similar in zip(part, found, strict=True):
                 assert q.exception_id is not None
-                out.similar[q.exception_id] = similar
+                into[q.exception_id] = similar
             start += len(part)
             size = max(1, min(SEARCH_MAX_SLICE, int(SEARCH_SLICE_S / max(per_query, 1e-6))))
             if start < len(queries):
                 await asyncio.sleep(0)
-        return out
+
+    async def _finish_here(self, out: BatchMemory, tenant_id: str, sent: list[Item],
+                           keys: dict[str, tuple[str, ...]], k: int) -> None:
+        """What the search process did not answer before it failed, searched in this process: the batch's
+        triage shows the same similar cases either way."""
+        idx = await self.index(tenant_id)
+        for item in sent:
+            fp = item[3]
+            if fp and fp not in out.last_resolution:
+                last = idx.last_resolution(fp)
+                if last is not None and last.resolution:
+                    out.last_resolution[fp] = last_resolution_text(last)
+        if len(idx) == 0:
+            return
+        queries = [text_query(*item, keys.get(item[1], ()))[2] for item in sent if item[0] not in out.similar]
+        await self._search_here(idx, queries, k, out.similar)
 
     # ------------------------------------------------------------------ queries
 

@@ -378,6 +378,9 @@ class Orchestrator:
             if kind != "rejected" and sub.queue_id is not None:
                 done_queue_ids.append(sub.queue_id)
 
+        # --- memory: a search process starts on the batch's similar cases while the store answers the lookup
+        started = await self._memory_start(tenant_id, [ir for _, ir, _ in accepted], packs)
+        # --- end memory
         # dedupe against the store and within the batch; one read covers every accepted item (a superset of
         # the ids and fingerprints the checks below consult)
         if accepted:
@@ -424,7 +427,7 @@ class Orchestrator:
         approvals: list[Any] = []  # approval requests, stored in the same transaction as their exceptions
         # --- memory: similar cases and last resolutions for triage; case rows written with the batch
         mem = await self._memory_batch(tenant_id, [ir for _, ir, _ in fresh if ir.fingerprint not in open_by_fp],
-                                       packs)
+                                       packs, started)
         cases: list[Any] = []
         # --- end memory
         for sub, ir, key in fresh:
@@ -439,6 +442,8 @@ class Orchestrator:
                     known[key] = target
                 continue
             st = stats.get(fp)
+            if mem is not None:  # memory: the search process's answers may still be on their way
+                await mem.wait(ir.record.exception_id)
             last_res = mem.last_resolution.get(fp) if mem is not None else None  # memory
             rec = (RecurrenceInfo(st.occurrences, st.first_seen, st.last_seen, st.last_exception_id, last_res)
                    if st else None)
@@ -466,19 +471,33 @@ class Orchestrator:
         for sub, k in batch_dups:
             outcome(sub, "duplicate", known.get(k))
         await writer.finish(writes, done_queue_ids, approvals, cases)
+        if self.memory is not None and cases:  # memory: a search process reads them while the next batch comes
+            self.memory.written(tenant_id)
         if self.execution is None or dry_run or packs.tenant.spec.dryRun:
             return report, None
         return report, [execution_context(w) for w in writes if w.is_new and w.row.status == "IN_PROGRESS"]
 
     # --- memory
-    async def _memory_batch(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks) -> Any:
+    async def _memory_start(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks) -> Any:
+        """`Memory.start_batch`: the batch's searches handed to a search process, or None."""
+        if self.memory is None:
+            return None
+        try:
+            return await self.memory.start_batch(tenant_id, items, packs.domain, packs.tenant.spec.similarCases)
+        except Exception as exc:
+            log.warning("memory unavailable for tenant %s: %s", tenant_id, exc)
+            return None
+
+    async def _memory_batch(self, tenant_id: str, items: list[IntakeResult], packs: ActivePacks,
+                            started: Any) -> Any:
         """The memory's contribution to a batch (`breakdesk.memory.BatchMemory`), or None without a memory.
         A memory failure never stops the pipeline: the batch is triaged without similar cases and the
         background indexer indexes its exceptions later."""
         if self.memory is None:
             return None
         try:
-            return await self.memory.for_batch(tenant_id, items, packs.domain, packs.tenant.spec.similarCases)
+            return await self.memory.for_batch(tenant_id, items, packs.domain, packs.tenant.spec.similarCases,
+                                               started)
         except Exception as exc:
             log.warning("memory unavailable for tenant %s: %s", tenant_id, exc)
             return None
