@@ -473,11 +473,13 @@ async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int 
                     *, window: int | None = None, setup: bool = True, turn: _Turn | None = None
                     ) -> tuple[float, float]:
     """Exceptions per wall-clock second and per CPU second of this process (all its threads, SQLite's
-    included) and the memory's search process, if it uses one, through the orchestrator on SQLite, batches timed; `k` overrides the policy's `similarCases`,
-    `window` the memory's triage window; `setup=False`: the tenant and its packs are in the database already;
-    `turn`: each batch waits for its turn and passes it on. The CPU rate is the steadier one on a shared
-    machine: other processes' load stretches wall time, not CPU time."""
+    included) and the memory's search process, if it uses one, through the orchestrator on SQLite, batches
+    timed; `k` overrides the policy's `similarCases`, `window` the memory's triage window; `setup=False`: the
+    tenant and its packs are in the database already; `turn`: each batch waits for its turn and passes it on.
+    The CPU rate is the steadier one on a shared machine: other processes' load stretches wall time, not CPU
+    time."""
     store = await Store.open(url)
+    mem: Memory | bool = False
     try:
         if setup:
             await store.create_tenant("acme-capital", "bench")
@@ -509,6 +511,8 @@ async def _pipeline(url: str, items: list[dict[str, Any]], memory: bool, k: int 
             done += rep.processed + rep.recurrences
         return done / wall, done / cpu
     finally:
+        if isinstance(mem, Memory):
+            mem.close()  # (its search process: the next run's must not share the machine with it)
         await store.close()
 
 

@@ -4,6 +4,7 @@ stops answering, the batch is searched in process instead, with the same result.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,7 +21,9 @@ from breakdesk import envvars
 from breakdesk.memory import Memory
 from breakdesk.memory import sidecar as sidecar_mod
 from breakdesk.memory.indexer import MemoryIndexer
+from breakdesk.memory.service import BatchMemory
 from breakdesk.store import Store
+from breakdesk.store.errors import StoreError
 
 BATCH = 40
 
@@ -226,3 +229,107 @@ def _reaped(pid: int) -> None:
         time.sleep(0.01)
     raise AssertionError(f"process {pid} is still running")
 
+
+
+async def test_answers_cut_short_are_completed_here_among_the_cases_the_child_had_read(
+        store: Store, memories: tuple[Memory, Memory], caplog: pytest.LogCaptureFixture) -> None:
+    """The child is killed once the pipeline has its first answers: the rest of the batch is searched in this
+    process, with the same result; tried until a kill lands between two answers (a matter of timing). (That
+    search reads no case past the latest the child had read: `test_an_index_read_up_to_a_case_...`.)"""
+    here, there = memories
+    caplog.set_level(logging.WARNING)
+    work = items(4 * BATCH)
+    attempts = 5
+    real_wait = BatchMemory.wait
+    for _ in range(attempts):
+        a, b = await make_tenant(store), await make_tenant(store)
+        for t, mem in ((a, here), (b, there)):
+            await process(store, t, work[:BATCH], memory=mem)
+        sp = there.sidecar()
+        assert sp is not None
+        sp._retry_at = 0.0
+        answered: list[int] = []
+
+        async def wait(self: BatchMemory, exception_id: str, sp: Any = sp, answered: list[int] = answered) -> None:
+            await real_wait(self, exception_id)
+            if not answered and self.remote is not None and sp.pid is not None:
+                answered.append(len(self.remote.similar))
+                os.kill(sp.pid, signal.SIGKILL)
+
+        BatchMemory.wait = wait  # type: ignore[method-assign]
+        caplog.clear()
+        try:
+            await process(store, b, work[BATCH:], memory=there)
+        finally:
+            BatchMemory.wait = real_wait  # type: ignore[method-assign]
+        await process(store, a, work[BATCH:], memory=here)
+        eids = [x["exceptionId"] for x in work]
+        assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+        if answered and "searching the rest of the batch in this process" in caplog.text:
+            assert 0 < answered[0] < 3 * BATCH
+            return
+    pytest.fail(f"no kill landed between two answers in {attempts} attempts")
+
+
+async def test_a_search_process_failing_and_then_the_store_too_leaves_the_batch_without_similar_cases(
+        store: Store, memories: tuple[Memory, Memory], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    _, there = memories
+    t = await make_tenant(store)
+    work = items(2 * BATCH)
+    await process(store, t, work[:BATCH], memory=there)
+    sp = there.sidecar()
+    assert sp is not None and sp.pid is not None
+    monkeypatch.setattr(sidecar_mod, "ANSWER_TIMEOUT_S", 0.5)
+    os.kill(sp.pid, signal.SIGSTOP)
+
+    async def down(*_: Any, **__: Any) -> Any:
+        raise StoreError("the database connection was lost; retry the operation")
+
+    monkeypatch.setattr(store, "cases_after", down)
+    caplog.set_level(logging.WARNING)
+    report = await process(store, t, work[BATCH:], memory=there)
+    assert report.processed + report.recurrences == BATCH and not report.rejected
+    assert "the rest of the batch goes without similar cases: the database connection was lost" in caplog.text
+    assert not similar_ids(await triage_of(store, t, report.exception_ids))
+
+
+async def test_a_repeated_id_is_searched_as_the_exception_the_pipeline_kept(
+        store: Store, memories: tuple[Memory, Memory]) -> None:
+    """Two submissions under one id, the first a duplicate by its idempotency key: the search process was sent
+    the first, the pipeline keeps the second, and that one's similar cases and case row are what it shows."""
+    here, there = memories
+    a, b = await make_tenant(store), await make_tenant(store)
+    work = items(2 * BATCH + 1)
+    known = {**work[0], "idempotencyKey": "K-1"}
+    first, kept = {**work[5], "exceptionId": "X-dup", "idempotencyKey": "K-1"}, \
+        {**work[-1], "exceptionId": "X-dup", "idempotencyKey": "K-2"}
+    for t, mem in ((a, here), (b, there)):
+        await process(store, t, [known, *work[1:BATCH]], memory=mem)
+        report = await process(store, t, [first, kept, *work[BATCH:2 * BATCH]], memory=mem)
+        assert report.duplicates == 1 and "X-dup" in report.exception_ids
+    eids = ["X-dup", *(x["exceptionId"] for x in work[:2 * BATCH])]
+    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+    rows = {t: {c.exception_id: (c.body, c.entities) for c in await store.cases_after(t, 0)} for t in (a, b)}
+    assert rows[b]["X-dup"] == rows[a]["X-dup"]
+    assert rows[b]["X-dup"][0] != rows[b][work[5]["exceptionId"]][0]  # (the kept one's text, not the first's)
+
+
+async def test_two_batches_at_once_start_one_search_process(
+        store: Store, memories: tuple[Memory, Memory], caplog: pytest.LogCaptureFixture) -> None:
+    _, there = memories
+    a, b = await make_tenant(store), await make_tenant(store)
+    caplog.set_level(logging.INFO, logger="breakdesk.memory.sidecar")
+    await asyncio.gather(process(store, a, items(BATCH), memory=there), process(store, b, items(BATCH), memory=there))
+    assert caplog.text.count("search process") == 1 and "started" in caplog.text
+
+
+async def test_an_index_read_up_to_a_case_holds_no_later_one(store: Store) -> None:
+    t = await make_tenant(store)
+    await process(store, t, items(BATCH), memory=Memory(store, search_process=False))
+    ids = [c.id for c in await store.cases_after(t, 0)]
+    assert len(ids) > 10
+    mem = Memory(store, search_process=False)
+    idx = await mem.index(t, upto=ids[9])
+    assert len(idx) == 10 and idx.last_case_id == ids[9]
+    assert len(await mem.index(t)) == len(ids)  # and a later sync goes on from there

@@ -157,6 +157,8 @@ class BatchMemory:
 
     #: Searches the rest in this process if the search process fails (`Memory._finish_here`, bound).
     _finish: Callable[[BatchMemory], Awaitable[None]] | None = None
+    #: exception id -> the exception the search process was sent under that id (`Memory.start_batch`).
+    _sent: dict[str, IntakeResult] = field(default_factory=dict)
 
     async def wait(self, exception_id: str) -> None:
         """Until the similar cases and last resolutions for `exception_id` are known (at once in process)."""
@@ -167,7 +169,10 @@ class BatchMemory:
         if remote.error is not None and self._finish is not None:
             finish, self._finish = self._finish, None
             log.warning("memory: searching the rest of the batch in this process (%s)", remote.error)
-            await finish(self)
+            try:
+                await finish(self)
+            except Exception as exc:  # (as any memory failure: the batch goes on without what is missing)
+                log.warning("memory: the rest of the batch goes without similar cases: %s", exc)
 
     def case_doc(self, ir: IntakeResult, *, status: str, severity: str | None, received_at: datetime) -> CaseDoc:
         rec = ir.record
@@ -225,20 +230,27 @@ class Memory:
 
     # ------------------------------------------------------------------ resident indexes
 
-    async def index(self, tenant_id: str, model: str | None = None) -> TenantIndex:
-        """The tenant's resident index, caught up with the store (cases, and vectors of `model`)."""
+    async def index(self, tenant_id: str, model: str | None = None, *, upto: int | None = None) -> TenantIndex:
+        """The tenant's resident index, caught up with the store (cases, and vectors of `model`); with `upto`,
+        with the cases up to that row id only (it holds any later ones it had read already)."""
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
             idx = self._indexes.get(tenant_id)
             if idx is None:
                 idx = self._indexes[tenant_id] = TenantIndex(tenant_id, self.exact_limit)
             self._indexes.move_to_end(tenant_id)
-            pending = self._pending.pop(tenant_id, {})
+            pending = self._pending.pop(tenant_id, {}) if upto is None else {}
             while True:
                 if pending:
                     got = await self._sync_written(tenant_id, idx, pending)
+                elif upto is not None and idx.last_case_id >= upto:
+                    break
                 else:
                     rows = await self.store.cases_after(tenant_id, idx.last_case_id, SYNC_PAGE)
+                    if upto is not None and rows and rows[-1].id > upto:
+                        rows = [case for case in rows if case.id <= upto]
+                        if not rows:
+                            break
                     slicer = Slicer()
                     for case in rows:
                         await slicer.tick()
@@ -386,8 +398,9 @@ class Memory:
         keys: dict[str, tuple[str, ...]] = {}
         for ir in items:
             rec = ir.record
-            if rec.exception_id in out._prepared:  # (a repeated id: the pipeline keeps the first, so do we)
+            if rec.exception_id in out._prepared:  # (a repeated id: `for_batch` handles the one the pipeline kept)
                 continue
+            out._sent[rec.exception_id] = ir
             body, entities = describe(rec, domain)
             out._prepared[rec.exception_id] = _Prepared(body, entities)
             sent.append((rec.exception_id, rec.exception_type, rec.source_system, ir.fingerprint, body, entities))
@@ -396,7 +409,9 @@ class Memory:
         try:
             remote = await sp.search(tenant_id, k, self.triage_window, sent, keys)
         except OSError:  # (it could not start: logged, and not tried again for a while)
-            out._prepared.clear()
+            return False
+        except Exception as exc:  # (whatever it was, these batches are searched here for a while)
+            sp._failed(f"{type(exc).__name__}: {exc}")
             return False
         out.remote = remote
         out.similar = remote.similar
@@ -445,6 +460,9 @@ class Memory:
         if started is None:
             started = await self.start_batch(tenant_id, items, domain, k)
         if started is not None:
+            stale = [ir for ir in items if started._sent.get(ir.record.exception_id) is not ir]
+            if stale:
+                await self._search_stale(started, tenant_id, stale, domain, k)
             return started
         idx = await self.index(tenant_id)
         pending = out._pending = self._pending.setdefault(tenant_id, {})
@@ -491,11 +509,39 @@ class Memory:
             if start < len(queries):
                 await asyncio.sleep(0)
 
+    async def _search_stale(self, out: BatchMemory, tenant_id: str, items: list[IntakeResult],
+                            domain: CompiledDomainPack, k: int) -> None:
+        """Exceptions the pipeline kept that are not the ones sent under their ids (a batch that repeats an id,
+        the first one a duplicate by its idempotency key), searched in this process before anything of the
+        batch is written."""
+        assert out.remote is not None
+        out.remote.skip.update(ir.record.exception_id for ir in items)
+        idx = await self.index(tenant_id)
+        queries = []
+        for ir in items:
+            body, entities, _, _, query = case_query(ir.record, ir.fingerprint, domain)
+            out._prepared[ir.record.exception_id] = _Prepared(body, entities)
+            fp = ir.fingerprint
+            if fp:
+                last = idx.last_resolution(fp)
+                if last is not None and last.resolution:
+                    out.last_resolution[fp] = last_resolution_text(last)
+            queries.append(query)
+        if len(idx) > 0:
+            await self._search_here(idx, queries, k, out.similar)
+        else:
+            for q in queries:
+                assert q.exception_id is not None
+                out.similar.pop(q.exception_id, None)
+
     async def _finish_here(self, out: BatchMemory, tenant_id: str, sent: list[Item],
                            keys: dict[str, tuple[str, ...]], k: int) -> None:
-        """What the search process did not answer before it failed, searched in this process: the batch's
-        triage shows the same similar cases either way."""
-        idx = await self.index(tenant_id)
+        """What the search process did not answer before it failed, searched in this process among the cases
+        the child had read (on PostgreSQL, the batch's first chunks may have committed meanwhile: they are not
+        its similar cases): the batch's triage shows the same similar cases either way, unless this process's
+        own index had read further already."""
+        assert out.remote is not None
+        idx = await self.index(tenant_id, upto=out.remote.upto)
         for item in sent:
             fp = item[3]
             if fp and fp not in out.last_resolution:

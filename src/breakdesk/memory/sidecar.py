@@ -14,15 +14,19 @@ triage window (tested by comparing both ways on the same exceptions).
 Messages are pickles framed by a 4-byte length, over a socket pair: the parent's end is an asyncio transport,
 so sending a batch never blocks its event loop. Parent to child: `("open", url, max_resident_cases)` first,
 then `("sync", id, tenant)` and `("search", id, tenant, k, window, items, keys)`. Child to parent:
-`("hits", id, pairs, last_resolutions, done)` per slice (the last resolutions with the first) and
-`("synced", id)`; `("failed", id, reason)` when a request could not be answered. When the child dies or stops
-answering, the batches meanwhile get no similar cases (a warning in the log, as for any memory failure) and the
-next batch starts a new child. The child exits when the parent's end closes.
+`("hits", id, pairs, first, done)` per slice (`first`, with the first slice only: the last resolutions
+and the id of the latest case the child's index holds) and
+`("synced", id)`; `("failed", id, reason)` when a request could not be answered. When the child cannot start,
+dies or stops answering, it is killed, what it did not answer is searched in the pipeline's process (among the
+cases the child had read: the batch's own cases, committed meanwhile on PostgreSQL, are not similar cases),
+and the next `RETRY_S` seconds' batches are searched there before a new child starts. The child exits when
+the parent's end closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -50,9 +54,9 @@ _new_tuple = tuple.__new__
 #: ones larger, since every message costs a pickle and a loop wake-up.
 FIRST_SLICE = 16
 SLICE = 128
-#: A request not answered within this many seconds marks the child stuck: it is stopped, and the batch goes
-#: on without similar cases. Generous: a tenant's first search loads its whole index (≈ 10 s per 100,000
-#: cases).
+#: A request the child sends nothing for within this many seconds marks it stuck: it is killed, and the
+#: batch is searched in process. Generous: a tenant's first search loads its whole index (≈ 10 s per 100,000
+#: cases, and at most `Memory.max_resident_cases` stay resident).
 ANSWER_TIMEOUT_S = 120.0
 #: After the search process failed (it could not start, ended, or stopped answering), batches are searched in
 #: the pipeline's own process for this many seconds before a new one is started.
@@ -80,7 +84,7 @@ def _frame(message: Any) -> bytes:
 class RemoteSearch:
     """One request to the search process: its answers as they arrive."""
 
-    __slots__ = ("_deadline", "_event", "_owner", "done", "error", "last_resolution", "similar")
+    __slots__ = ("_deadline", "_event", "_owner", "done", "error", "last_resolution", "similar", "skip", "upto")
 
     def __init__(self, owner: SearchProcess) -> None:
         self._owner = weakref.ref(owner)
@@ -88,16 +92,25 @@ class RemoteSearch:
         self.last_resolution: dict[str, str] = {}
         self.done = False
         self.error: str | None = None
+        #: The id of the latest case the child's index held when it answered (None until it first answers):
+        #: a search in process after a failure looks no further.
+        self.upto: int | None = None
+        #: Exceptions answered in process instead (`Memory.for_batch`): the child's answers for them are not
+        #: the ones the pipeline reads.
+        self.skip: set[str] = set()
         self._event = asyncio.Event()
         self._deadline = time.monotonic() + ANSWER_TIMEOUT_S
 
     def _answer(self, pairs: Sequence[tuple[str, tuple[tuple[str, float, str, str | None], ...]]],
-                last: dict[str, str] | None, done: bool) -> None:
-        similar = self.similar
+                first: tuple[dict[str, str], int] | None, done: bool) -> None:
+        similar, skip = self.similar, self.skip
         for eid, hits in pairs:
-            similar[eid] = tuple([_new_tuple(SimilarCase, h) for h in hits])
-        if last:
-            self.last_resolution.update(last)
+            if eid not in skip:
+                similar[eid] = tuple([_new_tuple(SimilarCase, h) for h in hits])
+        if first is not None:
+            last, self.upto = first
+            for fp, text in last.items():
+                self.last_resolution.setdefault(fp, text)
         if done:
             self.done = True
         self._event.set()
@@ -116,6 +129,8 @@ class RemoteSearch:
             try:
                 await asyncio.wait_for(self._event.wait(), max(left, 0.0))
             except TimeoutError:
+                if time.monotonic() < self._deadline:  # (the child answered another request meanwhile)
+                    continue
                 owner = self._owner()
                 reason = f"no answer from the search process within {ANSWER_TIMEOUT_S:.0f} s"
                 if owner is not None:
@@ -172,6 +187,10 @@ class SearchProcess:
         self._current: RemoteSearch | None = None
         self._finalizer: weakref.finalize[Any, SearchProcess] | None = None
         self._retry_at = 0.0
+        self._starting: asyncio.Lock | None = None
+        self._starting_loop: asyncio.AbstractEventLoop | None = None
+        #: Tenants the running child has searched: the ones worth telling about new cases.
+        self._tenants: set[str] = set()
 
     def available(self) -> bool:
         """False for `RETRY_S` after a failure."""
@@ -188,30 +207,46 @@ class SearchProcess:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     async def _ensure(self) -> _Channel:
+        """The running child's channel; a new child when none runs. OSError when none can run now."""
         loop = asyncio.get_running_loop()
-        ch = self._channel
-        if ch is not None and self._loop is loop and ch.transport is not None and not ch.transport.is_closing():
-            return ch
-        self.close()
-        if not self.available():
-            raise OSError("the search process failed recently")
+        if self._starting is None or self._starting_loop is not loop:
+            self._starting, self._starting_loop = asyncio.Lock(), loop
+        async with self._starting:  # (two batches at once start one child)
+            ch = self._channel
+            if ch is not None and self._loop is loop and ch.transport is not None and not ch.transport.is_closing():
+                return ch
+            self.close()
+            if not self.available():
+                raise OSError("the search process failed recently")
+            return await self._start(loop)
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> _Channel:
         parent, child = socket.socketpair()
+        proc: subprocess.Popen[bytes] | None = None
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", "import sys; from breakdesk.memory.sidecar import main; main(int(sys.argv[1]))",
+                # (-P: not the working directory's modules)
+                [sys.executable, "-P", "-c",
+                 "import sys; from breakdesk.memory.sidecar import main; main(int(sys.argv[1]))",
                  str(child.fileno())],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, close_fds=True,
             )
-        except OSError as exc:
-            parent.close()
-            self._failed(f"cannot start it: {exc}")
-            raise
-        finally:
             child.close()
-        _, ch = await loop.create_unix_connection(lambda: _Channel(self), sock=parent)
+            _, ch = await loop.create_unix_connection(lambda: _Channel(self), sock=parent)
+        except BaseException as exc:
+            child.close()
+            parent.close()
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            if not isinstance(exc, Exception):
+                raise
+            self._failed(f"cannot start it: {exc}")
+            raise OSError(f"cannot start the search process: {exc}") from exc
         assert ch.transport is not None
         ch.transport.write(_frame(("open", self._url.render_as_string(hide_password=False), self._max)))
         self._proc, self._channel, self._loop = proc, ch, loop
+        self._tenants = set()
         self._finalizer = weakref.finalize(self, _stop, proc, ch.transport, parent)
         log.info("memory: search process %d started", proc.pid)
         return ch
@@ -226,8 +261,8 @@ class SearchProcess:
     def notify(self, tenant_id: str) -> None:
         """Have a running child read the tenant's new cases now, before the next search needs them."""
         ch = self._channel
-        if ch is not None and ch.transport is not None and not ch.transport.is_closing() \
-                and self._loop is asyncio.get_running_loop():
+        if tenant_id in self._tenants and ch is not None and ch.transport is not None \
+                and not ch.transport.is_closing() and self._loop is asyncio.get_running_loop():
             self._request(("sync", tenant_id))
 
     async def sync(self, tenant_id: str) -> RemoteSearch:
@@ -245,10 +280,14 @@ class SearchProcess:
         await self._ensure()
         _, out = self._request(("search", tenant_id, k, window, items, keys))
         self._current = out
+        self._tenants.add(tenant_id)
         return out
 
     def _received(self, message: tuple[Any, ...]) -> None:
         kind, rid = message[0], message[1]
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S  # (it answers: the requests it has yet to answer wait on)
+        for waiting in self._requests.values():
+            waiting._deadline = deadline
         req = self._requests.get(rid)
         if kind == "hits":
             if req is not None:
@@ -284,13 +323,13 @@ class SearchProcess:
 
 def _stop(proc: subprocess.Popen[bytes], transport: asyncio.Transport, sock: socket.socket) -> None:
     """Close the parent's end and stop the child (it only reads: nothing of it needs to finish)."""
-    try:
+    with contextlib.suppress(RuntimeError):  # (its event loop is closed already)
         transport.abort()
-    except RuntimeError:  # (its event loop is closed already: the transport cannot close its socket)
-        sock.close()
+    sock.close()  # (the transport closes it on its loop's next turn, if that loop ever runs again)
     if proc.poll() is None:
         proc.kill()  # (not SIGTERM: a stopped or stuck process would not act on it)
-    proc.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):  # (uninterruptible for now: reaped later)
+        proc.wait(timeout=1)
 
 
 # ---------------------------------------------------------------------------------------------------- child
@@ -370,7 +409,7 @@ class _Child:
                 pairs = [(item[0], ()) for item in part]
             start += len(part)
             done = start >= len(items)
-            self.send(("hits", rid, pairs, last if size == FIRST_SLICE else None, done))
+            self.send(("hits", rid, pairs, (last, idx.last_case_id) if size == FIRST_SLICE else None, done))
             if done:
                 return
             size = SLICE
