@@ -381,7 +381,7 @@ class _Child:
                 self.send(("synced", rid))
             elif kind == "search":
                 await self.search(rid, *message[2:])
-        except Exception as exc:  # answered, not raised: the parent goes on without similar cases
+        except Exception as exc:  # answered, not raised: the parent searches that batch itself
             self.send(("failed", rid, f"{type(exc).__name__}: {exc}"))
 
     async def search(self, rid: int, tenant_id: str, k: int, window: int, items: list[Item],
@@ -399,6 +399,7 @@ class _Child:
                     last[fp] = last_resolution_text(case)
         searchable = len(idx) > 0
         start, size = 0, FIRST_SLICE
+        first: tuple[dict[str, str], int] | None = (last, idx.last_case_id)
         while True:
             part = items[start:start + size]
             if searchable and part:
@@ -409,10 +410,10 @@ class _Child:
                 pairs = [(item[0], ()) for item in part]
             start += len(part)
             done = start >= len(items)
-            self.send(("hits", rid, pairs, (last, idx.last_case_id) if size == FIRST_SLICE else None, done))
+            self.send(("hits", rid, pairs, first, done))
             if done:
                 return
-            size = SLICE
+            first, size = None, SLICE
 
 
 def main(fd: int) -> None:
