@@ -21,17 +21,20 @@ from breakdesk import envvars
 from breakdesk.memory import Memory
 from breakdesk.memory import sidecar as sidecar_mod
 from breakdesk.memory.indexer import MemoryIndexer
-from breakdesk.memory.service import BatchMemory
 from breakdesk.store import Store
 from breakdesk.store.errors import StoreError
 
 BATCH = 40
 
 
+WINDOW = 100  # triage's window: smaller than the tenants' histories here, so that it matters
+
+
 @pytest.fixture
 async def memories(store: Store) -> AsyncIterator[tuple[Memory, Memory]]:
     """(searching in process, searching in a search process), the second stopped at the end."""
-    here, there = Memory(store, search_process=False), Memory(store, search_process=True)
+    here = Memory(store, search_process=False, triage_window=WINDOW)
+    there = Memory(store, search_process=True, triage_window=WINDOW)
     try:
         yield here, there
     finally:
@@ -76,7 +79,7 @@ async def test_a_search_process_finds_what_the_pipeline_finds_in_process(
     caplog.set_level(logging.WARNING)
     a, b, other = await make_tenant(store), await make_tenant(store), await make_tenant(store)
     work = items(5 * BATCH)
-    await process(store, other, items(2 * BATCH, "Z-"), memory=Memory(store, search_process=False))
+    await process(store, other, items(4 * BATCH, "Z-"), memory=there)  # (the child holds both tenants)
     start = 0
     while start < len(work):
         part = work[start:start + BATCH]
@@ -231,44 +234,37 @@ def _reaped(pid: int) -> None:
 
 
 
-async def test_answers_cut_short_are_completed_here_among_the_cases_the_child_had_read(
+async def test_answers_cut_short_are_completed_here(
         store: Store, memories: tuple[Memory, Memory], caplog: pytest.LogCaptureFixture) -> None:
-    """The child is killed once the pipeline has its first answers: the rest of the batch is searched in this
-    process, with the same result; tried until a kill lands between two answers (a matter of timing). (That
-    search reads no case past the latest the child had read: `test_an_index_read_up_to_a_case_...`.)"""
+    """The child dies once the pipeline has its first answers (what it sent after is lost): the rest of the
+    batch is searched in this process, with the same result. (That search reads no case past the latest the
+    child had read: `test_an_index_read_up_to_a_case_holds_no_later_one`.)"""
     here, there = memories
     caplog.set_level(logging.WARNING)
+    a, b = await make_tenant(store), await make_tenant(store)
     work = items(4 * BATCH)
-    attempts = 5
-    real_wait = BatchMemory.wait
-    for _ in range(attempts):
-        a, b = await make_tenant(store), await make_tenant(store)
-        for t, mem in ((a, here), (b, there)):
-            await process(store, t, work[:BATCH], memory=mem)
-        sp = there.sidecar()
-        assert sp is not None
-        sp._retry_at = 0.0
-        answered: list[int] = []
+    for t, mem in ((a, here), (b, there)):
+        await process(store, t, work[:BATCH], memory=mem)
+    sp = there.sidecar()
+    assert sp is not None and sp.pid is not None
+    pid, real = sp.pid, sp._received
+    answered: list[int] = []
 
-        async def wait(self: BatchMemory, exception_id: str, sp: Any = sp, answered: list[int] = answered) -> None:
-            await real_wait(self, exception_id)
-            if not answered and self.remote is not None and sp.pid is not None:
-                answered.append(len(self.remote.similar))
-                os.kill(sp.pid, signal.SIGKILL)
-
-        BatchMemory.wait = wait  # type: ignore[method-assign]
-        caplog.clear()
-        try:
-            await process(store, b, work[BATCH:], memory=there)
-        finally:
-            BatchMemory.wait = real_wait  # type: ignore[method-assign]
-        await process(store, a, work[BATCH:], memory=here)
-        eids = [x["exceptionId"] for x in work]
-        assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
-        if answered and "searching the rest of the batch in this process" in caplog.text:
-            assert 0 < answered[0] < 3 * BATCH
+    def received(message: Any) -> None:
+        if answered:  # (dead: nothing it sent after arrives)
             return
-    pytest.fail(f"no kill landed between two answers in {attempts} attempts")
+        real(message)
+        if message[0] == "hits" and message[1] in sp._requests and len(message[2]) < 3 * BATCH:
+            answered.append(len(message[2]))
+            os.kill(pid, signal.SIGKILL)
+
+    sp._received = received  # type: ignore[method-assign]
+    await process(store, b, work[BATCH:], memory=there)
+    await process(store, a, work[BATCH:], memory=here)
+    assert answered == [sidecar_mod.FIRST_SLICE]
+    assert "searching the rest of the batch in this process" in caplog.text
+    eids = [x["exceptionId"] for x in work]
+    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
 
 
 async def test_a_search_process_failing_and_then_the_store_too_leaves_the_batch_without_similar_cases(
@@ -318,10 +314,14 @@ async def test_a_repeated_id_is_searched_as_the_exception_the_pipeline_kept(
 async def test_two_batches_at_once_start_one_search_process(
         store: Store, memories: tuple[Memory, Memory], caplog: pytest.LogCaptureFixture) -> None:
     _, there = memories
-    a, b = await make_tenant(store), await make_tenant(store)
+    sp = there.sidecar()
+    assert sp is not None
     caplog.set_level(logging.INFO, logger="breakdesk.memory.sidecar")
+    first, second = await asyncio.gather(sp._ensure(), sp._ensure())  # (each would start one, unguarded)
+    assert first is second and caplog.text.count("started") == 1
+    a, b = await make_tenant(store), await make_tenant(store)
     await asyncio.gather(process(store, a, items(BATCH), memory=there), process(store, b, items(BATCH), memory=there))
-    assert caplog.text.count("search process") == 1 and "started" in caplog.text
+    assert caplog.text.count("started") == 1
 
 
 async def test_an_index_read_up_to_a_case_holds_no_later_one(store: Store) -> None:

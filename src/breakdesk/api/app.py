@@ -42,6 +42,7 @@ from breakdesk.api.settings import ApiSettings
 from breakdesk.api.worker import Background
 from breakdesk.catalog import Catalog
 from breakdesk.heap import tune_for_throughput
+from breakdesk.memory.service import Memory
 from breakdesk.pipeline.orchestrator import Orchestrator
 from breakdesk.store import Store
 
@@ -155,6 +156,7 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
             await failures.close()
             await ctx.auth.close()
             if own_store:
+                Memory.close_shared(s)  # (the worker's search process, if it started one)
                 await s.close()
             log.info("api.stopped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -23,6 +24,11 @@ async def opened(url: str | None = None) -> Any:
     try:
         yield store
     finally:
+        # A search process the command's pipeline started ends with its store; a command that never loaded the
+        # memory has none (and should not pay for importing it here).
+        service = sys.modules.get("breakdesk.memory.service")
+        if service is not None:
+            service.Memory.close_shared(store)
         await store.close()
 
 

@@ -163,7 +163,7 @@ class BatchMemory:
     async def wait(self, exception_id: str) -> None:
         """Until the similar cases and last resolutions for `exception_id` are known (at once in process)."""
         remote = self.remote
-        if remote is None or (exception_id in remote.similar and remote.error is None):
+        if remote is None or exception_id in remote.skip or (exception_id in remote.similar and remote.error is None):
             return
         await remote.wait(exception_id)
         if remote.error is not None and self._finish is not None:
@@ -230,9 +230,11 @@ class Memory:
 
     # ------------------------------------------------------------------ resident indexes
 
-    async def index(self, tenant_id: str, model: str | None = None, *, upto: int | None = None) -> TenantIndex:
+    async def index(self, tenant_id: str, model: str | None = None, *, upto: int | None = None,
+                    on_page: Callable[[], None] | None = None) -> TenantIndex:
         """The tenant's resident index, caught up with the store (cases, and vectors of `model`); with `upto`,
-        with the cases up to that row id only (it holds any later ones it had read already)."""
+        with the cases up to that row id only (it holds any later ones it had read already). `on_page` is
+        called after each page of cases read (the search process reports that it is loading)."""
         lock = self._locks.setdefault(tenant_id, asyncio.Lock())
         async with lock:
             idx = self._indexes.get(tenant_id)
@@ -257,12 +259,14 @@ class Memory:
                         _check_tenant(case, tenant_id)
                         idx.add(case)
                     got = len(rows)
+                if on_page is not None:
+                    on_page()
                 if got < SYNC_PAGE:
                     break
             if model is not None and not await pgvector_available(self.store):
                 while True:
-                    upto = idx.last_vector_id.get(model, 0)
-                    vecs = await self.store.vectors_after(tenant_id, model, upto, SYNC_PAGE)
+                    after = idx.last_vector_id.get(model, 0)
+                    vecs = await self.store.vectors_after(tenant_id, model, after, SYNC_PAGE)
                     usable: list[tuple[str, np.ndarray]] = []
                     behind = False
                     for v in vecs:
@@ -274,7 +278,7 @@ class Memory:
                         held = idx.case(v.exception_id)
                         if held is not None and held.id == v.case_id:  # else: a replaced version's vector
                             usable.append((v.exception_id, v.vector))
-                        upto = v.id
+                        after = v.id
                     resident = idx.vectors.get(model)
                     if usable:
                         dims = int(usable[-1][1].shape[0])
@@ -283,7 +287,7 @@ class Memory:
                             # resident vectors are gone from the store, and cannot be compared with these
                             del idx.vectors[model]
                         usable = [(e, v) for e, v in usable if v.shape[0] == dims]
-                    idx.add_vectors(model, usable, upto)
+                    idx.add_vectors(model, usable, after)
                     if behind or len(vecs) < SYNC_PAGE:
                         break
             self._evict(keep=tenant_id)
@@ -363,9 +367,18 @@ class Memory:
         return self._sidecar
 
     def close(self) -> None:
-        """Stop the search process, if one runs (it also stops when this memory is dropped, or at exit)."""
+        """Stop the search process, if one runs (it also stops when this memory is dropped, or at exit; a later
+        search starts a new one)."""
         if self._sidecar is not None:
             self._sidecar.close()
+
+    @classmethod
+    def close_shared(cls, store: Any) -> None:
+        """`close()` the process's memory of `store`, if it has one: before the store closes, so that its search
+        process and that process's database connections end with it."""
+        mem = cls._shared.get(store)
+        if mem is not None:
+            mem.close()
 
     def written(self, tenant_id: str) -> None:
         """A batch of `tenant_id`'s cases committed: the search process reads them now, before the next
@@ -396,7 +409,10 @@ class Memory:
             return False
         sent: list[Item] = []
         keys: dict[str, tuple[str, ...]] = {}
+        slicer = Slicer()
         for ir in items:
+            if slicer.spent():  # (as in `for_batch`: a server answers requests on this loop)
+                await slicer.yield_now()
             rec = ir.record
             if rec.exception_id in out._prepared:  # (a repeated id: `for_batch` handles the one the pipeline kept)
                 continue
@@ -516,11 +532,20 @@ class Memory:
         batch is written."""
         assert out.remote is not None
         out.remote.skip.update(ir.record.exception_id for ir in items)
+        for ir in items:
+            out.similar.pop(ir.record.exception_id, None)
+            out._prepared[ir.record.exception_id] = _Prepared(*describe(ir.record, domain))
+        try:
+            await self._search_stale_here(out, tenant_id, items, domain, k)
+        except Exception as exc:  # (as any memory failure: those exceptions go without similar cases)
+            log.warning("memory: %d exception(s) go without similar cases: %s", len(items), exc)
+
+    async def _search_stale_here(self, out: BatchMemory, tenant_id: str, items: list[IntakeResult],
+                                 domain: CompiledDomainPack, k: int) -> None:
         idx = await self.index(tenant_id)
         queries = []
         for ir in items:
-            body, entities, _, _, query = case_query(ir.record, ir.fingerprint, domain)
-            out._prepared[ir.record.exception_id] = _Prepared(body, entities)
+            query = case_query(ir.record, ir.fingerprint, domain)[4]
             fp = ir.fingerprint
             if fp:
                 last = idx.last_resolution(fp)
@@ -529,10 +554,6 @@ class Memory:
             queries.append(query)
         if len(idx) > 0:
             await self._search_here(idx, queries, k, out.similar)
-        else:
-            for q in queries:
-                assert q.exception_id is not None
-                out.similar.pop(q.exception_id, None)
 
     async def _finish_here(self, out: BatchMemory, tenant_id: str, sent: list[Item],
                            keys: dict[str, tuple[str, ...]], k: int) -> None:
@@ -550,7 +571,9 @@ class Memory:
                     out.last_resolution[fp] = last_resolution_text(last)
         if len(idx) == 0:
             return
-        queries = [text_query(*item, keys.get(item[1], ()))[2] for item in sent if item[0] not in out.similar]
+        skip = out.remote.skip
+        queries = [text_query(*item, keys.get(item[1], ()))[2] for item in sent
+                   if item[0] not in out.similar and item[0] not in skip]
         await self._search_here(idx, queries, k, out.similar)
 
     # ------------------------------------------------------------------ queries

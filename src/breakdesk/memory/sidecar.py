@@ -16,10 +16,13 @@ so sending a batch never blocks its event loop. Parent to child: `("open", url, 
 then `("sync", id, tenant)` and `("search", id, tenant, k, window, items, keys)`. Child to parent:
 `("hits", id, pairs, first, done)` per slice (`first`, with the first slice only: the last resolutions
 and the id of the latest case the child's index holds) and
-`("synced", id)`; `("failed", id, reason)` when a request could not be answered. When the child cannot start,
-dies or stops answering, it is killed, what it did not answer is searched in the pipeline's process (among the
-cases the child had read: the batch's own cases, committed meanwhile on PostgreSQL, are not similar cases),
-and the next `RETRY_S` seconds' batches are searched there before a new child starts. The child exits when
+`("synced", id)`; `("loading", id)` per page of cases read while it loads an index (so that a large tenant is
+not taken for a stuck child); `("failed", id, reason)` when a request could not be answered. When the child cannot start,
+dies, fails to answer or sends nothing for `ANSWER_TIMEOUT_S`, it is killed, what it did not answer is searched
+in the pipeline's process, and the next `RETRY_S` seconds' batches are searched there before a new child
+starts. That search reads the cases the child had read and no later ones (the batch's own, which PostgreSQL
+commits in chunks meanwhile, are not its similar cases); unlike the child, it misses a case the indexer replaced
+(a resolution recorded) during the batch, and it cannot unread what this process's own index read already. The child exits when
 the parent's end closes.
 """
 
@@ -54,9 +57,9 @@ _new_tuple = tuple.__new__
 #: ones larger, since every message costs a pickle and a loop wake-up.
 FIRST_SLICE = 16
 SLICE = 128
-#: A request the child sends nothing for within this many seconds marks it stuck: it is killed, and the
-#: batch is searched in process. Generous: a tenant's first search loads its whole index (≈ 10 s per 100,000
-#: cases, and at most `Memory.max_resident_cases` stay resident).
+#: A child that sends nothing for this many seconds while a request waits is stuck: it is killed, and the
+#: batch is searched in process. While it loads a tenant's index (≈ 10 s per 100,000 cases) it reports each
+#: page it reads, so a large tenant does not look stuck.
 ANSWER_TIMEOUT_S = 120.0
 #: After the search process failed (it could not start, ended, or stopped answering), batches are searched in
 #: the pipeline's own process for this many seconds before a new one is started.
@@ -289,6 +292,8 @@ class SearchProcess:
         for waiting in self._requests.values():
             waiting._deadline = deadline
         req = self._requests.get(rid)
+        if kind == "loading":  # (the deadlines above are all it is for)
+            return
         if kind == "hits":
             if req is not None:
                 req._answer(message[2], message[3], message[4])
@@ -298,11 +303,11 @@ class SearchProcess:
             if req is not None:
                 del self._requests[rid]
                 req._answer((), None, True)
-        elif kind == "failed":
-            log.warning("memory: the search process could not answer: %s", message[2])
+        elif kind == "failed":  # (its database, most likely: a new child starts after the rest)
             if req is not None:
                 del self._requests[rid]
                 req._fail(message[2])
+            self._failed(f"it could not answer: {message[2]}")
 
     def _lost(self, channel: _Channel, reason: str) -> None:
         if channel is self._channel:  # (else: one `close` stopped)
@@ -377,7 +382,7 @@ class _Child:
         rid = message[1]
         try:
             if kind == "sync":
-                await self.memory.index(message[2])
+                await self.memory.index(message[2], on_page=lambda: self.send(("loading", rid)))
                 self.send(("synced", rid))
             elif kind == "search":
                 await self.search(rid, *message[2:])
@@ -389,7 +394,7 @@ class _Child:
         from breakdesk.memory.index import text_query
         from breakdesk.memory.service import last_resolution_text
 
-        idx = await self.memory.index(tenant_id)
+        idx = await self.memory.index(tenant_id, on_page=lambda: self.send(("loading", rid)))
         last: dict[str, str] = {}
         for item in items:
             fp = item[3]
