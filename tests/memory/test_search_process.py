@@ -68,6 +68,18 @@ async def triage_of(store: Store, tenant: str, eids: list[str]) -> dict[str, Any
     return out
 
 
+async def side_by_side(store: Store, memories: tuple[Memory, Memory], a: str, b: str,
+                       part: list[dict[str, Any]]) -> None:
+    """`part` through tenant `a`, searched in process, and through tenant `b`, searched by the child."""
+    for t, mem in zip((a, b), memories, strict=True):
+        await process(store, t, part, memory=mem)
+
+
+async def assert_same_evidence(store: Store, a: str, b: str, work: list[dict[str, Any]]) -> None:
+    eids = [x["exceptionId"] for x in work]
+    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+
+
 def similar_ids(decisions: dict[str, Any]) -> list[str]:
     return [c["exceptionId"] for ds in decisions.values() for d in ds for ev in d["evidence"]
             if ev["kind"] == "similar-cases" for c in ev["data"]["cases"]]
@@ -110,12 +122,11 @@ async def test_a_search_process_finds_what_the_pipeline_finds_in_process(
 
 async def test_a_search_process_that_dies_is_replaced_and_meanwhile_the_batch_is_searched_here(
         store: Store, memories: tuple[Memory, Memory], caplog: pytest.LogCaptureFixture) -> None:
-    here, there = memories
+    there = memories[1]
     a, b = await make_tenant(store), await make_tenant(store)
     work = items(4 * BATCH)
     batches = [work[i:i + BATCH] for i in range(0, len(work), BATCH)]
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, batches[0], memory=mem)
+    await side_by_side(store, memories, a, b, batches[0])
     sp = there.sidecar()
     assert sp is not None
     first = sp.pid
@@ -123,52 +134,44 @@ async def test_a_search_process_that_dies_is_replaced_and_meanwhile_the_batch_is
     os.kill(first, signal.SIGKILL)
     _reaped(first)
     with caplog.at_level(logging.WARNING):
-        for t, mem in ((a, here), (b, there)):
-            await process(store, t, batches[1], memory=mem)
+        await side_by_side(store, memories, a, b, batches[1])
     assert "the search process" in caplog.text
     assert not sp.available() and sp.pid is None  # resting: the next batch is searched here too
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, batches[2], memory=mem)
+    await side_by_side(store, memories, a, b, batches[2])
     assert sp.pid is None
     sp._retry_at = 0.0  # (the rest is over)
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, batches[3], memory=mem)
+    await side_by_side(store, memories, a, b, batches[3])
     assert sp.pid not in (None, first)
-    eids = [x["exceptionId"] for x in work]
-    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+    await assert_same_evidence(store, a, b, work)
 
 
 async def test_a_search_process_that_stops_answering_is_stopped_and_the_batch_searched_here(
         store: Store, memories: tuple[Memory, Memory], monkeypatch: pytest.MonkeyPatch) -> None:
-    here, there = memories
+    there = memories[1]
     a, b = await make_tenant(store), await make_tenant(store)
     work = items(2 * BATCH)
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, work[:BATCH], memory=mem)
+    await side_by_side(store, memories, a, b, work[:BATCH])
     sp = there.sidecar()
     assert sp is not None and sp.pid is not None
     stuck = sp.pid
     monkeypatch.setattr(sidecar_mod, "ANSWER_TIMEOUT_S", 0.5)
     os.kill(stuck, signal.SIGSTOP)
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, work[BATCH:], memory=mem)
+    await side_by_side(store, memories, a, b, work[BATCH:])
     _reaped(stuck)  # killed, though stopped
     assert sp.pid is None and not sp.available()
-    eids = [x["exceptionId"] for x in work]
-    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+    await assert_same_evidence(store, a, b, work)
 
 
 async def test_a_search_process_that_cannot_start_leaves_the_searches_here(
         store: Store, memories: tuple[Memory, Memory], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    here, there = memories
+    _here, _there = memories
     a, b = await make_tenant(store), await make_tenant(store)
     monkeypatch.setattr(sidecar_mod.sys, "executable", "/nonexistent/python")
     work = items(2 * BATCH)
     with caplog.at_level(logging.WARNING):
         for part in (work[:BATCH], work[BATCH:]):
-            for t, mem in ((a, here), (b, there)):
-                await process(store, t, part, memory=mem)
+            await side_by_side(store, memories, a, b, part)
     assert "cannot start it" in caplog.text
     assert caplog.text.count("cannot start it") == 1  # (not tried again at once)
     eids = [x["exceptionId"] for x in work]
@@ -243,8 +246,7 @@ async def test_answers_cut_short_are_completed_here(
     caplog.set_level(logging.WARNING)
     a, b = await make_tenant(store), await make_tenant(store)
     work = items(4 * BATCH)
-    for t, mem in ((a, here), (b, there)):
-        await process(store, t, work[:BATCH], memory=mem)
+    await side_by_side(store, memories, a, b, work[:BATCH])
     sp = there.sidecar()
     assert sp is not None and sp.pid is not None
     pid, real = sp.pid, sp._received
@@ -263,8 +265,7 @@ async def test_answers_cut_short_are_completed_here(
     await process(store, a, work[BATCH:], memory=here)
     assert answered == [sidecar_mod.FIRST_SLICE]
     assert "searching the rest of the batch in this process" in caplog.text
-    eids = [x["exceptionId"] for x in work]
-    assert await triage_of(store, b, eids) == await triage_of(store, a, eids)
+    await assert_same_evidence(store, a, b, work)
 
 
 async def test_a_search_process_failing_and_then_the_store_too_leaves_the_batch_without_similar_cases(
@@ -300,8 +301,8 @@ async def test_a_repeated_id_is_searched_as_the_exception_the_pipeline_kept(
     known = {**work[0], "idempotencyKey": "K-1"}
     first, kept = {**work[5], "exceptionId": "X-dup", "idempotencyKey": "K-1"}, \
         {**work[-1], "exceptionId": "X-dup", "idempotencyKey": "K-2"}
+    await side_by_side(store, memories, a, b, [known, *work[1:BATCH]])
     for t, mem in ((a, here), (b, there)):
-        await process(store, t, [known, *work[1:BATCH]], memory=mem)
         report = await process(store, t, [first, kept, *work[BATCH:2 * BATCH]], memory=mem)
         assert report.duplicates == 1 and "X-dup" in report.exception_ids
     eids = ["X-dup", *(x["exceptionId"] for x in work[:2 * BATCH])]
