@@ -165,7 +165,6 @@ async def test_a_search_process_that_stops_answering_is_stopped_and_the_batch_se
 async def test_a_search_process_that_cannot_start_leaves_the_searches_here(
         store: Store, memories: tuple[Memory, Memory], monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    _here, _there = memories
     a, b = await make_tenant(store), await make_tenant(store)
     monkeypatch.setattr(sidecar_mod.sys, "executable", "/nonexistent/python")
     work = items(2 * BATCH)
