@@ -14,7 +14,7 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,9 +65,9 @@ SEARCH_SLICE_S = 0.002
 #: cases (bench/RESULTS.md): ≈ 3 ms + 2.8 µs per passing case, so ≈ 11 ms here, against 16-32 ms by HNSW.
 PGVECTOR_EXACT_CASES = 3_000
 SEARCH_FIRST_SLICE = 16
+SEARCH_MAX_SLICE = 512
 
 log = logging.getLogger(__name__)
-SEARCH_MAX_SLICE = 512
 
 
 def _check_tenant(case: StoredCase, tenant_id: str) -> None:
@@ -85,6 +85,16 @@ def last_resolution_text(case: StoredCase) -> str:
     """How a fingerprint's last resolved case ended and which it was, for triage's recurrence text (its id
     shown as similar cases show theirs)."""
     return f"{resolution_headline(case.resolution)} ({shown_id(case.exception_id)})"
+
+
+def add_last_resolutions(idx: TenantIndex, fingerprints: Iterable[str | None], into: dict[str, str]) -> None:
+    """`last_resolution_text` of each fingerprint's last resolved case in `idx`, into `into` where it has
+    none yet (fingerprints without one are left out)."""
+    for fp in fingerprints:
+        if fp and fp not in into:
+            last = idx.last_resolution(fp)
+            if last is not None and last.resolution:
+                into[fp] = last_resolution_text(last)
 
 
 class NotIndexed(LookupError):
@@ -497,10 +507,7 @@ class Memory:
             body, entities, counts, tokens, query = case_query(rec, fp, domain)
             out._prepared[rec.exception_id] = _Prepared(body, entities)
             pending[rec.exception_id] = _Pending(counts, tokens)
-            if fp:
-                last = idx.last_resolution(fp)
-                if last is not None and last.resolution:
-                    out.last_resolution[fp] = last_resolution_text(last)
+            add_last_resolutions(idx, (fp,), out.last_resolution)
             if searchable:
                 queries.append(query)
         await self._search_here(idx, queries, k, out.similar)
@@ -532,28 +539,18 @@ class Memory:
         batch is written."""
         assert out.remote is not None
         out.remote.skip.update(ir.record.exception_id for ir in items)
+        stale: list[Item] = []
         for ir in items:
-            out.similar.pop(ir.record.exception_id, None)
-            out._prepared[ir.record.exception_id] = _Prepared(*describe(ir.record, domain))
+            rec = ir.record
+            body, entities = describe(rec, domain)
+            out.similar.pop(rec.exception_id, None)
+            out._prepared[rec.exception_id] = _Prepared(body, entities)
+            stale.append((rec.exception_id, rec.exception_type, rec.source_system, ir.fingerprint, body, entities))
+        keys = {item[1]: similarity_keys(domain, item[1]) for item in stale}
         try:
-            await self._search_stale_here(out, tenant_id, items, domain, k)
+            await self._search_items_here(out, tenant_id, stale, keys, k)
         except Exception as exc:  # (as any memory failure: those exceptions go without similar cases)
             log.warning("memory: %d exception(s) go without similar cases: %s", len(items), exc)
-
-    async def _search_stale_here(self, out: BatchMemory, tenant_id: str, items: list[IntakeResult],
-                                 domain: CompiledDomainPack, k: int) -> None:
-        idx = await self.index(tenant_id)
-        queries = []
-        for ir in items:
-            query = case_query(ir.record, ir.fingerprint, domain)[4]
-            fp = ir.fingerprint
-            if fp:
-                last = idx.last_resolution(fp)
-                if last is not None and last.resolution:
-                    out.last_resolution[fp] = last_resolution_text(last)
-            queries.append(query)
-        if len(idx) > 0:
-            await self._search_here(idx, queries, k, out.similar)
 
     async def _finish_here(self, out: BatchMemory, tenant_id: str, sent: list[Item],
                            keys: dict[str, tuple[str, ...]], k: int) -> None:
@@ -562,19 +559,19 @@ class Memory:
         its similar cases): the batch's triage shows the same similar cases either way, unless this process's
         own index had read further already."""
         assert out.remote is not None
-        idx = await self.index(tenant_id, upto=out.remote.upto)
-        for item in sent:
-            fp = item[3]
-            if fp and fp not in out.last_resolution:
-                last = idx.last_resolution(fp)
-                if last is not None and last.resolution:
-                    out.last_resolution[fp] = last_resolution_text(last)
-        if len(idx) == 0:
-            return
         skip = out.remote.skip
-        queries = [text_query(*item, keys.get(item[1], ()))[2] for item in sent
-                   if item[0] not in out.similar and item[0] not in skip]
-        await self._search_here(idx, queries, k, out.similar)
+        rest = [item for item in sent if item[0] not in out.similar and item[0] not in skip]
+        await self._search_items_here(out, tenant_id, rest, keys, k, out.remote.upto)
+
+    async def _search_items_here(self, out: BatchMemory, tenant_id: str, items: list[Item],
+                                 keys: dict[str, tuple[str, ...]], k: int, upto: int | None = None) -> None:
+        """Rendered exceptions (as sent to the search process) searched in this process, among the cases up to
+        row `upto` (None: all), with their fingerprints' last resolutions where `out` has none."""
+        idx = await self.index(tenant_id, upto=upto)
+        add_last_resolutions(idx, (item[3] for item in items), out.last_resolution)
+        if len(idx) > 0:
+            queries = [text_query(*item, keys.get(item[1], ()))[2] for item in items]
+            await self._search_here(idx, queries, k, out.similar)
 
     # ------------------------------------------------------------------ queries
 

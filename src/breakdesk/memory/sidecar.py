@@ -215,8 +215,8 @@ class SearchProcess:
         if self._starting is None or self._starting_loop is not loop:
             self._starting, self._starting_loop = asyncio.Lock(), loop
         async with self._starting:  # (two batches at once start one child)
-            ch = self._channel
-            if ch is not None and self._loop is loop and ch.transport is not None and not ch.transport.is_closing():
+            ch = self._live(loop)
+            if ch is not None:
                 return ch
             self.close()
             if not self.available():
@@ -254,24 +254,29 @@ class SearchProcess:
         log.info("memory: search process %d started", proc.pid)
         return ch
 
-    def _request(self, message: tuple[Any, ...]) -> tuple[int, RemoteSearch]:
+    def _live(self, loop: asyncio.AbstractEventLoop) -> _Channel | None:
+        """The running child's channel on `loop`, if there is one."""
+        ch = self._channel
+        if ch is not None and self._loop is loop and ch.transport is not None and not ch.transport.is_closing():
+            return ch
+        return None
+
+    def _request(self, message: tuple[Any, ...]) -> RemoteSearch:
         rid = self._next_id = self._next_id + 1
         out = self._requests[rid] = RemoteSearch(self)
         assert self._channel is not None and self._channel.transport is not None
         self._channel.transport.write(_frame((message[0], rid, *message[1:])))
-        return rid, out
+        return out
 
     def notify(self, tenant_id: str) -> None:
         """Have a running child read the tenant's new cases now, before the next search needs them."""
-        ch = self._channel
-        if tenant_id in self._tenants and ch is not None and ch.transport is not None \
-                and not ch.transport.is_closing() and self._loop is asyncio.get_running_loop():
+        if tenant_id in self._tenants and self._live(asyncio.get_running_loop()) is not None:
             self._request(("sync", tenant_id))
 
     async def sync(self, tenant_id: str) -> RemoteSearch:
         """Have the child read the tenant's new cases now; the result is done when it has."""
         await self._ensure()
-        return self._request(("sync", tenant_id))[1]
+        return self._request(("sync", tenant_id))
 
     async def search(self, tenant_id: str, k: int, window: int, items: list[Item],
                      keys: dict[str, tuple[str, ...]]) -> RemoteSearch:
@@ -281,7 +286,7 @@ class SearchProcess:
         if self._current is not None and not self._current.done:
             await self._current.wait()
         await self._ensure()
-        _, out = self._request(("search", tenant_id, k, window, items, keys))
+        out = self._request(("search", tenant_id, k, window, items, keys))
         self._current = out
         self._tenants.add(tenant_id)
         return out
@@ -392,16 +397,11 @@ class _Child:
     async def search(self, rid: int, tenant_id: str, k: int, window: int, items: list[Item],
                      keys: dict[str, tuple[str, ...]]) -> None:
         from breakdesk.memory.index import text_query
-        from breakdesk.memory.service import last_resolution_text
+        from breakdesk.memory.service import add_last_resolutions
 
         idx = await self.memory.index(tenant_id, on_page=lambda: self.send(("loading", rid)))
         last: dict[str, str] = {}
-        for item in items:
-            fp = item[3]
-            if fp and fp not in last:
-                case = idx.last_resolution(fp)
-                if case is not None and case.resolution:
-                    last[fp] = last_resolution_text(case)
+        add_last_resolutions(idx, (item[3] for item in items), last)
         searchable = len(idx) > 0
         start, size = 0, FIRST_SLICE
         first: tuple[dict[str, str], int] | None = (last, idx.last_case_id)
